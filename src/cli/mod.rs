@@ -1,0 +1,99 @@
+//! The command line: clap structs, one file per subcommand, and the dispatch that turns
+//! parsed flags into library calls and an exit code.
+
+mod generate;
+mod seed;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::connect;
+use crate::error::{EXIT_FAILED, Error};
+use crate::report::Console;
+
+/// Seed PostgreSQL with test accounts from CSV, fast and safely, and purge them afterwards.
+#[derive(Debug, Parser)]
+#[command(name = "provisioner", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output: -v debug, -vv trace (PROVISIONER_LOG=filter overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load account specs from CSV (a file, a .gz file or - for stdin) into a table.
+    Seed(seed::SeedArgs),
+    /// Write N realistic, deterministic account specs as CSV to stdout.
+    Generate(generate::GenerateArgs),
+}
+
+/// Where to connect. Anything the URL leaves out comes from PGHOST, PGPORT, PGUSER,
+/// PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME, PGCONNECT_TIMEOUT, then psql's defaults.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// postgres://user@host:port/db or "host=… dbname=…" [default: PG* variables, then the
+    /// local socket as the OS user]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl ConnectArgs {
+    fn config(&self) -> Result<tokio_postgres::Config, Error> {
+        connect::resolve(self.database_url.as_deref(), connect::process_env)
+    }
+}
+
+impl Cli {
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet {
+            -1
+        } else {
+            self.verbose.min(2) as i8
+        }
+    }
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli, console: &Console) -> i32 {
+    let result = match cli.command {
+        Command::Seed(args) => seed::run(args, console),
+        Command::Generate(args) => generate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            console.eprintln(&format!("error: {e}"));
+            e.exit_code()
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+/// Prints the summary (human on stderr, JSON on stdout) and says how the run ended.
+fn finish(finished: crate::seed::Finished, json: bool, console: &Console) -> i32 {
+    let summary = &finished.summary;
+    if let Some(e) = &finished.error {
+        console.eprintln(&format!("error: {e}"));
+    }
+    console.eprintln(&summary.human());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(summary).expect("a summary always serializes")
+        );
+    }
+    finished.error.map_or(0, |e| e.exit_code().max(EXIT_FAILED))
+}

@@ -1,0 +1,149 @@
+//! The library's error type and the exit code each error maps to.
+//!
+//! Every message is written for the DBA at the terminal: it names the CSV line and column
+//! where there is one, and the server's own words and SQLSTATE where the server refused.
+//! No variant ever carries a password: connection targets are described without it.
+
+use std::fmt::Write as _;
+
+/// Exit code: the run finished.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run failed (bad data, server refused, connection lost).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: usage or configuration error, detected before anything was written.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag, the environment or the target table does not allow the run; nothing was written.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The CSV header does not fit the target table; nothing was written.
+    #[error("the CSV header does not match table {table}:\n  - {}", problems.join("\n  - "))]
+    Header {
+        table: String,
+        problems: Vec<String>,
+    },
+
+    /// The input file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Input {
+        path: String,
+        source: std::io::Error,
+    },
+
+    /// A record the reader cannot turn into a row.
+    #[error("line {line}: {reason}")]
+    Csv { line: u64, reason: String },
+
+    /// No connection could be made at start-up.
+    #[error("could not connect to {target}: {cause}")]
+    Connect { target: String, cause: String },
+
+    /// A statement outside any batch failed (catalog lookup, table creation).
+    #[error("{context}: {}", describe_pg(source))]
+    Database {
+        context: String,
+        source: tokio_postgres::Error,
+    },
+
+    /// A batch failed; `line` and `column` are set when the server named the row.
+    #[error("{}", describe_batch_failure(self))]
+    Batch {
+        seq: u64,
+        first_line: u64,
+        last_line: u64,
+        line: Option<u64>,
+        column: Option<String>,
+        source: tokio_postgres::Error,
+    },
+
+    /// The connection pool could not hand out a connection.
+    #[error("connection pool: {0}")]
+    Pool(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Header { .. } => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        }
+    }
+
+    pub fn database(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        Error::Database {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+fn describe_batch_failure(err: &Error) -> String {
+    let Error::Batch {
+        seq,
+        first_line,
+        last_line,
+        line,
+        column,
+        source,
+    } = err
+    else {
+        unreachable!("only called for Error::Batch")
+    };
+    let mut out = match line {
+        Some(line) => format!("line {line}"),
+        None => format!("batch {seq} (lines {first_line}-{last_line})"),
+    };
+    if let Some(column) = column {
+        let _ = write!(out, ", column {column}");
+    }
+    let _ = write!(out, ": {}", describe_pg(source));
+    out
+}
+
+/// One line saying what the server or the socket said: message, detail, hint and SQLSTATE
+/// for a server error, the chain of causes otherwise.
+pub fn describe_pg(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut out = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            let _ = write!(out, " ({detail})");
+        }
+        if let Some(hint) = db.hint() {
+            let _ = write!(out, " hint: {hint}");
+        }
+        let _ = write!(out, " [SQLSTATE {}]", db.code().code());
+        return out;
+    }
+    let mut out = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let _ = write!(out, ": {c}");
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_and_header_errors_exit_2_others_exit_1() {
+        assert_eq!(Error::Usage("x".into()).exit_code(), EXIT_USAGE);
+        let header = Error::Header {
+            table: "accounts".into(),
+            problems: vec!["unknown column \"nope\"".into()],
+        };
+        assert_eq!(header.exit_code(), EXIT_USAGE);
+        assert!(header.to_string().contains("unknown column \"nope\""));
+        let csv = Error::Csv {
+            line: 7,
+            reason: "expected 3 fields, found 2".into(),
+        };
+        assert_eq!(csv.exit_code(), EXIT_FAILED);
+        assert_eq!(csv.to_string(), "line 7: expected 3 fields, found 2");
+    }
+}

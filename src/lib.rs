@@ -1,0 +1,23 @@
+//! `provisioner`: seed PostgreSQL with test accounts from CSV, fast and without losing or
+//! duplicating a row.
+//!
+//! The data's path, one module a stage:
+//! [`read`] (CSV with COPY's semantics) → [`batch`] (fixed-size batches, encoded by
+//! [`encode`]) → [`write`] (one COPY per transaction over the [`connect`] pool) →
+//! [`report`] (progress, summary, JSON). [`catalog`] and [`plan`] check the target before
+//! any data moves; [`seed`] wires the stages together.
+
+pub mod batch;
+pub mod catalog;
+pub mod cli;
+pub mod connect;
+pub mod encode;
+pub mod error;
+pub mod generate;
+pub mod plan;
+pub mod read;
+pub mod report;
+pub mod seed;
+pub mod write;
+
+pub use error::Error;

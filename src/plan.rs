@@ -1,0 +1,302 @@
+//! The seed plan: which CSV column feeds which table column, how values are encoded and what
+//! a conflicting key does. Decided and checked against the catalog before any data moves, so
+//! every problem with the header, the mapping or the key is reported at once (exit 2).
+
+use std::collections::HashMap;
+
+use crate::catalog::Table;
+use crate::encode::{Encoder, RowEncoder};
+use crate::error::Error;
+use crate::read::Record;
+use crate::write::{OnConflict, Statements};
+
+/// `--format`: the COPY format to prefer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatChoice {
+    /// Binary when every column type has an encoder, CSV otherwise.
+    Auto,
+    /// Binary; refused when a column type has no encoder.
+    Binary,
+    /// CSV: the server parses every value.
+    Csv,
+}
+
+/// What the writers need, validated.
+#[derive(Debug)]
+pub struct Plan {
+    /// Target columns in CSV order.
+    pub columns: Vec<String>,
+    pub encoder: RowEncoder,
+    pub statements: Statements,
+    /// The conflict target; `None` with `skip` means any unique conflict.
+    pub key: Option<Vec<String>>,
+}
+
+pub struct Request<'a> {
+    pub header: &'a Record,
+    /// `--map csv_col=db_col`.
+    pub renames: &'a [(String, String)],
+    pub format: FormatChoice,
+    pub on_conflict: OnConflict,
+    pub key: Option<&'a [String]>,
+}
+
+pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
+    let mut problems = Vec::new();
+    let names = header_names(req.header, &mut problems);
+    let renames: HashMap<&str, &str> = req
+        .renames
+        .iter()
+        .map(|(from, to)| (from.as_str(), to.as_str()))
+        .collect();
+    for from in renames.keys() {
+        if !names.iter().any(|n| n == from) {
+            problems.push(format!("--map names {from:?}, which is not in the header"));
+        }
+    }
+    let columns: Vec<String> = names
+        .iter()
+        .map(|n| renames.get(n.as_str()).map_or(n.clone(), |t| t.to_string()))
+        .collect();
+
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in columns.iter().enumerate() {
+        if let Some(first) = seen.insert(name, i) {
+            problems.push(format!(
+                "duplicate column {name:?} (header fields {} and {})",
+                first + 1,
+                i + 1
+            ));
+        }
+        match table.column(name) {
+            None => problems.push(format!("unknown column {name:?}")),
+            Some(c) if c.generated => problems.push(format!(
+                "column {name:?} is generated and cannot be written"
+            )),
+            Some(_) => {}
+        }
+    }
+    for col in table.columns.iter().filter(|c| c.required()) {
+        if !columns.contains(&col.name) {
+            problems.push(format!(
+                "missing column {:?} ({}, NOT NULL without a default)",
+                col.name, col.type_name
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        let known: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        problems.push(format!("the table's columns are: {}", known.join(", ")));
+        return Err(Error::Header {
+            table: table.display(),
+            problems,
+        });
+    }
+
+    let encoders: Vec<Option<Encoder>> = columns
+        .iter()
+        .map(|n| Encoder::for_type(table.column(n).expect("checked above").type_oid))
+        .collect();
+    if req.format == FormatChoice::Binary {
+        let missing: Vec<String> = columns
+            .iter()
+            .zip(&encoders)
+            .filter(|(_, e)| e.is_none())
+            .map(|(n, _)| format!("{n} ({})", table.column(n).expect("checked").type_name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Usage(format!(
+                "--format binary: no binary encoder for {}; use --format auto or csv",
+                missing.join(", ")
+            )));
+        }
+    }
+    let encoder = RowEncoder::new(encoders, req.format != FormatChoice::Csv);
+    let key = conflict_key(table, &columns, req.on_conflict, req.key)?;
+    let statements = Statements::new(table, &columns, req.on_conflict, key.as_deref());
+    Ok(Plan {
+        columns,
+        encoder,
+        statements,
+        key,
+    })
+}
+
+fn header_names(header: &Record, problems: &mut Vec<String>) -> Vec<String> {
+    (0..header.len())
+        .map(|i| {
+            let raw = header.get(i).unwrap_or_default();
+            match std::str::from_utf8(raw) {
+                Ok("") => {
+                    problems.push(format!("header field {} is empty", i + 1));
+                    String::new()
+                }
+                Ok(s) => s.to_string(),
+                Err(_) => {
+                    problems.push(format!("header field {} is not valid UTF-8", i + 1));
+                    String::from_utf8_lossy(raw).into_owned()
+                }
+            }
+        })
+        .collect()
+}
+
+/// The `ON CONFLICT` target: `--key` when given (it must match a unique index), else the
+/// primary key or the first unique key the CSV covers. `skip` without `--key` needs none.
+fn conflict_key(
+    table: &Table,
+    columns: &[String],
+    mode: OnConflict,
+    key: Option<&[String]>,
+) -> Result<Option<Vec<String>>, Error> {
+    if mode == OnConflict::Error {
+        return Ok(None);
+    }
+    let same_set =
+        |a: &[String], b: &[String]| a.len() == b.len() && a.iter().all(|c| b.contains(c));
+    match key {
+        Some(key) => {
+            let absent: Vec<&String> = key.iter().filter(|k| !columns.contains(k)).collect();
+            if !absent.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--key: column(s) {absent:?} are not among the CSV's columns"
+                )));
+            }
+            if !table.unique_keys.iter().any(|u| same_set(&u.columns, key)) {
+                return Err(Error::Usage(format!(
+                    "--key {}: {} has no primary key or unique index on exactly these columns",
+                    key.join(","),
+                    table.display()
+                )));
+            }
+            Ok(Some(key.to_vec()))
+        }
+        None if mode == OnConflict::Skip => Ok(None),
+        None => table
+            .unique_keys
+            .iter()
+            .find(|u| u.columns.iter().all(|c| columns.contains(c)))
+            .map(|u| Some(u.columns.clone()))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--on-conflict update needs a key: the CSV covers no primary key or unique index of {}; pass --key",
+                    table.display()
+                ))
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Column, UniqueKey};
+    use crate::read::{CsvReader, Dialect};
+
+    fn table() -> Table {
+        let col = |name: &str, oid, not_null, has_default| Column {
+            name: name.into(),
+            type_oid: oid,
+            type_name: "t".into(),
+            not_null,
+            has_default,
+            generated: false,
+        };
+        Table {
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![
+                col("id", 20, true, true),
+                col("email", 25, true, false),
+                col("name", 25, false, false),
+                col("ip", 869, false, false),
+            ],
+            unique_keys: vec![
+                UniqueKey {
+                    name: "t_pkey".into(),
+                    primary: true,
+                    columns: vec!["id".into()],
+                },
+                UniqueKey {
+                    name: "t_email_key".into(),
+                    primary: false,
+                    columns: vec!["email".into()],
+                },
+            ],
+        }
+    }
+
+    fn header(line: &str) -> Record {
+        let mut rec = Record::default();
+        CsvReader::new(line.as_bytes(), Dialect::default())
+            .read(&mut rec)
+            .unwrap();
+        rec
+    }
+
+    fn request<'a>(h: &'a Record, renames: &'a [(String, String)]) -> Request<'a> {
+        Request {
+            header: h,
+            renames,
+            format: FormatChoice::Auto,
+            on_conflict: OnConflict::Error,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn all_header_problems_are_listed_at_once() {
+        let h = header("name,nope,name\n");
+        let err = build(&table(), &request(&h, &[])).unwrap_err();
+        let Error::Header { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("unknown column \"nope\""))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("duplicate column \"name\""))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("missing column \"email\""))
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn renames_apply_and_update_defaults_to_the_covered_unique_key() {
+        let h = header("mail,name\n");
+        let renames = [("mail".to_string(), "email".to_string())];
+        let mut req = request(&h, &renames);
+        req.on_conflict = OnConflict::Update;
+        let plan = build(&table(), &req).unwrap();
+        assert_eq!(plan.columns, ["email", "name"]);
+        assert_eq!(plan.key, Some(vec!["email".to_string()]));
+    }
+
+    #[test]
+    fn binary_is_refused_for_types_without_an_encoder() {
+        let h = header("email,ip\n");
+        let mut req = request(&h, &[]);
+        req.format = FormatChoice::Binary;
+        let err = build(&table(), &req).unwrap_err();
+        assert!(err.to_string().contains("ip"), "{err}");
+        req.format = FormatChoice::Auto;
+        assert!(build(&table(), &req).is_ok());
+    }
+
+    #[test]
+    fn a_key_without_a_unique_index_is_refused() {
+        let h = header("email,name\n");
+        let key = ["name".to_string()];
+        let mut req = request(&h, &[]);
+        req.on_conflict = OnConflict::Skip;
+        req.key = Some(&key);
+        assert!(matches!(build(&table(), &req), Err(Error::Usage(_))));
+    }
+}

@@ -1,0 +1,293 @@
+//! Reporting: live counters, a progress bar on a terminal (log lines elsewhere), the human
+//! summary on stderr and the `--json` object on stdout.
+//!
+//! Log lines are written through the bar (`MultiProgress::suspend`), so the two never
+//! garble each other.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::batch::Batch;
+use crate::encode::Format;
+use crate::write::Outcome;
+
+/// How often a log line reports progress when stderr is not a terminal.
+const LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where progress and logs go: stderr, with a bar only when it is a terminal.
+#[derive(Clone)]
+pub struct Console {
+    multi: MultiProgress,
+    interactive: bool,
+}
+
+impl Console {
+    pub fn stderr() -> Self {
+        let interactive = std::io::stderr().is_terminal();
+        let target = if interactive {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Console {
+            multi: MultiProgress::with_draw_target(target),
+            interactive,
+        }
+    }
+
+    /// Prints a line to stderr without tearing the bar.
+    pub fn eprintln(&self, line: &str) {
+        self.multi.suspend(|| {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        });
+    }
+
+    /// Sends tracing output to stderr through the bar. `verbosity`: -1 quiet, 0 info, 1 debug, 2+ trace.
+    pub fn init_logging(&self, verbosity: i8) {
+        let default = match verbosity {
+            i8::MIN..=-1 => "warn",
+            0 => "info",
+            1 => "provisioner=debug,info",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("PROVISIONER_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(self.clone())
+            .with_ansi(self.interactive)
+            .with_target(false)
+            .try_init();
+    }
+}
+
+impl<'a> MakeWriter<'a> for Console {
+    type Writer = ConsoleWriter;
+    fn make_writer(&'a self) -> ConsoleWriter {
+        ConsoleWriter(self.multi.clone())
+    }
+}
+
+pub struct ConsoleWriter(MultiProgress);
+
+impl Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Counters shared by the reader, the writers and the reporter.
+#[derive(Debug, Default)]
+pub struct Progress {
+    rows_read: AtomicU64,
+    rows_inserted: AtomicU64,
+    rows_updated: AtomicU64,
+    rows_skipped: AtomicU64,
+    batches: AtomicU64,
+    batches_binary: AtomicU64,
+}
+
+impl Progress {
+    pub fn row_read(&self) {
+        self.rows_read.fetch_add(1, Relaxed);
+    }
+
+    pub fn committed(&self, batch: &Batch, outcome: Outcome) {
+        self.rows_inserted.fetch_add(outcome.inserted, Relaxed);
+        self.rows_updated.fetch_add(outcome.updated, Relaxed);
+        self.rows_skipped.fetch_add(outcome.skipped, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+        if batch.format == Format::Binary {
+            self.batches_binary.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn rows_written(&self) -> u64 {
+        self.rows_inserted.load(Relaxed)
+            + self.rows_updated.load(Relaxed)
+            + self.rows_skipped.load(Relaxed)
+    }
+}
+
+/// The end-of-run figures: printed for humans and, with `--json`, as one JSON object.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub command: &'static str,
+    pub table: String,
+    /// The ledger's run id; null until runs are recorded.
+    pub run_id: Option<i64>,
+    pub rows_read: u64,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_skipped: u64,
+    pub rows_rejected: u64,
+    pub batches: u64,
+    pub batches_binary: u64,
+    pub batches_csv: u64,
+    pub retries: u64,
+    pub elapsed_s: f64,
+    pub rows_per_s: f64,
+    /// The failure, when the run did not finish.
+    pub error: Option<String>,
+}
+
+impl Summary {
+    pub fn human(&self) -> String {
+        let status = if self.error.is_some() {
+            "failed"
+        } else {
+            "done"
+        };
+        format!(
+            "{} {status}: {} rows read, {} inserted, {} updated, {} skipped into {} in {:.2} s \
+             ({} rows/s; {} batches: {} binary, {} csv; {} retries)",
+            self.command,
+            group(self.rows_read),
+            group(self.rows_inserted),
+            group(self.rows_updated),
+            group(self.rows_skipped),
+            self.table,
+            self.elapsed_s,
+            group(self.rows_per_s as u64),
+            self.batches,
+            self.batches_binary,
+            self.batches_csv,
+            self.retries,
+        )
+    }
+}
+
+/// Thousands separators for humans: 1234567 → 1,234,567.
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Draws the bar, or logs a line every few seconds, until [`Reporter::finish`].
+pub struct Reporter {
+    progress: Arc<Progress>,
+    started: Instant,
+    task: tokio::task::JoinHandle<()>,
+    bar: ProgressBar,
+}
+
+impl Reporter {
+    /// `consumed`/`size`: input bytes read so far and in all (unknown for stdin).
+    pub fn start(
+        console: &Console,
+        progress: Arc<Progress>,
+        consumed: Arc<AtomicU64>,
+        size: Option<u64>,
+    ) -> Self {
+        let bar = match size {
+            Some(len) => ProgressBar::new(len).with_style(
+                ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}% {msg} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
+            ),
+        };
+        let bar = console.multi.add(bar);
+        let started = Instant::now();
+        let interactive = console.interactive;
+        let task = {
+            let (progress, bar) = (progress.clone(), bar.clone());
+            tokio::spawn(async move {
+                let tick = if interactive {
+                    Duration::from_millis(200)
+                } else {
+                    LOG_INTERVAL
+                };
+                let mut interval = tokio::time::interval(tick);
+                interval.tick().await;
+                loop {
+                    interval.tick().await;
+                    let rows = progress.rows_written();
+                    let rate = rows as f64 / started.elapsed().as_secs_f64();
+                    let bytes = consumed.load(Relaxed);
+                    if interactive {
+                        bar.set_position(bytes);
+                        bar.set_message(format!(
+                            "{} rows, {} rows/s",
+                            group(rows),
+                            group(rate as u64)
+                        ));
+                    } else {
+                        let percent =
+                            size.map(|s| format!("{:.1}", 100.0 * bytes as f64 / s.max(1) as f64));
+                        tracing::info!(
+                            rows_written = rows,
+                            rows_read = progress.rows_read.load(Relaxed),
+                            rows_per_s = rate as u64,
+                            percent = percent.as_deref().unwrap_or("?"),
+                            "progress"
+                        );
+                    }
+                }
+            })
+        };
+        Reporter {
+            progress,
+            started,
+            task,
+            bar,
+        }
+    }
+
+    /// Stops the display and returns the figures.
+    pub fn finish(self, table: String, error: Option<String>) -> Summary {
+        self.task.abort();
+        self.bar.finish_and_clear();
+        let p = &self.progress;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let batches = p.batches.load(Relaxed);
+        let batches_binary = p.batches_binary.load(Relaxed);
+        Summary {
+            command: "seed",
+            table,
+            run_id: None,
+            rows_read: p.rows_read.load(Relaxed),
+            rows_inserted: p.rows_inserted.load(Relaxed),
+            rows_updated: p.rows_updated.load(Relaxed),
+            rows_skipped: p.rows_skipped.load(Relaxed),
+            rows_rejected: 0,
+            batches,
+            batches_binary,
+            batches_csv: batches - batches_binary,
+            // Failed batches are not retried yet: every failure ends the run.
+            retries: 0,
+            elapsed_s: elapsed,
+            rows_per_s: p.rows_written() as f64 / elapsed.max(1e-9),
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(super::group(0), "0");
+        assert_eq!(super::group(999), "999");
+        assert_eq!(super::group(1000), "1,000");
+        assert_eq!(super::group(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,251 @@
+//! Writing: each batch is one transaction on a pooled connection holding one
+//! `COPY … FROM STDIN`, straight into the table (`--on-conflict error`) or into a staging
+//! table that is merged with `INSERT … ON CONFLICT` (`skip`, `update`).
+//!
+//! Invariants: a COPY is always finished or its transaction rolled back (dropping the
+//! transaction rolls back); nothing outlives the transaction that made it (the staging
+//! table is `ON COMMIT DROP`), so the writers are safe behind a transaction-mode pooler.
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use futures_util::SinkExt;
+
+use crate::batch::Batch;
+use crate::catalog::{Table, quote_ident, quote_list};
+use crate::encode::Format;
+use crate::error::Error;
+
+/// What to do with a row whose key already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Fail the run, naming the key and the CSV line.
+    Error,
+    /// Keep the existing row; the input row counts as skipped.
+    Skip,
+    /// Overwrite the existing row's columns with the input's.
+    Update,
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub inserted: u64,
+    pub updated: u64,
+    pub skipped: u64,
+}
+
+/// The SQL a writer runs, built once per run from the validated plan.
+#[derive(Debug, Clone)]
+pub struct Statements {
+    copy_binary: String,
+    copy_csv: String,
+    /// `skip`/`update`: the staging table and the merge into the target.
+    staged: Option<Staged>,
+}
+
+#[derive(Debug, Clone)]
+struct Staged {
+    create: String,
+    merge: String,
+    mode: OnConflict,
+}
+
+const STAGE: &str = "provisioner_stage";
+
+impl Statements {
+    /// `columns` are the target columns in CSV order; `key` is the conflict target
+    /// (`None` with `skip` means any unique conflict).
+    pub fn new(
+        table: &Table,
+        columns: &[String],
+        mode: OnConflict,
+        key: Option<&[String]>,
+    ) -> Self {
+        let cols = quote_list(columns);
+        let target = table.quoted();
+        let copy = |into: &str, format: Format| {
+            format!("COPY {into} ({cols}) FROM STDIN (FORMAT {})", format.sql())
+        };
+        let staged = match mode {
+            OnConflict::Error => None,
+            OnConflict::Skip | OnConflict::Update => Some(Staged {
+                create: format!(
+                    "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
+                ),
+                merge: merge_sql(&target, columns, mode, key),
+                mode,
+            }),
+        };
+        let into = if staged.is_some() {
+            STAGE.to_string()
+        } else {
+            target
+        };
+        Statements {
+            copy_binary: copy(&into, Format::Binary),
+            copy_csv: copy(&into, Format::Csv),
+            staged,
+        }
+    }
+}
+
+fn merge_sql(target: &str, columns: &[String], mode: OnConflict, key: Option<&[String]>) -> String {
+    let cols = quote_list(columns);
+    let conflict_target = key
+        .map(|k| format!("({})", quote_list(k)))
+        .unwrap_or_default();
+    match mode {
+        OnConflict::Skip => format!(
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE} ON CONFLICT {conflict_target} DO NOTHING"
+        ),
+        _ => {
+            let key = key.expect("update needs a conflict key");
+            let sets: Vec<String> = columns
+                .iter()
+                .filter(|c| !key.contains(c))
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+                .collect();
+            let action = if sets.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!("UPDATE SET {}", sets.join(", "))
+            };
+            let key_cols = quote_list(key);
+            // A key repeated inside one batch would make DO UPDATE touch a row twice (an
+            // error): the last occurrence in the file wins, as it would row by row. Sorting by
+            // key also makes concurrent batches lock rows in one order.
+            format!(
+                "WITH latest AS (SELECT DISTINCT ON ({key_cols}) {cols} FROM {STAGE} \
+                                 ORDER BY {key_cols}, ctid DESC), \
+                      merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM latest \
+                                 ON CONFLICT ({key_cols}) DO {action} RETURNING (t.xmax = 0) AS inserted) \
+                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
+            )
+        }
+    }
+}
+
+/// Writes batches over the pool.
+#[derive(Clone)]
+pub struct Writer {
+    pool: Pool,
+    statements: std::sync::Arc<Statements>,
+}
+
+impl Writer {
+    pub fn new(pool: Pool, statements: Statements) -> Self {
+        Writer {
+            pool,
+            statements: std::sync::Arc::new(statements),
+        }
+    }
+
+    /// Writes one batch in its own transaction.
+    pub async fn write(&self, batch: &Batch) -> Result<Outcome, Error> {
+        let fail = |source| batch_error(batch, source);
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        let tx = client.transaction().await.map_err(fail)?;
+        let st = &*self.statements;
+        if let Some(staged) = &st.staged {
+            tx.batch_execute(&staged.create).await.map_err(fail)?;
+        }
+        let copy_sql = match batch.format {
+            Format::Binary => &st.copy_binary,
+            Format::Csv => &st.copy_csv,
+        };
+        let stmt = tx.prepare_cached(copy_sql).await.map_err(fail)?;
+        let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(fail)?;
+        futures_util::pin_mut!(sink);
+        sink.send(batch.payload.clone()).await.map_err(fail)?;
+        let copied = sink.finish().await.map_err(fail)?;
+        let outcome = match &st.staged {
+            None => Outcome {
+                inserted: copied,
+                ..Outcome::default()
+            },
+            Some(Staged {
+                merge,
+                mode: OnConflict::Skip,
+                ..
+            }) => {
+                let inserted = tx.execute(merge.as_str(), &[]).await.map_err(fail)?;
+                Outcome {
+                    inserted,
+                    updated: 0,
+                    skipped: copied - inserted,
+                }
+            }
+            Some(Staged { merge, .. }) => {
+                let row = tx.query_one(merge.as_str(), &[]).await.map_err(fail)?;
+                let (inserted, updated): (i64, i64) = (row.get(0), row.get(1));
+                let (inserted, updated) = (inserted as u64, updated as u64);
+                Outcome {
+                    inserted,
+                    updated,
+                    skipped: copied - inserted - updated,
+                }
+            }
+        };
+        tx.commit().await.map_err(fail)?;
+        Ok(outcome)
+    }
+}
+
+/// Wraps a failure with the batch's lines, and the exact line and column when the server's
+/// error context names a COPY row (`COPY accounts, line 5, column email: "…"`).
+fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error {
+    let (line, column) = source
+        .as_db_error()
+        .and_then(|db| db.where_())
+        .and_then(copy_context)
+        .map_or((None, None), |(row, column)| {
+            (batch.line_of_row(row), column)
+        });
+    Error::Batch {
+        seq: batch.seq,
+        first_line: batch.first_line,
+        last_line: batch.last_line,
+        line,
+        column,
+        source,
+    }
+}
+
+/// Parses COPY's error context into (row within the COPY, column).
+fn copy_context(context: &str) -> Option<(u64, Option<String>)> {
+    let copy = context.lines().find(|l| l.starts_with("COPY "))?;
+    let rest = &copy[copy.find(", line ")? + ", line ".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let row = rest[..digits].parse().ok()?;
+    let column = rest[digits..].strip_prefix(", column ").map(|c| {
+        let end = c.find(": ").unwrap_or(c.len());
+        c[..end].to_string()
+    });
+    Some((row, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_context_gives_row_and_column() {
+        assert_eq!(copy_context("COPY accounts, line 5"), Some((5, None)));
+        assert_eq!(
+            copy_context("COPY accounts, line 12, column email: \"a@b\""),
+            Some((12, Some("email".into())))
+        );
+        assert_eq!(
+            copy_context("PL/pgSQL function f() line 3 at RAISE\nCOPY t, line 7, column x"),
+            Some((7, Some("x".into())))
+        );
+        assert_eq!(copy_context("SQL statement \"INSERT …\""), None);
+    }
+}
