@@ -24,11 +24,13 @@ const LOG_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Console {
     multi: MultiProgress,
     interactive: bool,
+    verbosity: i8,
 }
 
 impl Console {
-    pub fn stderr() -> Self {
-        let interactive = std::io::stderr().is_terminal();
+    /// `verbosity`: -1 quiet (no bar, no summary, warnings only), 0 info, 1 debug, 2+ trace.
+    pub fn stderr(verbosity: i8) -> Self {
+        let interactive = verbosity >= 0 && std::io::stderr().is_terminal();
         let target = if interactive {
             ProgressDrawTarget::stderr()
         } else {
@@ -37,7 +39,12 @@ impl Console {
         Console {
             multi: MultiProgress::with_draw_target(target),
             interactive,
+            verbosity,
         }
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.verbosity < 0
     }
 
     /// Prints a line to stderr without tearing the bar.
@@ -47,9 +54,9 @@ impl Console {
         });
     }
 
-    /// Sends tracing output to stderr through the bar. `verbosity`: -1 quiet, 0 info, 1 debug, 2+ trace.
-    pub fn init_logging(&self, verbosity: i8) {
-        let default = match verbosity {
+    /// Sends tracing output to stderr through the bar.
+    pub fn init_logging(&self) {
+        let default = match self.verbosity {
             i8::MIN..=-1 => "warn",
             0 => "info",
             1 => "provisioner=debug,info",

@@ -88,7 +88,9 @@ fn finish(finished: crate::seed::Finished, json: bool, console: &Console) -> i32
     if let Some(e) = &finished.error {
         console.eprintln(&format!("error: {e}"));
     }
-    console.eprintln(&summary.human());
+    if !console.quiet() {
+        console.eprintln(&summary.human());
+    }
     if json {
         println!(
             "{}",
