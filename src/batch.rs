@@ -2,20 +2,24 @@
 //! hands it to the writers through a bounded channel.
 //!
 //! Boundaries are deterministic (every `size` records), so a batch is the same batch on every
-//! run over the same input. The channel's bound is what keeps memory constant: the reader
-//! blocks when the writers fall behind, never buffering more than the channel holds.
+//! run over the same input: that is what lets a resumed run skip the batches the ledger says
+//! committed, after checking their content hash. The channel's bound is what keeps memory
+//! constant: the reader blocks when the writers fall behind.
 
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::encode::{Format, RowEncoder};
 use crate::error::Error;
 use crate::read::{CsvReader, Record};
 use crate::report::Progress;
 
-/// One batch: the unit of a COPY, a transaction and a retry.
+/// One batch: the unit of a COPY, a transaction, a ledger row and a retry.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// 1-based position in the input.
@@ -25,6 +29,8 @@ pub struct Batch {
     pub last_line: u64,
     /// Physical line where each record starts, to name the line the server refuses.
     pub lines: Vec<u64>,
+    /// xxh3 of the batch's fields, as the ledger records it.
+    pub content_hash: u64,
     pub format: Format,
     pub payload: Bytes,
 }
@@ -42,62 +48,99 @@ impl Batch {
 pub enum ReadEnd {
     /// The input is exhausted and every batch was handed over.
     Complete,
-    /// The writers closed the channel (one failed); the rest of the input is unread.
+    /// The writers closed the channel or a signal asked to stop; the rest is unread.
     Stopped,
 }
 
-/// Reads the rest of `csv` into batches and sends them; runs on a blocking thread.
-pub fn run<R: BufRead>(
-    mut csv: CsvReader<R>,
-    encoder: &RowEncoder,
-    size: usize,
-    tx: &async_channel::Sender<Batch>,
-    progress: &Arc<Progress>,
-) -> Result<ReadEnd, Error> {
-    let mut records: Vec<Record> = Vec::with_capacity(size);
-    let mut filled = 0;
-    let mut seq = 0;
-    let mut payload = Vec::new();
-    loop {
-        if filled == records.len() {
-            records.push(Record::default());
-        }
-        let more = csv.read(&mut records[filled])?;
-        if more {
-            let rec = &records[filled];
-            if rec.len() != encoder.columns() {
-                return Err(Error::Csv {
-                    line: rec.line(),
-                    reason: format!(
-                        "expected {} fields (as in the header), found {}",
-                        encoder.columns(),
-                        rec.len()
-                    ),
-                });
-            }
-            filled += 1;
-            progress.row_read();
-        }
-        if filled == size || (!more && filled > 0) {
-            seq += 1;
-            let rows = &records[..filled];
-            let format = encoder.encode(rows, &mut payload);
-            let batch = Batch {
-                seq,
-                rows: filled,
-                first_line: rows[0].line(),
-                last_line: rows[filled - 1].end_line(),
-                lines: rows.iter().map(Record::line).collect(),
-                format,
-                payload: Bytes::copy_from_slice(&payload),
-            };
-            filled = 0;
-            if tx.send_blocking(batch).is_err() {
+/// Turns a CSV stream into batches for the writers.
+pub struct Batcher {
+    pub encoder: RowEncoder,
+    pub size: usize,
+    /// Batches a resumed run already committed: sequence number → content hash.
+    pub committed: HashMap<u64, u64>,
+    pub progress: Arc<Progress>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Batcher {
+    /// Reads the rest of `csv` into batches and sends them; runs on a blocking thread.
+    pub fn run<R: BufRead>(
+        &self,
+        mut csv: CsvReader<R>,
+        tx: &async_channel::Sender<Batch>,
+    ) -> Result<ReadEnd, Error> {
+        let mut records: Vec<Record> = Vec::with_capacity(self.size);
+        let mut filled = 0;
+        let mut seq = 0;
+        let mut payload = Vec::new();
+        let columns = self.encoder.columns();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
                 return Ok(ReadEnd::Stopped);
             }
-        }
-        if !more {
-            return Ok(ReadEnd::Complete);
+            if filled == records.len() {
+                records.push(Record::default());
+            }
+            let more = csv.read(&mut records[filled])?;
+            if more {
+                let rec = &records[filled];
+                if rec.len() != columns {
+                    return Err(Error::Csv {
+                        line: rec.line(),
+                        reason: format!(
+                            "expected {columns} fields (as in the header), found {}",
+                            rec.len()
+                        ),
+                    });
+                }
+                filled += 1;
+                self.progress.row_read();
+            }
+            if filled == self.size || (!more && filled > 0) {
+                seq += 1;
+                let rows = &records[..filled];
+                let mut hasher = Xxh3::new();
+                rows.iter().for_each(|r| r.hash_into(&mut hasher));
+                let content_hash = hasher.digest();
+                let (first_line, last_line) = (rows[0].line(), rows[filled - 1].end_line());
+                if let Some(&committed_hash) = self.committed.get(&seq) {
+                    if committed_hash != content_hash {
+                        return Err(Error::InputChanged {
+                            seq,
+                            first_line,
+                            last_line,
+                        });
+                    }
+                    self.progress.resumed(filled as u64);
+                } else {
+                    let format = self.encoder.encode(rows, &mut payload);
+                    let batch = Batch {
+                        seq,
+                        rows: filled,
+                        first_line,
+                        last_line,
+                        lines: rows.iter().map(Record::line).collect(),
+                        content_hash,
+                        format,
+                        payload: Bytes::copy_from_slice(&payload),
+                    };
+                    if tx.send_blocking(batch).is_err() {
+                        return Ok(ReadEnd::Stopped);
+                    }
+                }
+                filled = 0;
+            }
+            if !more {
+                if let Some(&extra) = self.committed.keys().filter(|&&s| s > seq).min() {
+                    // The ledger holds a batch the input no longer reaches: it got shorter.
+                    return Err(Error::InputChanged {
+                        seq: extra,
+                        first_line: 0,
+                        last_line: 0,
+                    });
+                }
+                return Ok(ReadEnd::Complete);
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::error::Error;
 
 pub const DEFAULT_APPLICATION_NAME: &str = "provisioner";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Writers never outnumber connections, so a long wait for one means something is stuck.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Builds the connection config from `url` (`postgres://…` or `key=value …`), filling what it
 /// leaves unset from `env` (the `PG*` variables) and then from psql's defaults.
@@ -127,6 +129,36 @@ fn parse_ssl_mode(mode: &str) -> Result<SslMode, Error> {
     }
 }
 
+/// A connection string with its password removed, for anything that is stored or shown:
+/// `postgres://u:pw@h/db` → `postgres://u@h/db`, `host=h password=pw` → `host=h`.
+pub fn redact(conn: &str) -> String {
+    if let Some((scheme, rest)) = conn.split_once("://") {
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                format!("{user}@{hosts}")
+            }
+            None => authority.to_string(),
+        };
+        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+        let params: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("password="))
+            .collect();
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
+        return format!("{scheme}://{authority}{path}{query}");
+    }
+    conn.split_whitespace()
+        .filter(|kv| !kv.starts_with("password="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `host=… port=… user=… dbname=…`, never the password.
 pub fn describe(cfg: &Config) -> String {
     let hosts: Vec<String> = cfg
@@ -163,20 +195,24 @@ pub fn pool(cfg: Config, size: usize) -> Result<Pool, Error> {
     );
     Pool::builder(manager)
         .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
         .build()
-        .map_err(|e| Error::Pool(e.to_string()))
+        .map_err(|e| Error::Usage(format!("cannot build the connection pool: {e}")))
 }
 
 /// Takes one connection from the pool to prove the target answers, with a one-line error
 /// naming it when it does not.
 pub async fn check(pool: &Pool, cfg: &Config) -> Result<deadpool_postgres::Object, Error> {
-    pool.get().await.map_err(|e| Error::Connect {
-        target: describe(cfg),
-        cause: match &e {
-            deadpool_postgres::PoolError::Backend(pg) => crate::error::describe_pg(pg),
-            other => other.to_string(),
-        },
-    })
+    pool.get()
+        .await
+        .map_err(|e: deadpool_postgres::PoolError| Error::Connect {
+            target: describe(cfg),
+            cause: match &e {
+                deadpool_postgres::PoolError::Backend(pg) => crate::error::describe_pg(pg),
+                other => other.to_string(),
+            },
+        })
 }
 
 #[cfg(test)]
@@ -238,6 +274,21 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("hunter2"));
         let err = resolve(Some("postgres://u:hunter2@h:notaport/d"), env_of(&[])).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn redact_removes_passwords_from_urls_and_conninfo() {
+        assert_eq!(
+            redact("postgres://u:pw@h:5/db?sslmode=disable"),
+            "postgres://u@h:5/db?sslmode=disable"
+        );
+        assert_eq!(redact("postgres://u@h/db?password=pw"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://h/db?password=pw&sslmode=disable"),
+            "postgres://h/db?sslmode=disable"
+        );
+        assert_eq!(redact("postgresql:///db"), "postgresql:///db");
+        assert_eq!(redact("host=h password=pw dbname=d"), "host=h dbname=d");
     }
 
     #[test]

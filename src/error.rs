@@ -12,6 +12,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 /// Exit code: usage or configuration error, detected before anything was written.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code: interrupted (Ctrl-C, SIGTERM); the run can be resumed.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,14 +62,34 @@ pub enum Error {
     },
 
     /// The connection pool could not hand out a connection.
-    #[error("connection pool: {0}")]
-    Pool(String),
+    #[error("{}", describe_pool(.0))]
+    Pool(deadpool_postgres::PoolError),
+
+    /// A transient failure kept coming back until the retry policy gave up.
+    #[error("gave up after {retries} retries: {last}")]
+    RetriesExhausted { retries: u32, last: Box<Error> },
+
+    /// A resumed run met a batch that differs from the one committed under the same number.
+    #[error(
+        "the input changed since the run started: batch {seq} (lines {first_line}-{last_line}) \
+         differs from the batch committed then; refusing to go on"
+    )]
+    InputChanged {
+        seq: u64,
+        first_line: u64,
+        last_line: u64,
+    },
+
+    /// Stopped by a signal; in-flight batches committed or rolled back.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Header { .. } => EXIT_USAGE,
+            Error::Interrupted => EXIT_INTERRUPTED,
             _ => EXIT_FAILED,
         }
     }
@@ -101,6 +123,13 @@ fn describe_batch_failure(err: &Error) -> String {
     }
     let _ = write!(out, ": {}", describe_pg(source));
     out
+}
+
+fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
+    match err {
+        deadpool_postgres::PoolError::Backend(pg) => describe_pg(pg),
+        other => format!("connection pool: {other}"),
+    }
 }
 
 /// One line saying what the server or the socket said: message, detail, hint and SQLSTATE

@@ -4,8 +4,9 @@
 //! The data's path, one module a stage:
 //! [`read`] (CSV with COPY's semantics) → [`batch`] (fixed-size batches, encoded by
 //! [`encode`]) → [`write`] (one COPY per transaction over the [`connect`] pool) →
-//! [`report`] (progress, summary, JSON). [`catalog`] and [`plan`] check the target before
-//! any data moves; [`seed`] wires the stages together.
+//! [`ledger`] (runs and committed batches, in the target database) → [`report`] (progress,
+//! summary, JSON). [`catalog`] and [`plan`] check the target before any data moves;
+//! [`retry`] decides which failures are replayed; [`seed`] wires the stages together.
 
 pub mod batch;
 pub mod catalog;
@@ -14,9 +15,11 @@ pub mod connect;
 pub mod encode;
 pub mod error;
 pub mod generate;
+pub mod ledger;
 pub mod plan;
 pub mod read;
 pub mod report;
+pub mod retry;
 pub mod seed;
 pub mod write;
 

@@ -44,11 +44,19 @@ impl Source {
     }
 }
 
+/// How much of the input's start its fingerprint covers.
+const FINGERPRINT_BYTES: u64 = 1 << 20;
+
 /// An opened input: decompressed bytes to parse, plus what progress reporting needs.
 pub struct Input {
     pub reader: Box<dyn BufRead + Send>,
+    /// The canonical path, or `-` for stdin: part of the run's identity.
+    pub path: String,
     /// Size on disk, when known (files); progress is measured against it.
     pub size: Option<u64>,
+    /// xxh3-128 of the first MiB as read (compressed for gzip), in hex: a resumed run
+    /// refuses an input whose fingerprint changed.
+    pub fingerprint: String,
     /// Bytes consumed from the file or stdin so far (compressed bytes for gzip).
     pub consumed: Arc<AtomicU64>,
 }
@@ -60,17 +68,24 @@ pub fn open(source: &Source) -> Result<Input, Error> {
         path: source.display(),
         source: source_err,
     };
-    let (raw, size): (Box<dyn Read + Send>, Option<u64>) = match source {
-        Source::Stdin => (Box::new(io::stdin()), None),
+    let (mut raw, size, path): (Box<dyn Read + Send>, Option<u64>, String) = match source {
+        Source::Stdin => (Box::new(io::stdin()), None, "-".into()),
         Source::Path(path) => {
             let file = File::open(path).map_err(io_err)?;
             let size = file.metadata().map_err(io_err)?.len();
-            (Box::new(file), Some(size))
+            let canonical = std::fs::canonicalize(path).map_err(io_err)?;
+            (Box::new(file), Some(size), canonical.display().to_string())
         }
     };
+    let mut prefix = Vec::new();
+    (&mut raw)
+        .take(FINGERPRINT_BYTES)
+        .read_to_end(&mut prefix)
+        .map_err(io_err)?;
+    let fingerprint = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&prefix));
     let consumed = Arc::new(AtomicU64::new(0));
     let counted = Counted {
-        inner: raw,
+        inner: Box::new(io::Cursor::new(prefix).chain(raw)),
         consumed: consumed.clone(),
     };
     let mut buffered = BufReader::with_capacity(READ_BUFFER, counted);
@@ -88,7 +103,9 @@ pub fn open(source: &Source) -> Result<Input, Error> {
     };
     Ok(Input {
         reader,
+        path,
         size,
+        fingerprint,
         consumed,
     })
 }
@@ -163,6 +180,14 @@ impl Record {
     /// Physical line where the record ends (differs from `line` when a quoted field spans lines).
     pub fn end_line(&self) -> u64 {
         self.end_line
+    }
+
+    /// Feeds the record's fields, NULLs included, to a hash of the batch's content.
+    pub fn hash_into(&self, hasher: &mut xxhash_rust::xxh3::Xxh3) {
+        hasher.update(&self.data);
+        for (&end, &null) in self.ends.iter().zip(&self.nulls) {
+            hasher.update(&((end as u64) | (u64::from(null) << 63)).to_le_bytes());
+        }
     }
 
     fn clear(&mut self) {

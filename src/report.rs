@@ -56,9 +56,11 @@ impl Console {
 
     /// Sends tracing output to stderr through the bar.
     pub fn init_logging(&self) {
+        // The pool's own warnings about broken connections repeat what the retry warnings
+        // say with more context; they show from -v on.
         let default = match self.verbosity {
-            i8::MIN..=-1 => "warn",
-            0 => "info",
+            i8::MIN..=-1 => "warn,deadpool=error,deadpool_postgres=error",
+            0 => "info,deadpool=error,deadpool_postgres=error",
             1 => "provisioner=debug,info",
             _ => "trace",
         };
@@ -101,11 +103,26 @@ pub struct Progress {
     rows_skipped: AtomicU64,
     batches: AtomicU64,
     batches_binary: AtomicU64,
+    retries: AtomicU64,
+    rows_resumed: AtomicU64,
 }
 
 impl Progress {
     pub fn row_read(&self) {
         self.rows_read.fetch_add(1, Relaxed);
+    }
+
+    /// Rows of a batch an earlier attempt of the run committed, skipped on resume.
+    pub fn resumed(&self, rows: u64) {
+        self.rows_resumed.fetch_add(rows, Relaxed);
+    }
+
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read.load(Relaxed)
     }
 
     pub fn committed(&self, batch: &Batch, outcome: Outcome) {
@@ -130,9 +147,11 @@ impl Progress {
 pub struct Summary {
     pub command: &'static str,
     pub table: String,
-    /// The ledger's run id; null until runs are recorded.
+    /// The ledger's run id; null with --no-ledger.
     pub run_id: Option<i64>,
     pub rows_read: u64,
+    /// Rows of batches an earlier attempt of a resumed run had committed: not sent again.
+    pub rows_resumed: u64,
     pub rows_inserted: u64,
     pub rows_updated: u64,
     pub rows_skipped: u64,
@@ -143,19 +162,28 @@ pub struct Summary {
     pub retries: u64,
     pub elapsed_s: f64,
     pub rows_per_s: f64,
+    /// completed, failed or interrupted.
+    pub status: &'static str,
     /// The failure, when the run did not finish.
     pub error: Option<String>,
+    /// The command that resumes the run, when it did not finish.
+    pub resume_command: Option<String>,
 }
 
 impl Summary {
     pub fn human(&self) -> String {
-        let status = if self.error.is_some() {
-            "failed"
+        let status = self.status;
+        let run = self
+            .run_id
+            .map(|id| format!(" (run {id})"))
+            .unwrap_or_default();
+        let resumed = if self.rows_resumed > 0 {
+            format!(", {} already committed", group(self.rows_resumed))
         } else {
-            "done"
+            String::new()
         };
         format!(
-            "{} {status}: {} rows read, {} inserted, {} updated, {} skipped into {} in {:.2} s \
+            "{}{run} {status}: {} rows read{resumed}, {} inserted, {} updated, {} skipped into {} in {:.2} s \
              ({} rows/s; {} batches: {} binary, {} csv; {} retries)",
             self.command,
             group(self.rows_read),
@@ -259,8 +287,8 @@ impl Reporter {
         }
     }
 
-    /// Stops the display and returns the figures.
-    pub fn finish(self, table: String, error: Option<String>) -> Summary {
+    /// Stops the display and returns the figures; the caller fills in the run and its end.
+    pub fn finish(self, table: String) -> Summary {
         self.task.abort();
         self.bar.finish_and_clear();
         let p = &self.progress;
@@ -272,6 +300,7 @@ impl Reporter {
             table,
             run_id: None,
             rows_read: p.rows_read.load(Relaxed),
+            rows_resumed: p.rows_resumed.load(Relaxed),
             rows_inserted: p.rows_inserted.load(Relaxed),
             rows_updated: p.rows_updated.load(Relaxed),
             rows_skipped: p.rows_skipped.load(Relaxed),
@@ -279,11 +308,12 @@ impl Reporter {
             batches,
             batches_binary,
             batches_csv: batches - batches_binary,
-            // Failed batches are not retried yet: every failure ends the run.
-            retries: 0,
+            retries: p.retries.load(Relaxed),
             elapsed_s: elapsed,
             rows_per_s: p.rows_written() as f64 / elapsed.max(1e-9),
-            error,
+            status: "completed",
+            error: None,
+            resume_command: None,
         }
     }
 }

@@ -2,9 +2,11 @@
 //! `COPY … FROM STDIN`, straight into the table (`--on-conflict error`) or into a staging
 //! table that is merged with `INSERT … ON CONFLICT` (`skip`, `update`).
 //!
-//! Invariants: a COPY is always finished or its transaction rolled back (dropping the
-//! transaction rolls back); nothing outlives the transaction that made it (the staging
-//! table is `ON COMMIT DROP`), so the writers are safe behind a transaction-mode pooler.
+//! Invariants: a COPY is always finished or its transaction rolled back; nothing outlives
+//! the transaction that made it (the staging table is `ON COMMIT DROP`), so the writers are
+//! safe behind a transaction-mode pooler; with a ledger, the batch's ledger row is claimed
+//! first in the same transaction, so a batch commits at most once however often it is
+//! replayed; a connection that failed is never handed out again.
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
@@ -14,6 +16,7 @@ use crate::batch::Batch;
 use crate::catalog::{Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
+use crate::ledger::BatchStatements;
 
 /// What to do with a row whose key already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -131,25 +134,72 @@ fn merge_sql(target: &str, columns: &[String], mode: OnConflict, key: Option<&[S
 pub struct Writer {
     pool: Pool,
     statements: std::sync::Arc<Statements>,
+    ledger: Option<std::sync::Arc<BatchStatements>>,
 }
 
 impl Writer {
-    pub fn new(pool: Pool, statements: Statements) -> Self {
+    pub fn new(pool: Pool, statements: Statements, ledger: Option<BatchStatements>) -> Self {
         Writer {
             pool,
             statements: std::sync::Arc::new(statements),
+            ledger: ledger.map(std::sync::Arc::new),
         }
     }
 
-    /// Writes one batch in its own transaction.
+    /// Writes one batch in its own transaction. A batch the ledger shows committed (by an
+    /// earlier attempt whose COMMIT reply was lost) is not written again: its recorded
+    /// outcome is returned.
     pub async fn write(&self, batch: &Batch) -> Result<Outcome, Error> {
+        let mut client = self.pool.get().await.map_err(Error::Pool)?;
+        let result = self.write_on(&mut client, batch).await;
+        if result.is_err() {
+            // Whatever state the session is in, it is not trusted with another batch.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
+
+    async fn write_on(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        batch: &Batch,
+    ) -> Result<Outcome, Error> {
         let fail = |source| batch_error(batch, source);
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Error::Pool(e.to_string()))?;
         let tx = client.transaction().await.map_err(fail)?;
+        if let Some(ledger) = &self.ledger {
+            let seq = batch.seq as i64;
+            let claimed = tx
+                .execute(
+                    ledger.claim.as_str(),
+                    &[
+                        &ledger.run_id,
+                        &seq,
+                        &(batch.first_line as i64),
+                        &(batch.last_line as i64),
+                        &(batch.rows as i64),
+                        &(batch.content_hash as i64),
+                    ],
+                )
+                .await
+                .map_err(fail)?;
+            if claimed == 0 {
+                let row = tx
+                    .query_one(ledger.lookup.as_str(), &[&ledger.run_id, &seq])
+                    .await
+                    .map_err(fail)?;
+                tx.rollback().await.map_err(fail)?;
+                tracing::info!(
+                    batch = batch.seq,
+                    "batch had already committed; not replayed"
+                );
+                let n = |i| row.get::<_, i64>(i) as u64;
+                return Ok(Outcome {
+                    inserted: n(0),
+                    updated: n(1),
+                    skipped: n(2),
+                });
+            }
+        }
         let st = &*self.statements;
         if let Some(staged) = &st.staged {
             tx.batch_execute(&staged.create).await.map_err(fail)?;
@@ -191,6 +241,21 @@ impl Writer {
                 }
             }
         };
+        if let Some(ledger) = &self.ledger {
+            let count = |n: u64| n as i64;
+            tx.execute(
+                ledger.record.as_str(),
+                &[
+                    &ledger.run_id,
+                    &(batch.seq as i64),
+                    &count(outcome.inserted),
+                    &count(outcome.updated),
+                    &count(outcome.skipped),
+                ],
+            )
+            .await
+            .map_err(fail)?;
+        }
         tx.commit().await.map_err(fail)?;
         Ok(outcome)
     }

@@ -2,6 +2,7 @@
 //! parsed flags into library calls and an exit code.
 
 mod generate;
+mod runs;
 mod seed;
 
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,8 @@ pub enum Command {
     Seed(seed::SeedArgs),
     /// Write N realistic, deterministic account specs as CSV to stdout.
     Generate(generate::GenerateArgs),
+    /// List the runs recorded in the ledger, or show one with `runs show ID`.
+    Runs(runs::RunsArgs),
 }
 
 /// Where to connect. Anything the URL leaves out comes from PGHOST, PGPORT, PGUSER,
@@ -40,7 +43,13 @@ pub enum Command {
 pub struct ConnectArgs {
     /// postgres://user@host:port/db or "host=… dbname=…" [default: PG* variables, then the
     /// local socket as the OS user]
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        global = true
+    )]
     pub database_url: Option<String>,
 }
 
@@ -48,6 +57,33 @@ impl ConnectArgs {
     fn config(&self) -> Result<tokio_postgres::Config, Error> {
         connect::resolve(self.database_url.as_deref(), connect::process_env)
     }
+}
+
+/// Where the run ledger lives.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Schema of the run ledger (runs and committed batches) in the target database; created
+    /// and migrated automatically.
+    #[arg(long, default_value = crate::ledger::DEFAULT_SCHEMA, value_name = "SCHEMA", global = true)]
+    pub ledger_schema: String,
+}
+
+/// The process's command line with the password of any --database-url removed.
+fn redacted_command_line() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut redact_next = false;
+    for arg in std::env::args() {
+        if redact_next {
+            out.push(connect::redact(&arg));
+            redact_next = false;
+        } else if let Some(url) = arg.strip_prefix("--database-url=") {
+            out.push(format!("--database-url={}", connect::redact(url)));
+        } else {
+            redact_next = arg == "--database-url";
+            out.push(arg);
+        }
+    }
+    out
 }
 
 impl Cli {
@@ -65,6 +101,7 @@ pub fn run(cli: Cli, console: &Console) -> i32 {
     let result = match cli.command {
         Command::Seed(args) => seed::run(args, console),
         Command::Generate(args) => generate::run(args),
+        Command::Runs(args) => runs::run(args),
     };
     match result {
         Ok(code) => code,
@@ -87,6 +124,9 @@ fn finish(finished: crate::seed::Finished, json: bool, console: &Console) -> i32
     let summary = &finished.summary;
     if let Some(e) = &finished.error {
         console.eprintln(&format!("error: {e}"));
+    }
+    if let Some(cmd) = &summary.resume_command {
+        console.eprintln(&format!("resume with: {cmd}"));
     }
     if !console.quiet() {
         console.eprintln(&summary.human());

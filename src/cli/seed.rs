@@ -2,12 +2,15 @@
 
 use clap::Args;
 
-use super::{ConnectArgs, finish, runtime};
+use std::time::Duration;
+
+use super::{ConnectArgs, LedgerArgs, finish, redacted_command_line, runtime};
 use crate::error::Error;
 use crate::plan::FormatChoice;
 use crate::read::Source;
 use crate::report::Console;
-use crate::seed::{SeedOptions, seed};
+use crate::retry::RetryPolicy;
+use crate::seed::{Resume, SeedOptions, seed};
 use crate::write::OnConflict;
 
 /// Rows per batch unless --batch-size says otherwise. Measured on 1M example rows: 5,000
@@ -17,8 +20,9 @@ pub const DEFAULT_BATCH_SIZE: usize = 5_000;
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit codes: 0 done; 1 failed (the message names the CSV line and the \
-server's error; batches committed before the failure stay committed); 2 usage or configuration \
-error, nothing written."
+server's error; batches committed before the failure stay committed and recorded); 2 usage or \
+configuration error, nothing written; 130 interrupted (Ctrl-C, SIGTERM): the message gives the \
+command that resumes the run."
 )]
 pub struct SeedArgs {
     /// CSV file with a header line naming the target columns; .gz is decompressed; - reads stdin.
@@ -65,6 +69,29 @@ pub struct SeedArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Continue the latest unfinished run of this input, table and batching options (or run
+    /// RUN_ID), skipping the batches it committed. Refused if the input changed.
+    #[arg(long, value_name = "RUN_ID", num_args = 0..=1, default_missing_value = "latest",
+          value_parser = parse_resume)]
+    pub resume: Option<Resume>,
+
+    /// Do not record the run in the ledger: no resume, and a batch whose COMMIT outcome is
+    /// unknown (connection lost during COMMIT) cannot be told apart from one that failed.
+    #[arg(long, conflicts_with = "resume")]
+    pub no_ledger: bool,
+
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+
+    /// Replays of one failed batch (serialization failures, deadlocks, lost connections…)
+    /// before the run fails. 0 disables retries.
+    #[arg(long, default_value_t = RetryPolicy::default().max_retries, value_name = "N")]
+    pub max_retries: u32,
+
+    /// Stop retrying a batch this many seconds after its first failure.
+    #[arg(long, default_value_t = RetryPolicy::default().max_elapsed.as_secs(), value_name = "SECONDS")]
+    pub retry_max_elapsed: u64,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -73,6 +100,16 @@ fn parse_rename(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((from, to)) if !from.is_empty() && !to.is_empty() => Ok((from.into(), to.into())),
         _ => Err(format!("expected CSV_COL=DB_COL, got {s:?}")),
+    }
+}
+
+fn parse_resume(s: &str) -> Result<Resume, String> {
+    match s {
+        "latest" => Ok(Resume::Latest),
+        id => id
+            .parse()
+            .map(Resume::Run)
+            .map_err(|_| format!("expected a run id, got {id:?}")),
     }
 }
 
@@ -97,6 +134,14 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         on_conflict: args.on_conflict,
         key: args.key,
         create_example_table: args.create_example_table,
+        ledger_schema: (!args.no_ledger).then_some(args.ledger.ledger_schema),
+        resume: args.resume,
+        retry: RetryPolicy {
+            max_retries: args.max_retries,
+            max_elapsed: Duration::from_secs(args.retry_max_elapsed),
+            ..RetryPolicy::default()
+        },
+        command_line: redacted_command_line(),
     };
     let finished = runtime()?.block_on(seed(db, opts, console))?;
     Ok(finish(finished, args.json, console))

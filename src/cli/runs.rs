@@ -1,0 +1,123 @@
+//! `provisioner runs` and `provisioner runs show ID`.
+
+use clap::{Args, Subcommand};
+
+use super::{ConnectArgs, LedgerArgs, runtime};
+use crate::connect;
+use crate::error::Error;
+use crate::ledger::{Ledger, Run};
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+
+    /// How many runs to list, newest first.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: i64,
+
+    /// Print JSON (an array, or one object for `show`) instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run in full: counts, batches, error, and the command that resumes it.
+    Show {
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
+}
+
+pub fn run(args: RunsArgs) -> Result<i32, Error> {
+    let db = args.connect.config()?;
+    runtime()?.block_on(async {
+        let pool = connect::pool(db.clone(), 1)?;
+        let mut client = connect::check(&pool, &db).await?;
+        let ledger = Ledger::open(&mut client, &args.ledger.ledger_schema).await?;
+        match args.show {
+            None => {
+                let runs = ledger.runs(&client, None, args.limit).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&runs).expect("runs serialize"));
+                } else {
+                    print_table(&runs);
+                }
+            }
+            Some(RunsCommand::Show { id }) => {
+                let run = ledger
+                    .runs(&client, Some(id), 1)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Usage(format!("no run {id} in the ledger")))?;
+                let resume = (!run.finished()).then(|| run.resume_command());
+                if args.json {
+                    let mut value = serde_json::to_value(&run).expect("a run serializes");
+                    value["resume_command"] = resume.into();
+                    println!("{value}");
+                } else {
+                    print_run(&run, resume);
+                }
+            }
+        }
+        Ok(0)
+    })
+}
+
+fn print_table(runs: &[Run]) {
+    println!(
+        "{:>6}  {:<7}  {:<24}  {:<11}  {:>12}  {:<22}  {:>10}  host",
+        "id", "command", "table", "status", "rows", "started", "duration"
+    );
+    for r in runs {
+        println!(
+            "{:>6}  {:<7}  {:<24}  {:<11}  {:>12}  {:<22}  {:>9.1}s  {}",
+            r.id,
+            r.command,
+            r.target_table,
+            r.status,
+            r.rows_inserted + r.rows_updated + r.rows_skipped,
+            r.started_at,
+            r.duration_s,
+            r.host.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn print_run(run: &Run, resume: Option<String>) {
+    println!("run {} ({})", run.id, run.status);
+    println!("  command:   {}", run.command_line.join(" "));
+    println!("  table:     {}", run.target_table);
+    println!(
+        "  input:     {} ({} bytes)",
+        run.input_path,
+        run.input_size.map_or("unknown".into(), |s| s.to_string())
+    );
+    println!(
+        "  started:   {} on {}",
+        run.started_at,
+        run.host.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  duration:  {:.1} s over {} attempt(s)",
+        run.duration_s, run.attempts
+    );
+    println!(
+        "  committed: {} batches: {} rows inserted, {} updated, {} skipped ({} rows read)",
+        run.batches, run.rows_inserted, run.rows_updated, run.rows_skipped, run.rows_read
+    );
+    if let Some(error) = &run.error {
+        println!("  error:     {error}");
+    }
+    if let Some(cmd) = resume {
+        println!("  resume:    {cmd}");
+    }
+}

@@ -1,0 +1,464 @@
+//! The run ledger: what each run is and which of its batches committed, kept in the target
+//! database itself (schema `provisioner` unless `--ledger-schema` says otherwise).
+//!
+//! Invariant: a batch's ledger row is written in the same transaction as the batch's data,
+//! and written first (`INSERT … ON CONFLICT DO NOTHING` on the run and sequence number). So
+//! the row exists exactly when the data committed, a replay of a batch that did commit finds
+//! it and stops, and a replay racing a transaction whose COMMIT outcome is still unknown waits
+//! for that outcome instead of guessing. Migrations are embedded, versioned and idempotent.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use crate::catalog::quote_ident;
+use crate::error::Error;
+
+pub const DEFAULT_SCHEMA: &str = "provisioner";
+
+/// Embedded migrations, applied in order; `{schema}` stands for the quoted schema name.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/ledger/001_runs_and_batches.sql"))];
+
+/// What identifies a run for `--resume`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunKey {
+    pub command: &'static str,
+    pub target_table: String,
+    pub input_path: String,
+    pub input_size: Option<i64>,
+    pub input_fingerprint: String,
+    /// Batch size, columns, conflict mode and key: everything that fixes batch boundaries
+    /// and what a batch does.
+    pub options: serde_json::Value,
+}
+
+/// A run as the ledger records it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub command: String,
+    pub target_table: String,
+    pub input_path: String,
+    pub input_size: Option<i64>,
+    pub status: String,
+    pub rows_read: i64,
+    pub rows_inserted: i64,
+    pub rows_updated: i64,
+    pub rows_skipped: i64,
+    pub batches: i64,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub host: Option<String>,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub command_line: Vec<String>,
+}
+
+impl Run {
+    pub fn finished(&self) -> bool {
+        self.status == "completed"
+    }
+
+    /// The shell command that resumes this run.
+    pub fn resume_command(&self) -> String {
+        resume_command(&self.command_line, self.id)
+    }
+}
+
+/// `command_line` without any earlier `--resume`, plus `--resume ID`, quoted for a POSIX shell.
+pub fn resume_command(command_line: &[String], id: i64) -> String {
+    let mut out: Vec<String> = Vec::with_capacity(command_line.len() + 2);
+    let mut args = command_line.iter().peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--resume" {
+            if args.peek().is_some_and(|a| a.parse::<i64>().is_ok()) {
+                args.next();
+            }
+            continue;
+        }
+        if arg.starts_with("--resume=") {
+            continue;
+        }
+        out.push(shell_quote(arg));
+    }
+    out.push("--resume".into());
+    out.push(id.to_string());
+    out.join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// The run's final state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Completed,
+    Failed,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Statements a writer runs inside each batch transaction.
+#[derive(Debug, Clone)]
+pub struct BatchStatements {
+    pub run_id: i64,
+    /// Params: run_id, seq, first_line, last_line, rows, content_hash. Affects 0 rows when the
+    /// batch already committed.
+    pub claim: String,
+    /// Params: run_id, seq, inserted, updated, skipped.
+    pub record: String,
+    /// Params: run_id, seq. The outcome of a batch that already committed.
+    pub lookup: String,
+}
+
+/// The ledger in one schema of the target database.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    schema: String,
+}
+
+impl Ledger {
+    /// Creates the schema and applies pending migrations (serialised by an advisory lock, so
+    /// two runs starting at once do not race).
+    pub async fn open(client: &mut Client, schema: &str) -> Result<Ledger, Error> {
+        let q = quote_ident(schema);
+        let ctx = |what: &str| format!("preparing the ledger in schema {schema} ({what})");
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::database(ctx("begin"), e))?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
+            .await
+            .map_err(|e| Error::database(ctx("lock"), e))?;
+        // "already exists, skipping" notices are noise on every run but the first.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .map_err(|e| Error::database(ctx("settings"), e))?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {q}; \
+             CREATE TABLE IF NOT EXISTS {q}.migrations \
+               (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await
+        .map_err(|e| Error::database(ctx("schema"), e))?;
+        let applied: Vec<i32> = tx
+            .query(&format!("SELECT version FROM {q}.migrations"), &[])
+            .await
+            .map_err(|e| Error::database(ctx("versions"), e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
+            tx.batch_execute(&sql.replace("{schema}", &q))
+                .await
+                .map_err(|e| Error::database(ctx(&format!("migration {version}")), e))?;
+            tx.execute(
+                &format!("INSERT INTO {q}.migrations (version) VALUES ($1)"),
+                &[version],
+            )
+            .await
+            .map_err(|e| Error::database(ctx("record migration"), e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Error::database(ctx("commit"), e))?;
+        Ok(Ledger { schema: q })
+    }
+
+    /// The ledger's schema, already quoted.
+    fn s(&self) -> &str {
+        &self.schema
+    }
+
+    pub fn batch_statements(&self, run_id: i64) -> BatchStatements {
+        let s = self.s();
+        BatchStatements {
+            run_id,
+            claim: format!(
+                "INSERT INTO {s}.batches (run_id, seq, first_line, last_line, rows, content_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, seq) DO NOTHING"
+            ),
+            record: format!(
+                "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, committed_at = now() \
+                 WHERE run_id = $1 AND seq = $2"
+            ),
+            lookup: format!(
+                "SELECT coalesce(inserted, 0), coalesce(updated, 0), coalesce(skipped, 0) \
+                 FROM {s}.batches WHERE run_id = $1 AND seq = $2"
+            ),
+        }
+    }
+
+    /// Records a new run as running and returns its id.
+    pub async fn start(
+        &self,
+        client: &Client,
+        key: &RunKey,
+        command_line: &[String],
+    ) -> Result<i64, Error> {
+        let host = whoami::hostname().ok();
+        client
+            .query_one(
+                &format!(
+                    "INSERT INTO {}.runs (command, target_table, input_path, input_size, \
+                       input_fingerprint, options, command_line, status, host) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8) RETURNING id",
+                    self.s()
+                ),
+                &[
+                    &key.command,
+                    &key.target_table,
+                    &key.input_path,
+                    &key.input_size,
+                    &key.input_fingerprint,
+                    &key.options,
+                    &command_line,
+                    &host,
+                ],
+            )
+            .await
+            .map(|r| r.get(0))
+            .map_err(|e| Error::database("recording the run in the ledger", e))
+    }
+
+    /// Finds the run to resume: `id` when given, else the latest unfinished run of the same
+    /// command, table, input path and options. Refuses (usage error) when the run does not
+    /// match, is finished, or the input changed since it started.
+    pub async fn find_resumable(
+        &self,
+        client: &Client,
+        key: &RunKey,
+        id: Option<i64>,
+    ) -> Result<i64, Error> {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, status, target_table, input_path, input_size, input_fingerprint, options \
+                     FROM {}.runs WHERE command = $1 AND ($2::bigint IS NULL AND target_table = $3 \
+                       AND input_path = $4 AND options = $5 AND status <> 'completed' OR id = $2) \
+                     ORDER BY id DESC LIMIT 1",
+                    self.s()
+                ),
+                &[&key.command, &id, &key.target_table, &key.input_path, &key.options],
+            )
+            .await
+            .map_err(|e| Error::database("looking up the run to resume", e))?;
+        let Some(row) = rows.first() else {
+            return Err(Error::Usage(match id {
+                Some(id) => format!(
+                    "--resume {id}: no {} run with that id in the ledger",
+                    key.command
+                ),
+                None => format!(
+                    "--resume: no unfinished {} run of {} into {} with these options; run without --resume to start one",
+                    key.command, key.input_path, key.target_table
+                ),
+            }));
+        };
+        let run_id: i64 = row.get(0);
+        let status: &str = row.get(1);
+        let mismatch = |what: &str, then: String, now: String| {
+            Err(Error::Usage(format!(
+                "--resume {run_id}: the {what} differs from the run's ({then} then, {now} now); \
+                 refusing to resume. Start a new run without --resume, or resume with the original {what}."
+            )))
+        };
+        if status == "completed" {
+            return Err(Error::Usage(format!(
+                "--resume {run_id}: the run is already completed; nothing to resume"
+            )));
+        }
+        let (table, path): (String, String) = (row.get(2), row.get(3));
+        if table != key.target_table {
+            return mismatch("table", table, key.target_table.clone());
+        }
+        if path != key.input_path {
+            return mismatch("input", path, key.input_path.clone());
+        }
+        let options: serde_json::Value = row.get(6);
+        if options != key.options {
+            return mismatch(
+                "batching options",
+                options.to_string(),
+                key.options.to_string(),
+            );
+        }
+        let (size, fingerprint): (Option<i64>, String) = (row.get(4), row.get(5));
+        if size != key.input_size || fingerprint != key.input_fingerprint {
+            return Err(Error::Usage(format!(
+                "--resume {run_id}: {} changed since the run started (size {} then, {} now; \
+                 content fingerprint {}); refusing to resume",
+                key.input_path,
+                size.map_or("unknown".into(), |s| s.to_string()),
+                key.input_size.map_or("unknown".into(), |s| s.to_string()),
+                if fingerprint == key.input_fingerprint {
+                    "unchanged"
+                } else {
+                    "changed"
+                },
+            )));
+        }
+        client
+            .execute(
+                &format!(
+                    "UPDATE {}.runs SET status = 'running', attempts = attempts + 1, error = NULL, \
+                     finished_at = NULL, updated_at = now() WHERE id = $1",
+                    self.s()
+                ),
+                &[&run_id],
+            )
+            .await
+            .map_err(|e| Error::database("marking the run as resumed", e))?;
+        Ok(run_id)
+    }
+
+    /// Committed batches of a run: sequence number → content hash.
+    pub async fn committed(
+        &self,
+        client: &Client,
+        run_id: i64,
+    ) -> Result<HashMap<u64, u64>, Error> {
+        Ok(client
+            .query(
+                &format!(
+                    "SELECT seq, content_hash FROM {}.batches WHERE run_id = $1",
+                    self.s()
+                ),
+                &[&run_id],
+            )
+            .await
+            .map_err(|e| Error::database("reading the run's committed batches", e))?
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    /// Marks the run's end.
+    pub async fn finish(
+        &self,
+        client: &Client,
+        run_id: i64,
+        status: Status,
+        rows_read: u64,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        client
+            .execute(
+                &format!(
+                    "UPDATE {}.runs SET status = $2, error = $3, rows_read = greatest(rows_read, $4), \
+                       updated_at = now(), finished_at = CASE WHEN $2 = 'completed' THEN now() END \
+                     WHERE id = $1",
+                    self.s()
+                ),
+                &[&run_id, &status.as_str(), &error, &(rows_read as i64)],
+            )
+            .await
+            .map_err(|e| Error::database("recording the end of the run", e))?;
+        Ok(())
+    }
+
+    /// Runs, newest first.
+    pub async fn runs(
+        &self,
+        client: &Client,
+        id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Run>, Error> {
+        let rows = client
+            .query(
+                &format!(
+                    // Counts come from the batches, so an unfinished run shows what committed.
+                    "SELECT r.id, r.command, r.target_table, r.input_path, r.input_size, r.status, \
+                       r.rows_read, b.inserted, b.updated, b.skipped, b.n, r.attempts, r.error, r.host, \
+                       to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
+                       extract(epoch FROM coalesce(r.finished_at, greatest(r.updated_at, b.last_commit)) \
+                                          - r.started_at)::float8, \
+                       r.command_line \
+                     FROM {s}.runs r CROSS JOIN LATERAL \
+                       (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
+                               coalesce(sum(updated), 0)::bigint AS updated, \
+                               coalesce(sum(skipped), 0)::bigint AS skipped, count(*) AS n, \
+                               max(committed_at) AS last_commit \
+                        FROM {s}.batches WHERE run_id = r.id) b \
+                     WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
+                    s = self.s()
+                ),
+                &[&id, &limit],
+            )
+            .await
+            .map_err(|e| Error::database("listing runs", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Run {
+                id: r.get(0),
+                command: r.get(1),
+                target_table: r.get(2),
+                input_path: r.get(3),
+                input_size: r.get(4),
+                status: r.get(5),
+                rows_read: r.get(6),
+                rows_inserted: r.get(7),
+                rows_updated: r.get(8),
+                rows_skipped: r.get(9),
+                batches: r.get(10),
+                attempts: r.get(11),
+                error: r.get(12),
+                host: r.get(13),
+                started_at: r.get(14),
+                duration_s: r.get(15),
+                command_line: r.get(16),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_command_replaces_any_earlier_resume_and_quotes() {
+        let line: Vec<String> = [
+            "provisioner",
+            "seed",
+            "my file.csv",
+            "--resume",
+            "7",
+            "--table",
+            "a's",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            resume_command(&line, 9),
+            "provisioner seed 'my file.csv' --table 'a'\\''s' --resume 9"
+        );
+        let bare: Vec<String> = ["provisioner", "seed", "f.csv", "--resume"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            resume_command(&bare, 3),
+            "provisioner seed f.csv --resume 3"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Which failures are worth another try, and how long to wait before it.
+//!
+//! This is the one place errors are classified. Transient: serialization failures,
+//! deadlocks, lock timeouts, server shutdowns and restarts, too many connections, connection
+//! exceptions (`08xxx`), a closed socket or I/O error, a pool timeout. Everything else —
+//! data and constraint errors, syntax and privileges, and anything unknown — is permanent:
+//! replaying it would fail the same way, or worse, succeed differently.
+//!
+//! The `backoff` crate only computes the delays (exponential, with jitter). Its retry
+//! helpers are not used: they treat every `?` as transient and give up only after 15
+//! minutes. Swapping it out means changing [`RetryPolicy::delays`] alone.
+
+use std::time::Duration;
+
+use backoff::backoff::Backoff as _;
+
+use crate::error::Error;
+
+/// Why a failure may be retried, for the warning that announces the retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Worth another try; the text names the SQLSTATE or the cause.
+    Transient(String),
+    Permanent,
+}
+
+/// SQLSTATEs that say "try again", by exact code or by class (the first two characters).
+const TRANSIENT_CODES: &[(&str, &str)] = &[
+    ("40001", "serialization_failure"),
+    ("40P01", "deadlock_detected"),
+    ("55P03", "lock_not_available"),
+    ("57P01", "admin_shutdown"),
+    ("57P02", "crash_shutdown"),
+    ("57P03", "cannot_connect_now"),
+    ("53300", "too_many_connections"),
+];
+const TRANSIENT_CLASSES: &[(&str, &str)] = &[("08", "connection_exception")];
+
+/// Classifies a SQLSTATE.
+pub fn classify_sqlstate(code: &str) -> Verdict {
+    if let Some((_, name)) = TRANSIENT_CODES.iter().find(|(c, _)| *c == code) {
+        return Verdict::Transient(format!("SQLSTATE {code} {name}"));
+    }
+    if let Some((_, name)) = TRANSIENT_CLASSES.iter().find(|(c, _)| code.starts_with(c)) {
+        return Verdict::Transient(format!("SQLSTATE {code} ({name})"));
+    }
+    Verdict::Permanent
+}
+
+/// Classifies a driver error: by SQLSTATE when the server sent one, else by whether the
+/// connection broke (closed socket, I/O error, broken TLS, connect timeout).
+pub fn classify_pg(err: &tokio_postgres::Error) -> Verdict {
+    if let Some(db) = err.as_db_error() {
+        return classify_sqlstate(db.code().code());
+    }
+    if err.is_closed() {
+        return Verdict::Transient("connection closed".into());
+    }
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Verdict::Transient(format!("I/O error: {io}"));
+        }
+        cause = c.source();
+    }
+    // Errors while connecting or in TLS carry no io::Error we can see but are network
+    // trouble all the same; tokio-postgres words them so.
+    let text = err.to_string();
+    if text.starts_with("error connecting to server")
+        || text.starts_with("error performing TLS handshake")
+        || text.starts_with("timeout waiting for server")
+    {
+        return Verdict::Transient(text);
+    }
+    Verdict::Permanent
+}
+
+/// Classifies one of the library's errors.
+pub fn classify(err: &Error) -> Verdict {
+    match err {
+        Error::Batch { source, .. } | Error::Database { source, .. } => classify_pg(source),
+        Error::Pool(pool) => match pool {
+            deadpool_postgres::PoolError::Backend(pg) => classify_pg(pg),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                Verdict::Transient("timed out waiting for a pooled connection".into())
+            }
+            _ => Verdict::Permanent,
+        },
+        _ => Verdict::Permanent,
+    }
+}
+
+/// How often and how long to retry a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries of one batch before the run fails (0: never retry).
+    pub max_retries: u32,
+    /// Time since the batch's first failure after which no retry starts.
+    pub max_elapsed: Duration,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 10,
+            max_elapsed: Duration::from_secs(300),
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delays before each retry: exponential (×2) from `initial_delay`, capped at
+    /// `max_delay`, each randomised by ±50% so that writers that failed together do not
+    /// retry together; ends after `max_retries` or `max_elapsed`.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        let mut backoff = backoff::ExponentialBackoff {
+            initial_interval: self.initial_delay,
+            current_interval: self.initial_delay,
+            randomization_factor: 0.5,
+            multiplier: 2.0,
+            max_interval: self.max_delay,
+            max_elapsed_time: Some(self.max_elapsed),
+            ..backoff::ExponentialBackoff::default()
+        };
+        backoff.reset();
+        std::iter::from_fn(move || backoff.next_backoff()).take(self.max_retries as usize)
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or the policy gives up. Before each
+    /// retry `on_retry` hears the attempt number, the cause and the delay (to log and count).
+    pub async fn run<T, F, Fut>(
+        &self,
+        mut op: F,
+        mut on_retry: impl FnMut(u32, &str, Duration),
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut delays = None;
+        let mut retries = 0;
+        loop {
+            let err = match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let Verdict::Transient(cause) = classify(&err) else {
+                return Err(err);
+            };
+            let Some(delay) = delays.get_or_insert_with(|| self.delays()).next() else {
+                return Err(if retries == 0 {
+                    err
+                } else {
+                    Error::RetriesExhausted {
+                        retries,
+                        last: Box::new(err),
+                    }
+                });
+            };
+            retries += 1;
+            on_retry(retries, &cause, delay);
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_as_the_table_says() {
+        let transient = [
+            "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "08000", "08003",
+            "08006", "08001", "08004",
+        ];
+        for code in transient {
+            assert!(
+                matches!(classify_sqlstate(code), Verdict::Transient(_)),
+                "{code} should be transient"
+            );
+        }
+        let permanent = [
+            "22001", "22P02", "22007", "23505", "23514", "23503", "23502", "42P01", "42501",
+            "42601", "XX000", "53100", "57014", "25P02", "0A000",
+        ];
+        for code in permanent {
+            assert_eq!(classify_sqlstate(code), Verdict::Permanent, "{code}");
+        }
+        assert_eq!(
+            classify_sqlstate("40P01"),
+            Verdict::Transient("SQLSTATE 40P01 deadlock_detected".into())
+        );
+    }
+
+    #[test]
+    fn errors_without_a_server_error_are_permanent_unless_the_pool_timed_out() {
+        assert_eq!(classify(&Error::Usage("x".into())), Verdict::Permanent);
+        let timeout = Error::Pool(deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Wait,
+        ));
+        assert!(matches!(classify(&timeout), Verdict::Transient(_)));
+        assert_eq!(
+            classify(&Error::Pool(deadpool_postgres::PoolError::Closed)),
+            Verdict::Permanent
+        );
+    }
+
+    #[test]
+    fn delays_grow_stay_capped_and_stop_after_max_retries() {
+        let policy = RetryPolicy {
+            max_retries: 6,
+            max_elapsed: Duration::from_secs(60),
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(800),
+        };
+        let delays: Vec<Duration> = policy.delays().collect();
+        assert_eq!(delays.len(), 6);
+        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(150));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(1200)));
+        assert!(delays[5] >= Duration::from_millis(400), "{delays:?}");
+        let never = RetryPolicy {
+            max_retries: 0,
+            ..policy
+        };
+        assert_eq!(never.delays().count(), 0);
+    }
+}
