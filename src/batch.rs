@@ -31,15 +31,24 @@ pub struct Batch {
     pub lines: Vec<u64>,
     /// xxh3 of the batch's fields, as the ledger records it.
     pub content_hash: u64,
+    /// CSV batches: the COPY stream line each row starts on (empty for binary, where
+    /// COPY's line N is row N).
+    pub copy_lines: Vec<u64>,
     pub format: Format,
     pub payload: Bytes,
 }
 
 impl Batch {
-    /// The file line of the batch's `n`th row (1-based, as COPY counts in its error context).
-    pub fn line_of_row(&self, n: u64) -> Option<u64> {
-        let i = usize::try_from(n.checked_sub(1)?).ok()?;
-        self.lines.get(i).copied()
+    /// The file line of the row on COPY's line `n` (as its error context counts).
+    pub fn line_of_copy_line(&self, n: u64) -> Option<u64> {
+        let row = if self.copy_lines.is_empty() {
+            usize::try_from(n.checked_sub(1)?).ok()?
+        } else {
+            self.copy_lines
+                .partition_point(|&start| start <= n)
+                .checked_sub(1)?
+        };
+        self.lines.get(row).copied()
     }
 }
 
@@ -72,7 +81,7 @@ impl Batcher {
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         let mut filled = 0;
         let mut seq = 0;
-        let mut payload = Vec::new();
+        let (mut payload, mut copy_lines) = (Vec::new(), Vec::new());
         let columns = self.encoder.columns();
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -113,7 +122,7 @@ impl Batcher {
                     }
                     self.progress.resumed(filled as u64);
                 } else {
-                    let format = self.encoder.encode(rows, &mut payload);
+                    let format = self.encoder.encode(rows, &mut payload, &mut copy_lines);
                     let batch = Batch {
                         seq,
                         rows: filled,
@@ -121,6 +130,7 @@ impl Batcher {
                         last_line,
                         lines: rows.iter().map(Record::line).collect(),
                         content_hash,
+                        copy_lines: copy_lines.clone(),
                         format,
                         payload: Bytes::copy_from_slice(&payload),
                     };

@@ -117,14 +117,17 @@ impl RowEncoder {
         self.encoders.len()
     }
 
-    /// Encodes `rows` into `out` (cleared first) and says which format it used.
-    pub fn encode(&self, rows: &[Record], out: &mut Vec<u8>) -> Format {
+    /// Encodes `rows` into `out` (cleared first) and says which format it used. For CSV,
+    /// `copy_lines` receives the line of the COPY stream on which each row starts: COPY's
+    /// error context counts newlines inside quoted values, so row and line differ there.
+    pub fn encode(&self, rows: &[Record], out: &mut Vec<u8>, copy_lines: &mut Vec<u64>) -> Format {
         out.clear();
+        copy_lines.clear();
         if self.prefer_binary && self.encode_binary(rows, out).is_some() {
             return Format::Binary;
         }
         out.clear();
-        encode_csv(rows, out);
+        encode_csv(rows, out, copy_lines);
         Format::Csv
     }
 
@@ -149,8 +152,11 @@ impl RowEncoder {
 
 /// CSV in COPY's default dialect: every value quoted, so NULL (an empty unquoted field) and
 /// the empty string (`""`) stay apart whatever dialect the input used.
-fn encode_csv(rows: &[Record], out: &mut Vec<u8>) {
+fn encode_csv(rows: &[Record], out: &mut Vec<u8>, copy_lines: &mut Vec<u64>) {
+    let mut line = 1;
     for rec in rows {
+        copy_lines.push(line);
+        line += 1;
         for i in 0..rec.len() {
             if i > 0 {
                 out.push(b',');
@@ -158,8 +164,10 @@ fn encode_csv(rows: &[Record], out: &mut Vec<u8>) {
             if let Some(v) = rec.get(i) {
                 out.push(b'"');
                 for &b in v {
-                    if b == b'"' {
-                        out.push(b'"');
+                    match b {
+                        b'"' => out.push(b'"'),
+                        b'\n' => line += 1,
+                        _ => {}
                     }
                     out.push(b);
                 }
@@ -572,8 +580,9 @@ mod tests {
             rows.push(rec.clone());
         }
         let enc = RowEncoder::new(vec![Some(Encoder::Int4), Some(Encoder::Text)], true);
-        let mut out = Vec::new();
-        assert_eq!(enc.encode(&rows, &mut out), Format::Binary);
+        let (mut out, mut lines) = (Vec::new(), Vec::new());
+        assert_eq!(enc.encode(&rows, &mut out, &mut lines), Format::Binary);
+        assert!(lines.is_empty());
         rows[1] = {
             let mut r = Record::default();
             CsvReader::new(&b"0x10,\"\"\n"[..], Dialect::default())
@@ -581,7 +590,24 @@ mod tests {
                 .unwrap();
             r
         };
-        assert_eq!(enc.encode(&rows, &mut out), Format::Csv);
+        assert_eq!(enc.encode(&rows, &mut out, &mut lines), Format::Csv);
         assert_eq!(out, b"\"1\",\"x\"\n\"0x10\",\"\"\n\"3\",\n");
+        assert_eq!(lines, [1, 2, 3]);
+    }
+
+    #[test]
+    fn csv_copy_lines_count_newlines_inside_values() {
+        use crate::read::{CsvReader, Dialect};
+        let mut reader =
+            CsvReader::new(&b"1,\"a\nb\nc\"\n2,x\n3,\"\r\n\"\n"[..], Dialect::default());
+        let mut rows = Vec::new();
+        let mut rec = Record::default();
+        while reader.read(&mut rec).unwrap() {
+            rows.push(rec.clone());
+        }
+        let enc = RowEncoder::new(vec![Some(Encoder::Int4), None], true);
+        let (mut out, mut lines) = (Vec::new(), Vec::new());
+        assert_eq!(enc.encode(&rows, &mut out, &mut lines), Format::Csv);
+        assert_eq!(lines, [1, 4, 5]);
     }
 }

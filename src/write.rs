@@ -17,6 +17,7 @@ use crate::catalog::{Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
 use crate::ledger::BatchStatements;
+use crate::retry::Verdict;
 
 /// What to do with a row whose key already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -51,6 +52,8 @@ pub struct Statements {
 struct Staged {
     create: String,
     merge: String,
+    /// The merge of the first `$1` staged rows only, to find which row a failure comes from.
+    merge_prefix: String,
     mode: OnConflict,
 }
 
@@ -76,7 +79,8 @@ impl Statements {
                 create: format!(
                     "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
                 ),
-                merge: merge_sql(&target, columns, mode, key),
+                merge: merge_sql(&target, columns, mode, key, false),
+                merge_prefix: merge_sql(&target, columns, mode, key, true),
                 mode,
             }),
         };
@@ -93,14 +97,27 @@ impl Statements {
     }
 }
 
-fn merge_sql(target: &str, columns: &[String], mode: OnConflict, key: Option<&[String]>) -> String {
+fn merge_sql(
+    target: &str,
+    columns: &[String],
+    mode: OnConflict,
+    key: Option<&[String]>,
+    prefix: bool,
+) -> String {
     let cols = quote_list(columns);
+    // Staged rows in file order (a fresh table's ctid order is its COPY order).
+    let limit = if prefix {
+        " ORDER BY ctid LIMIT $1"
+    } else {
+        ""
+    };
+    let source = format!("(SELECT *, ctid AS provisioner_pos FROM {STAGE}{limit}) AS staged");
     let conflict_target = key
         .map(|k| format!("({})", quote_list(k)))
         .unwrap_or_default();
     match mode {
         OnConflict::Skip => format!(
-            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE} ON CONFLICT {conflict_target} DO NOTHING"
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {source} ON CONFLICT {conflict_target} DO NOTHING"
         ),
         _ => {
             let key = key.expect("update needs a conflict key");
@@ -119,8 +136,8 @@ fn merge_sql(target: &str, columns: &[String], mode: OnConflict, key: Option<&[S
             // error): the last occurrence in the file wins, as it would row by row. Sorting by
             // key also makes concurrent batches lock rows in one order.
             format!(
-                "WITH latest AS (SELECT DISTINCT ON ({key_cols}) {cols} FROM {STAGE} \
-                                 ORDER BY {key_cols}, ctid DESC), \
+                "WITH latest AS (SELECT DISTINCT ON ({key_cols}) {cols} FROM {source} \
+                                 ORDER BY {key_cols}, provisioner_pos DESC), \
                       merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM latest \
                                  ON CONFLICT ({key_cols}) DO {action} RETURNING (t.xmax = 0) AS inserted) \
                  SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
@@ -151,12 +168,83 @@ impl Writer {
     /// outcome is returned.
     pub async fn write(&self, batch: &Batch) -> Result<Outcome, Error> {
         let mut client = self.pool.get().await.map_err(Error::Pool)?;
-        let result = self.write_on(&mut client, batch).await;
+        let mut result = self.write_on(&mut client, batch).await;
         if result.is_err() {
             // Whatever state the session is in, it is not trusted with another batch.
             drop(deadpool_postgres::Object::take(client));
         }
+        if let Err(Error::Batch {
+            line: line @ None,
+            source,
+            ..
+        }) = &mut result
+        {
+            // A staged merge names no row; find it, so the message can name its line.
+            if source.as_db_error().is_some()
+                && crate::retry::classify_pg(source) == Verdict::Permanent
+            {
+                *line = self.locate_merge_failure(batch).await;
+            }
+        }
         result
+    }
+
+    /// For a batch whose staged merge failed: the file line of the first row that makes
+    /// the merge fail, found by bisecting on prefixes of the staged rows inside savepoints
+    /// of a transaction that is rolled back. `None` when not staged or not reproducible.
+    async fn locate_merge_failure(&self, batch: &Batch) -> Option<u64> {
+        let staged = self.statements.staged.as_ref()?;
+        let mut client = self.pool.get().await.ok()?;
+        let mut tx = client.transaction().await.ok()?;
+        self.stage_and_copy(&tx, batch).await.ok()?;
+        let mut fails = async |rows: usize| -> Option<bool> {
+            let probe = tx.transaction().await.ok()?;
+            let failed = probe
+                .execute(staged.merge_prefix.as_str(), &[&(rows as i64)])
+                .await
+                .is_err();
+            probe.rollback().await.ok()?;
+            Some(failed)
+        };
+        // The smallest failing prefix ends at the culprit: it fails alone or with the rows
+        // before it, never because of rows after it.
+        let (mut lo, mut hi) = (1, batch.rows);
+        if !fails(hi).await? {
+            return None;
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if fails(mid).await? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        tx.rollback().await.ok()?;
+        batch.lines.get(lo - 1).copied()
+    }
+
+    /// Creates the staging table when there is one and COPYs the batch into it (or straight
+    /// into the target); returns the rows copied.
+    async fn stage_and_copy(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        batch: &Batch,
+    ) -> Result<u64, Error> {
+        let fail = |source| batch_error(batch, source);
+        let st = &*self.statements;
+        if let Some(staged) = &st.staged {
+            tx.batch_execute(&staged.create).await.map_err(fail)?;
+        }
+        let copy_sql = match batch.format {
+            Format::Binary => &st.copy_binary,
+            Format::Csv => &st.copy_csv,
+        };
+        let stmt = tx.prepare_cached(copy_sql).await.map_err(fail)?;
+        let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(fail)?;
+        futures_util::pin_mut!(sink);
+        sink.send(batch.payload.clone()).await.map_err(fail)?;
+        sink.finish().await.map_err(fail)
     }
 
     async fn write_on(
@@ -200,20 +288,8 @@ impl Writer {
                 });
             }
         }
-        let st = &*self.statements;
-        if let Some(staged) = &st.staged {
-            tx.batch_execute(&staged.create).await.map_err(fail)?;
-        }
-        let copy_sql = match batch.format {
-            Format::Binary => &st.copy_binary,
-            Format::Csv => &st.copy_csv,
-        };
-        let stmt = tx.prepare_cached(copy_sql).await.map_err(fail)?;
-        let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(fail)?;
-        futures_util::pin_mut!(sink);
-        sink.send(batch.payload.clone()).await.map_err(fail)?;
-        let copied = sink.finish().await.map_err(fail)?;
-        let outcome = match &st.staged {
+        let copied = self.stage_and_copy(&tx, batch).await?;
+        let outcome = match &self.statements.staged {
             None => Outcome {
                 inserted: copied,
                 ..Outcome::default()
@@ -269,7 +345,7 @@ fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error {
         .and_then(|db| db.where_())
         .and_then(copy_context)
         .map_or((None, None), |(row, column)| {
-            (batch.line_of_row(row), column)
+            (batch.line_of_copy_line(row), column)
         });
     Error::Batch {
         seq: batch.seq,
@@ -281,7 +357,7 @@ fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error {
     }
 }
 
-/// Parses COPY's error context into (row within the COPY, column).
+/// Parses COPY's error context into (line within the COPY stream, column).
 fn copy_context(context: &str) -> Option<(u64, Option<String>)> {
     let copy = context.lines().find(|l| l.starts_with("COPY "))?;
     let rest = &copy[copy.find(", line ")? + ", line ".len()..];

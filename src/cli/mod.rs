@@ -11,7 +11,7 @@ use crate::connect;
 use crate::error::{EXIT_FAILED, Error};
 use crate::report::Console;
 
-/// Seed PostgreSQL with test accounts from CSV, fast and safely, and purge them afterwards.
+/// Seed PostgreSQL with test accounts from CSV: fast, resumable, never a row lost or twice.
 #[derive(Debug, Parser)]
 #[command(name = "provisioner", version, about, max_term_width = 100)]
 pub struct Cli {
