@@ -7,6 +7,8 @@ and prints a markdown table of medians for README.md. Progress goes to stderr.
 
     python3 bench/seed.py [--rows N] [--runs R] [--connections 4,2] [--stdin-rows M] [--keep]
 
+The first --connections value also runs with --no-ledger, to show what the ledger costs.
+
 Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a superuser
 (server-side COPY, CHECKPOINT) and a server on this machine that can read /tmp.
 """
@@ -100,10 +102,11 @@ def main():
         sql(open(os.path.join(ROOT, "sql", "accounts.sql")).read())
         version = sql("SHOW server_version")[0].strip()
 
-        def prov(c):
+        def prov(c, ledger=True):
             def go():
                 out, err, wall = run(["/usr/bin/time", "-v", BIN, "-q", "seed", csv, "--database-url",
-                                      url, "--connections", str(c), "--json"])
+                                      url, "--connections", str(c), "--json"]
+                                     + ([] if ledger else ["--no-ledger"]))
                 return wall, json.loads(out)["elapsed_s"], max_rss_mib(err)
             return go
 
@@ -117,6 +120,8 @@ def main():
             return go
 
         methods = {f"provisioner ({c} conn)": prov(c) for c in conns}
+        # The ledger's cost: the same run without it.
+        methods[f"provisioner ({conns[0]} conn, --no-ledger)"] = prov(conns[0], ledger=False)
         methods["psql \\copy"] = psql_copy(True)
         methods["server COPY"] = psql_copy(False)
         names = list(methods)
