@@ -16,6 +16,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::encode::{Format, RowEncoder};
 use crate::error::Error;
+use crate::pipeline::{ProduceEnd, Unit};
 use crate::read::{CsvReader, Record};
 use crate::report::Progress;
 
@@ -52,13 +53,14 @@ impl Batch {
     }
 }
 
-/// How the reader stopped.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadEnd {
-    /// The input is exhausted and every batch was handed over.
-    Complete,
-    /// The writers closed the channel or a signal asked to stop; the rest is unread.
-    Stopped,
+impl Unit for Batch {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn span(&self) -> String {
+        format!("lines {}-{}", self.first_line, self.last_line)
+    }
 }
 
 /// Turns a CSV stream into batches for the writers.
@@ -77,7 +79,7 @@ impl Batcher {
         &self,
         mut csv: CsvReader<R>,
         tx: &async_channel::Sender<Batch>,
-    ) -> Result<ReadEnd, Error> {
+    ) -> Result<ProduceEnd, Error> {
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         let mut filled = 0;
         let mut seq = 0;
@@ -85,7 +87,7 @@ impl Batcher {
         let columns = self.encoder.columns();
         loop {
             if self.stop.load(Ordering::Relaxed) {
-                return Ok(ReadEnd::Stopped);
+                return Ok(ProduceEnd::Stopped);
             }
             if filled == records.len() {
                 records.push(Record::default());
@@ -135,7 +137,7 @@ impl Batcher {
                         payload: Bytes::copy_from_slice(&payload),
                     };
                     if tx.send_blocking(batch).is_err() {
-                        return Ok(ReadEnd::Stopped);
+                        return Ok(ProduceEnd::Stopped);
                     }
                 }
                 filled = 0;
@@ -149,7 +151,7 @@ impl Batcher {
                         last_line: 0,
                     });
                 }
-                return Ok(ReadEnd::Complete);
+                return Ok(ProduceEnd::Complete);
             }
         }
     }

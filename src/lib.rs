@@ -16,6 +16,7 @@ pub mod encode;
 pub mod error;
 pub mod generate;
 pub mod ledger;
+pub mod pipeline;
 pub mod plan;
 pub mod read;
 pub mod report;
@@ -24,3 +25,4 @@ pub mod seed;
 pub mod write;
 
 pub use error::Error;
+pub use pipeline::Finished;

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::batch::Batch;
-use crate::encode::Format;
-use crate::write::Outcome;
+use crate::pipeline::Outcome;
 
 /// How often a log line reports progress when stderr is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -101,6 +99,8 @@ pub struct Progress {
     rows_inserted: AtomicU64,
     rows_updated: AtomicU64,
     rows_skipped: AtomicU64,
+    rows_deleted: AtomicU64,
+    rows_missing: AtomicU64,
     batches: AtomicU64,
     batches_binary: AtomicU64,
     retries: AtomicU64,
@@ -125,20 +125,30 @@ impl Progress {
         self.rows_read.load(Relaxed)
     }
 
-    pub fn committed(&self, batch: &Batch, outcome: Outcome) {
+    pub fn committed(&self, outcome: Outcome) {
         self.rows_inserted.fetch_add(outcome.inserted, Relaxed);
         self.rows_updated.fetch_add(outcome.updated, Relaxed);
         self.rows_skipped.fetch_add(outcome.skipped, Relaxed);
+        self.rows_deleted.fetch_add(outcome.deleted, Relaxed);
+        self.rows_missing.fetch_add(outcome.missing, Relaxed);
         self.batches.fetch_add(1, Relaxed);
-        if batch.format == Format::Binary {
+        if outcome.binary {
             self.batches_binary.fetch_add(1, Relaxed);
         }
     }
 
-    fn rows_written(&self) -> u64 {
-        self.rows_inserted.load(Relaxed)
-            + self.rows_updated.load(Relaxed)
-            + self.rows_skipped.load(Relaxed)
+    /// Rows a unit has dealt with, whatever it did with them.
+    fn rows_done(&self) -> u64 {
+        [
+            &self.rows_inserted,
+            &self.rows_updated,
+            &self.rows_skipped,
+            &self.rows_deleted,
+            &self.rows_missing,
+        ]
+        .iter()
+        .map(|c| c.load(Relaxed))
+        .sum()
     }
 }
 
@@ -149,16 +159,13 @@ pub struct Summary {
     pub table: String,
     /// The ledger's run id; null with --no-ledger.
     pub run_id: Option<i64>,
+    /// CSV records (seed), or keys read (purge).
     pub rows_read: u64,
     /// Rows of batches an earlier attempt of a resumed run had committed: not sent again.
     pub rows_resumed: u64,
-    pub rows_inserted: u64,
-    pub rows_updated: u64,
-    pub rows_skipped: u64,
-    pub rows_rejected: u64,
+    #[serde(flatten)]
+    pub rows: Rows,
     pub batches: u64,
-    pub batches_binary: u64,
-    pub batches_csv: u64,
     pub retries: u64,
     pub elapsed_s: f64,
     pub rows_per_s: f64,
@@ -168,6 +175,25 @@ pub struct Summary {
     pub error: Option<String>,
     /// The command that resumes the run, when it did not finish.
     pub resume_command: Option<String>,
+}
+
+/// What the command did to rows.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Rows {
+    Seed {
+        rows_inserted: u64,
+        rows_updated: u64,
+        rows_skipped: u64,
+        rows_rejected: u64,
+        batches_binary: u64,
+        batches_csv: u64,
+    },
+    Purge {
+        rows_deleted: u64,
+        /// Keys that matched no row (already gone, or never there).
+        rows_missing: u64,
+    },
 }
 
 impl Summary {
@@ -182,20 +208,44 @@ impl Summary {
         } else {
             String::new()
         };
+        let (did, batches) = match &self.rows {
+            Rows::Seed {
+                rows_inserted,
+                rows_updated,
+                rows_skipped,
+                batches_binary,
+                batches_csv,
+                ..
+            } => (
+                format!(
+                    "{} inserted, {} updated, {} skipped into",
+                    group(*rows_inserted),
+                    group(*rows_updated),
+                    group(*rows_skipped)
+                ),
+                format!(": {batches_binary} binary, {batches_csv} csv"),
+            ),
+            Rows::Purge {
+                rows_deleted,
+                rows_missing,
+            } => (
+                format!(
+                    "{} deleted, {} not found in",
+                    group(*rows_deleted),
+                    group(*rows_missing)
+                ),
+                String::new(),
+            ),
+        };
         format!(
-            "{}{run} {status}: {} rows read{resumed}, {} inserted, {} updated, {} skipped into {} in {:.2} s \
-             ({} rows/s; {} batches: {} binary, {} csv; {} retries)",
+            "{}{run} {status}: {} rows read{resumed}, {did} {} in {:.2} s \
+             ({} rows/s; {} batches{batches}; {} retries)",
             self.command,
             group(self.rows_read),
-            group(self.rows_inserted),
-            group(self.rows_updated),
-            group(self.rows_skipped),
             self.table,
             self.elapsed_s,
             group(self.rows_per_s as u64),
             self.batches,
-            self.batches_binary,
-            self.batches_csv,
             self.retries,
         )
     }
@@ -255,7 +305,7 @@ impl Reporter {
                 interval.tick().await;
                 loop {
                     interval.tick().await;
-                    let rows = progress.rows_written();
+                    let rows = progress.rows_done();
                     let rate = rows as f64 / started.elapsed().as_secs_f64();
                     let bytes = consumed.load(Relaxed);
                     if interactive {
@@ -287,30 +337,41 @@ impl Reporter {
         }
     }
 
-    /// Stops the display and returns the figures; the caller fills in the run and its end.
-    pub fn finish(self, table: String) -> Summary {
+    /// Stops the display and returns the figures of `command`; the caller fills in the run
+    /// and its end.
+    pub fn finish(self, command: &'static str, table: String) -> Summary {
         self.task.abort();
         self.bar.finish_and_clear();
         let p = &self.progress;
         let elapsed = self.started.elapsed().as_secs_f64();
         let batches = p.batches.load(Relaxed);
         let batches_binary = p.batches_binary.load(Relaxed);
+        let rows = if command == "purge" {
+            Rows::Purge {
+                rows_deleted: p.rows_deleted.load(Relaxed),
+                rows_missing: p.rows_missing.load(Relaxed),
+            }
+        } else {
+            Rows::Seed {
+                rows_inserted: p.rows_inserted.load(Relaxed),
+                rows_updated: p.rows_updated.load(Relaxed),
+                rows_skipped: p.rows_skipped.load(Relaxed),
+                rows_rejected: 0,
+                batches_binary,
+                batches_csv: batches - batches_binary,
+            }
+        };
         Summary {
-            command: "seed",
+            command,
             table,
             run_id: None,
             rows_read: p.rows_read.load(Relaxed),
             rows_resumed: p.rows_resumed.load(Relaxed),
-            rows_inserted: p.rows_inserted.load(Relaxed),
-            rows_updated: p.rows_updated.load(Relaxed),
-            rows_skipped: p.rows_skipped.load(Relaxed),
-            rows_rejected: 0,
+            rows,
             batches,
-            batches_binary,
-            batches_csv: batches - batches_binary,
             retries: p.retries.load(Relaxed),
             elapsed_s: elapsed,
-            rows_per_s: p.rows_written() as f64 / elapsed.max(1e-9),
+            rows_per_s: p.rows_done() as f64 / elapsed.max(1e-9),
             status: "completed",
             error: None,
             resume_command: None,

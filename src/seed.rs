@@ -1,26 +1,24 @@
 //! `seed`: read (CSV) → batch → write (COPY over the pool) → record (ledger) → report.
 //!
 //! This module only wires the stages together: it checks the header against the catalog,
-//! opens or resumes the run in the ledger, starts the reader on a blocking thread and one
-//! writer task per connection, and turns their ends into one result. A permanent failure
-//! closes the channel: the reader stops and batches already handed to writers still commit.
-//! A first Ctrl-C or SIGTERM does the same and marks the run interrupted; a second one exits
-//! at once, which the ledger makes safe too.
+//! opens or resumes the run in the ledger, and hands a CSV reader (on a blocking thread) and
+//! a COPY writer to the [`pipeline`](crate::pipeline), which runs them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use tokio_postgres::Config;
 
-use crate::batch::{Batcher, ReadEnd};
+use crate::batch::Batcher;
 use crate::catalog;
 use crate::connect;
-use crate::error::{EXIT_INTERRUPTED, Error};
-use crate::ledger::{Ledger, RunKey, Status};
+use crate::error::Error;
+use crate::ledger::{Ledger, RunKey};
+use crate::pipeline::{self, Finished, Recorded, Workers};
 use crate::plan::{self, FormatChoice};
 use crate::read::{self, CsvReader, Dialect, Record, Source};
-use crate::report::{Console, Progress, Reporter, Summary};
+use crate::report::{Console, Progress, Reporter};
 use crate::retry::RetryPolicy;
 use crate::write::{OnConflict, Writer};
 
@@ -53,13 +51,6 @@ pub struct SeedOptions {
     pub retry: RetryPolicy,
     /// The command line, password removed: stored with the run to print its resume command.
     pub command_line: Vec<String>,
-}
-
-/// How a run that started ended: its figures, and the failure if it did not finish.
-#[derive(Debug)]
-pub struct Finished {
-    pub summary: Summary,
-    pub error: Option<Error>,
 }
 
 /// Seeds `opts.table` from `opts.source`. `Err` means nothing was written (bad flags, header,
@@ -157,150 +148,41 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
     drop(client);
 
     let progress = Arc::new(Progress::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let workers = Workers {
+        connections: opts.connections,
+        retry: opts.retry,
+        progress: progress.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
     let reporter = Reporter::start(console, progress.clone(), consumed, size);
-    let (tx, rx) = async_channel::bounded(opts.connections);
-    let signals = tokio::spawn(stop_on_signals(stop.clone(), rx.clone()));
-    let reader = {
-        let batcher = Batcher {
-            encoder: plan.encoder.clone(),
-            size: opts.batch_size,
-            committed,
-            progress: progress.clone(),
-            stop: stop.clone(),
-        };
-        tokio::task::spawn_blocking(move || batcher.run(csv, &tx))
+    let batcher = Batcher {
+        encoder: plan.encoder.clone(),
+        size: opts.batch_size,
+        committed,
+        progress: progress.clone(),
+        stop: workers.stop.clone(),
     };
     let batch_statements = ledger
         .as_ref()
         .zip(run_id)
         .map(|(l, id)| l.batch_statements(id));
     let writer = Writer::new(pool.clone(), plan.statements, batch_statements);
-    let writers: Vec<_> = (0..opts.connections)
-        .map(|_| {
-            let (writer, rx, progress, stop) =
-                (writer.clone(), rx.clone(), progress.clone(), stop.clone());
-            let policy = opts.retry;
-            tokio::spawn(async move {
-                while let Ok(batch) = rx.recv().await {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let written = policy
-                        .run(
-                            || writer.write(&batch),
-                            |attempt, cause, delay| {
-                                progress.retried();
-                                tracing::warn!(
-                                    batch = batch.seq,
-                                    lines = %format!("{}-{}", batch.first_line, batch.last_line),
-                                    %cause,
-                                    attempt,
-                                    delay_ms = delay.as_millis() as u64,
-                                    "batch failed; replaying it"
-                                );
-                            },
-                        )
-                        .await;
-                    match written {
-                        Ok(outcome) => progress.committed(&batch, outcome),
-                        Err(e) => {
-                            // Stop the reader and the other writers after their current batch.
-                            rx.close();
-                            return Err(e);
-                        }
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    let mut error = None;
-    for w in writers {
-        if let Err(e) = w.await.expect("writer task panicked") {
-            error.get_or_insert(e);
-        }
-    }
-    let read_end = reader.await.expect("reader thread panicked");
-    signals.abort();
-    // A writer's failure is why the reader stopped, so it is the one to report; a signal
-    // may have left batches unwritten even when the reader got to the end.
-    if error.is_none() {
-        match read_end {
-            Err(e) => error = Some(e),
-            Ok(ReadEnd::Stopped) => error = Some(Error::Interrupted),
-            Ok(ReadEnd::Complete) if stop.load(Ordering::Relaxed) => {
-                error = Some(Error::Interrupted)
-            }
-            Ok(ReadEnd::Complete) => {}
-        }
-    }
-
-    let mut summary = reporter.finish(table.display());
-    summary.run_id = run_id;
-    summary.error = error.as_ref().map(ToString::to_string);
-    let status = match &error {
-        None => Status::Completed,
-        Some(Error::Interrupted) => Status::Interrupted,
-        Some(_) => Status::Failed,
-    };
-    summary.status = status.as_str();
-    if let (Some(ledger), Some(run_id)) = (&ledger, run_id) {
-        let finish = || async {
-            let client = pool.get().await.map_err(Error::Pool)?;
-            ledger
-                .finish(
-                    &client,
-                    run_id,
-                    status,
-                    progress.rows_read(),
-                    summary.error.as_deref(),
-                )
-                .await
-        };
-        let recorded = opts
-            .retry
-            .run(finish, |_, cause, _| {
-                tracing::warn!(%cause, "recording the end of the run failed; retrying")
-            })
-            .await;
-        if let Err(e) = recorded {
-            tracing::warn!("the ledger could not record the end of run {run_id}: {e}");
-        }
-        if status != Status::Completed {
-            summary.resume_command =
-                Some(crate::ledger::resume_command(&opts.command_line, run_id));
-        }
-    }
-    Ok(Finished { summary, error })
-}
-
-/// On the first Ctrl-C or SIGTERM, asks the reader and the writers to stop after the
-/// batches in flight; on the second, exits at once.
-async fn stop_on_signals(stop: Arc<AtomicBool>, rx: async_channel::Receiver<crate::batch::Batch>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot listen for signals; Ctrl-C will abort without marking the run");
-        return;
-    };
-    for first in [true, false] {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        if first {
-            tracing::warn!(
-                "stopping: letting in-flight batches commit (press Ctrl-C again to abort at once)"
-            );
-            stop.store(true, Ordering::Relaxed);
-            rx.close();
-        } else {
-            std::process::exit(EXIT_INTERRUPTED);
-        }
-    }
+    let error = workers
+        .drive(
+            move |tx| tokio::task::spawn_blocking(move || batcher.run(csv, &tx)),
+            writer,
+        )
+        .await;
+    let summary = reporter.finish("seed", table.display());
+    let recorded = ledger
+        .as_ref()
+        .zip(run_id)
+        .map(|(ledger, run_id)| Recorded {
+            ledger,
+            run_id,
+            command_line: &opts.command_line,
+        });
+    Ok(pipeline::conclude(&pool, &opts.retry, recorded, error, summary).await)
 }
 
 async fn create_example_table(client: &tokio_postgres::Client, table: &str) -> Result<(), Error> {

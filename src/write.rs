@@ -17,6 +17,7 @@ use crate::catalog::{Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
 use crate::ledger::BatchStatements;
+use crate::pipeline::{Outcome, Sink};
 use crate::retry::Verdict;
 
 /// What to do with a row whose key already exists.
@@ -29,14 +30,6 @@ pub enum OnConflict {
     Skip,
     /// Overwrite the existing row's columns with the input's.
     Update,
-}
-
-/// What one committed batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    pub inserted: u64,
-    pub updated: u64,
-    pub skipped: u64,
 }
 
 /// The SQL a writer runs, built once per run from the validated plan.
@@ -285,13 +278,16 @@ impl Writer {
                     inserted: n(0),
                     updated: n(1),
                     skipped: n(2),
+                    ..Outcome::default()
                 });
             }
         }
         let copied = self.stage_and_copy(&tx, batch).await?;
+        let binary = batch.format == Format::Binary;
         let outcome = match &self.statements.staged {
             None => Outcome {
                 inserted: copied,
+                binary,
                 ..Outcome::default()
             },
             Some(Staged {
@@ -302,8 +298,9 @@ impl Writer {
                 let inserted = tx.execute(merge.as_str(), &[]).await.map_err(fail)?;
                 Outcome {
                     inserted,
-                    updated: 0,
                     skipped: copied - inserted,
+                    binary,
+                    ..Outcome::default()
                 }
             }
             Some(Staged { merge, .. }) => {
@@ -314,6 +311,8 @@ impl Writer {
                     inserted,
                     updated,
                     skipped: copied - inserted - updated,
+                    binary,
+                    ..Outcome::default()
                 }
             }
         };
@@ -334,6 +333,15 @@ impl Writer {
         }
         tx.commit().await.map_err(fail)?;
         Ok(outcome)
+    }
+}
+
+impl Sink<Batch> for Writer {
+    fn write(
+        &self,
+        batch: &Batch,
+    ) -> impl std::future::Future<Output = Result<Outcome, Error>> + Send {
+        Writer::write(self, batch)
     }
 }
 

@@ -120,7 +120,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 /// Prints the summary (human on stderr, JSON on stdout) and says how the run ended.
-fn finish(finished: crate::seed::Finished, json: bool, console: &Console) -> i32 {
+fn finish(finished: crate::Finished, json: bool, console: &Console) -> i32 {
     let summary = &finished.summary;
     if let Some(e) = &finished.error {
         console.eprintln(&format!("error: {e}"));

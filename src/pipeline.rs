@@ -1,0 +1,231 @@
+//! The pipeline both commands share: a producer fills a bounded channel with units of work
+//! (batches of rows or keys), one writer task per connection takes them out and writes each
+//! in its own transaction, replaying transient failures, and the run ends in one verdict
+//! that the ledger records.
+//!
+//! The first permanent failure closes the channel: the producer stops and the units already
+//! taken still finish. The first Ctrl-C or SIGTERM does the same and marks the run
+//! interrupted; the second exits at once, which the ledger makes safe.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deadpool_postgres::Pool;
+
+use crate::error::{EXIT_INTERRUPTED, Error};
+use crate::ledger::{Ledger, Status};
+use crate::report::{Progress, Summary};
+use crate::retry::RetryPolicy;
+
+/// What one committed unit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub inserted: u64,
+    pub updated: u64,
+    pub skipped: u64,
+    pub deleted: u64,
+    /// Keys that matched no row.
+    pub missing: u64,
+    /// Sent in binary COPY format.
+    pub binary: bool,
+}
+
+/// A unit of work: one transaction, one ledger row, one retry.
+pub trait Unit: Send + Sync + 'static {
+    fn seq(&self) -> u64;
+    /// What the unit covers, for logs: input lines, or a page range.
+    fn span(&self) -> String;
+}
+
+/// Writes one unit in one transaction; returns what it did.
+pub trait Sink<U>: Clone + Send + Sync + 'static {
+    fn write(&self, unit: &U) -> impl Future<Output = Result<Outcome, Error>> + Send;
+}
+
+/// How the producer stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProduceEnd {
+    /// Everything was handed over.
+    Complete,
+    /// The channel closed (a writer failed, or a signal) or a stop was asked for.
+    Stopped,
+}
+
+/// What the writers share.
+#[derive(Clone)]
+pub struct Workers {
+    pub connections: usize,
+    pub retry: RetryPolicy,
+    pub progress: Arc<Progress>,
+    /// Set by the first signal: producers check it between units.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Workers {
+    /// Runs `sink` over everything `produce` sends and returns the run's failure, if any:
+    /// the first writer failure, else the producer's, else `Interrupted` after a signal.
+    pub async fn drive<U: Unit, S: Sink<U>>(
+        &self,
+        produce: impl FnOnce(
+            async_channel::Sender<U>,
+        ) -> tokio::task::JoinHandle<Result<ProduceEnd, Error>>,
+        sink: S,
+    ) -> Option<Error> {
+        let (tx, rx) = async_channel::bounded::<U>(self.connections);
+        let signals = tokio::spawn(stop_on_signals(self.stop.clone(), rx.clone()));
+        let producer = produce(tx);
+        let writers: Vec<_> = (0..self.connections)
+            .map(|_| {
+                let (sink, rx, me) = (sink.clone(), rx.clone(), self.clone());
+                tokio::spawn(async move {
+                    while let Ok(unit) = rx.recv().await {
+                        if me.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match me.write(&sink, &unit).await {
+                            Ok(outcome) => me.progress.committed(outcome),
+                            Err(e) => {
+                                // The producer and the other writers stop after their unit.
+                                rx.close();
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut error = None;
+        for w in writers {
+            if let Err(e) = w.await.expect("writer task panicked") {
+                error.get_or_insert(e);
+            }
+        }
+        let produced = producer.await.expect("producer panicked");
+        signals.abort();
+        // A writer's failure is why the producer stopped, so it is the one to report; a
+        // signal may have left units unwritten even when the producer got to the end.
+        if error.is_none() {
+            match produced {
+                Err(e) => error = Some(e),
+                Ok(ProduceEnd::Stopped) => error = Some(Error::Interrupted),
+                Ok(ProduceEnd::Complete) if self.stop.load(Ordering::Relaxed) => {
+                    error = Some(Error::Interrupted)
+                }
+                Ok(ProduceEnd::Complete) => {}
+            }
+        }
+        error
+    }
+
+    async fn write<U: Unit, S: Sink<U>>(&self, sink: &S, unit: &U) -> Result<Outcome, Error> {
+        self.retry
+            .run(
+                || sink.write(unit),
+                |attempt, cause, delay| {
+                    self.progress.retried();
+                    tracing::warn!(
+                        batch = unit.seq(),
+                        span = %unit.span(),
+                        %cause,
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        "batch failed; replaying it"
+                    );
+                },
+            )
+            .await
+    }
+}
+
+/// How a run that started ended: its figures, and the failure if it did not finish.
+#[derive(Debug)]
+pub struct Finished {
+    pub summary: Summary,
+    pub error: Option<Error>,
+}
+
+/// A run recorded in the ledger.
+pub struct Recorded<'a> {
+    pub ledger: &'a Ledger,
+    pub run_id: i64,
+    pub command_line: &'a [String],
+}
+
+/// Ends a run: the summary gets the run's status, error and (when it did not finish) the
+/// command that resumes it; the ledger records the end.
+pub async fn conclude(
+    pool: &Pool,
+    retry: &RetryPolicy,
+    recorded: Option<Recorded<'_>>,
+    error: Option<Error>,
+    mut summary: Summary,
+) -> Finished {
+    summary.error = error.as_ref().map(ToString::to_string);
+    let status = match &error {
+        None => Status::Completed,
+        Some(Error::Interrupted) => Status::Interrupted,
+        Some(_) => Status::Failed,
+    };
+    summary.status = status.as_str();
+    if let Some(rec) = recorded {
+        summary.run_id = Some(rec.run_id);
+        let finish = || async {
+            let client = pool.get().await.map_err(Error::Pool)?;
+            rec.ledger
+                .finish(
+                    &client,
+                    rec.run_id,
+                    status,
+                    summary.rows_read,
+                    summary.error.as_deref(),
+                )
+                .await
+        };
+        let recorded = retry
+            .run(finish, |_, cause, _| {
+                tracing::warn!(%cause, "recording the end of the run failed; retrying")
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(
+                "the ledger could not record the end of run {}: {e}",
+                rec.run_id
+            );
+        }
+        if status != Status::Completed {
+            summary.resume_command =
+                Some(crate::ledger::resume_command(rec.command_line, rec.run_id));
+        }
+    }
+    Finished { summary, error }
+}
+
+/// On the first Ctrl-C or SIGTERM, asks the producer and the writers to stop after the
+/// units in flight; on the second, exits at once.
+async fn stop_on_signals<U>(stop: Arc<AtomicBool>, channel: async_channel::Receiver<U>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot listen for signals; Ctrl-C will abort without marking the run");
+        return;
+    };
+    for first in [true, false] {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if first {
+            tracing::warn!(
+                "stopping: letting in-flight batches commit (press Ctrl-C again to abort at once)"
+            );
+            stop.store(true, Ordering::Relaxed);
+            channel.close();
+        } else {
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+    }
+}
