@@ -16,6 +16,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::encode::{Format, RowEncoder};
 use crate::error::Error;
+use crate::ledger::BatchId;
 use crate::pipeline::{ProduceEnd, Unit};
 use crate::read::{CsvReader, Record};
 use crate::report::Progress;
@@ -37,9 +38,22 @@ pub struct Batch {
     pub copy_lines: Vec<u64>,
     pub format: Format,
     pub payload: Bytes,
+    /// The recorded key's values of every row, column-major JSON text, when the ledger
+    /// records inserted keys and the rows go straight into the table.
+    pub keys: Option<String>,
 }
 
 impl Batch {
+    pub fn id(&self) -> BatchId {
+        BatchId {
+            seq: self.seq,
+            first_line: self.first_line,
+            last_line: self.last_line,
+            rows: self.rows as u64,
+            content_hash: self.content_hash,
+        }
+    }
+
     /// The file line of the row on COPY's line `n` (as its error context counts).
     pub fn line_of_copy_line(&self, n: u64) -> Option<u64> {
         let row = if self.copy_lines.is_empty() {
@@ -69,6 +83,8 @@ pub struct Batcher {
     pub size: usize,
     /// Batches a resumed run already committed: sequence number → content hash.
     pub committed: HashMap<u64, u64>,
+    /// Fields whose values to collect per batch for the ledger (see [`Batch::keys`]).
+    pub collect_keys: Option<Vec<usize>>,
     pub progress: Arc<Progress>,
     pub stop: Arc<AtomicBool>,
 }
@@ -133,6 +149,7 @@ impl Batcher {
                         lines: rows.iter().map(Record::line).collect(),
                         content_hash,
                         copy_lines: copy_lines.clone(),
+                        keys: self.collect_keys.as_deref().map(|f| keys_json(rows, f)),
                         format,
                         payload: Bytes::copy_from_slice(&payload),
                     };
@@ -155,4 +172,22 @@ impl Batcher {
             }
         }
     }
+}
+
+/// The values of `fields` in `rows`, column-major, as JSON text: `[["a","b"],["1","2"]]`.
+/// Rows with a NULL (or non-UTF-8) key are left out: no key, nothing to purge by.
+fn keys_json(rows: &[Record], fields: &[usize]) -> String {
+    let keyed: Vec<Vec<&str>> = rows
+        .iter()
+        .filter_map(|r| {
+            fields
+                .iter()
+                .map(|&f| r.get(f).and_then(|v| std::str::from_utf8(v).ok()))
+                .collect()
+        })
+        .collect();
+    let columns: Vec<Vec<&str>> = (0..fields.len())
+        .map(|c| keyed.iter().map(|k| k[c]).collect())
+        .collect();
+    serde_json::to_string(&columns).expect("strings always serialize")
 }

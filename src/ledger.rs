@@ -13,11 +13,15 @@ use tokio_postgres::Client;
 
 use crate::catalog::quote_ident;
 use crate::error::Error;
+use crate::pipeline::Outcome;
 
 pub const DEFAULT_SCHEMA: &str = "provisioner";
 
 /// Embedded migrations, applied in order; `{schema}` stands for the quoted schema name.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/ledger/001_runs_and_batches.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../sql/ledger/001_runs_and_batches.sql")),
+    (2, include_str!("../sql/ledger/002_purge.sql")),
+];
 
 /// What identifies a run for `--resume`.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,17 +120,97 @@ impl Status {
     }
 }
 
-/// Statements a writer runs inside each batch transaction.
+/// Where a batch sits in its input, as its ledger row records it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchId {
+    pub seq: u64,
+    pub first_line: u64,
+    pub last_line: u64,
+    pub rows: u64,
+    pub content_hash: u64,
+}
+
+/// A run's ledger rows as seen from inside a batch's transaction: claim the batch first,
+/// record what it did last, in the same transaction as its data.
 #[derive(Debug, Clone)]
-pub struct BatchStatements {
-    pub run_id: i64,
-    /// Params: run_id, seq, first_line, last_line, rows, content_hash. Affects 0 rows when the
-    /// batch already committed.
-    pub claim: String,
-    /// Params: run_id, seq, inserted, updated, skipped.
-    pub record: String,
-    /// Params: run_id, seq. The outcome of a batch that already committed.
-    pub lookup: String,
+pub struct BatchLedger {
+    run_id: i64,
+    claim: String,
+    record: String,
+    lookup: String,
+    record_keys: String,
+}
+
+impl BatchLedger {
+    /// Claims the batch for this transaction. `Some(outcome)` when it already committed (an
+    /// earlier attempt whose COMMIT reply was lost): the caller must not write it again and
+    /// should roll back. Waits while another open transaction holds the claim.
+    pub async fn claim(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        id: BatchId,
+    ) -> Result<Option<Outcome>, tokio_postgres::Error> {
+        let seq = id.seq as i64;
+        let claimed = tx
+            .execute(
+                self.claim.as_str(),
+                &[
+                    &self.run_id,
+                    &seq,
+                    &(id.first_line as i64),
+                    &(id.last_line as i64),
+                    &(id.rows as i64),
+                    &(id.content_hash as i64),
+                ],
+            )
+            .await?;
+        if claimed == 1 {
+            return Ok(None);
+        }
+        let row = tx
+            .query_one(self.lookup.as_str(), &[&self.run_id, &seq])
+            .await?;
+        let n = |i| row.get::<_, i64>(i) as u64;
+        Ok(Some(Outcome {
+            inserted: n(0),
+            updated: n(1),
+            skipped: n(2),
+            deleted: n(3),
+            missing: n(4),
+            binary: false,
+        }))
+    }
+
+    /// Records what the batch did, and the keys of the rows it inserted (a JSON text, see
+    /// `inserted_keys` in sql/ledger/002_purge.sql).
+    pub async fn record(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        seq: u64,
+        outcome: &Outcome,
+        inserted_keys: Option<&str>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let seq = seq as i64;
+        let n = |v: u64| v as i64;
+        tx.execute(
+            self.record.as_str(),
+            &[
+                &self.run_id,
+                &seq,
+                &n(outcome.inserted),
+                &n(outcome.updated),
+                &n(outcome.skipped),
+                &n(outcome.deleted),
+                &n(outcome.missing),
+            ],
+        )
+        .await?;
+        if let Some(keys) = inserted_keys {
+            tx.execute(self.record_keys.as_str(), &[&self.run_id, &seq, &keys])
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The ledger in one schema of the target database.
@@ -188,21 +272,27 @@ impl Ledger {
         &self.schema
     }
 
-    pub fn batch_statements(&self, run_id: i64) -> BatchStatements {
+    /// The run's ledger rows, for the writers.
+    pub fn batches(&self, run_id: i64) -> BatchLedger {
         let s = self.s();
-        BatchStatements {
+        BatchLedger {
             run_id,
             claim: format!(
                 "INSERT INTO {s}.batches (run_id, seq, first_line, last_line, rows, content_hash) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, seq) DO NOTHING"
             ),
             record: format!(
-                "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, committed_at = now() \
+                "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, deleted = $6, \
+                   missing = $7, committed_at = now() \
                  WHERE run_id = $1 AND seq = $2"
             ),
             lookup: format!(
-                "SELECT coalesce(inserted, 0), coalesce(updated, 0), coalesce(skipped, 0) \
+                "SELECT coalesce(inserted, 0), coalesce(updated, 0), coalesce(skipped, 0), \
+                        coalesce(deleted, 0), coalesce(missing, 0) \
                  FROM {s}.batches WHERE run_id = $1 AND seq = $2"
+            ),
+            record_keys: format!(
+                "INSERT INTO {s}.inserted_keys (run_id, seq, keys) VALUES ($1, $2, $3::text::jsonb)"
             ),
         }
     }

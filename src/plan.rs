@@ -8,7 +8,7 @@ use crate::catalog::Table;
 use crate::encode::{Encoder, RowEncoder};
 use crate::error::Error;
 use crate::read::Record;
-use crate::write::{OnConflict, Statements};
+use crate::write::{MergeSpec, OnConflict, Statements};
 
 /// `--format`: the COPY format to prefer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,6 +30,12 @@ pub struct Plan {
     pub statements: Statements,
     /// The conflict target; `None` with `skip` means any unique conflict.
     pub key: Option<Vec<String>>,
+    /// The unique key whose values the ledger records for every inserted row, so that
+    /// `purge --run` can delete exactly them: the primary key or first unique key the CSV
+    /// covers. `None` when not asked for or when the CSV covers none.
+    pub recorded_key: Option<Vec<String>>,
+    /// With a direct COPY, the CSV fields the reader collects those values from.
+    pub collect_keys: Option<Vec<usize>>,
 }
 
 pub struct Request<'a> {
@@ -39,6 +45,8 @@ pub struct Request<'a> {
     pub format: FormatChoice,
     pub on_conflict: OnConflict,
     pub key: Option<&'a [String]>,
+    /// Record inserted keys in the ledger (off with --no-record-keys).
+    pub record_keys: bool,
 }
 
 pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
@@ -113,12 +121,34 @@ pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
     }
     let encoder = RowEncoder::new(encoders, req.format != FormatChoice::Csv);
     let key = conflict_key(table, &columns, req.on_conflict, req.key)?;
-    let statements = Statements::new(table, &columns, req.on_conflict, key.as_deref());
+    let recorded_key = req
+        .record_keys
+        .then(|| covered_key(table, &columns))
+        .flatten();
+    let statements = Statements::new(
+        table,
+        &columns,
+        MergeSpec {
+            mode: req.on_conflict,
+            key: key.as_deref(),
+            recorded_key: recorded_key.as_deref(),
+        },
+    );
+    let collect_keys = recorded_key
+        .as_ref()
+        .filter(|_| req.on_conflict == OnConflict::Error)
+        .map(|k| {
+            k.iter()
+                .map(|c| columns.iter().position(|n| n == c).expect("covered"))
+                .collect()
+        });
     Ok(Plan {
         columns,
         encoder,
         statements,
         key,
+        recorded_key,
+        collect_keys,
     })
 }
 
@@ -139,6 +169,15 @@ fn header_names(header: &Record, problems: &mut Vec<String>) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The primary key, else the first unique key, whose columns the CSV all has.
+fn covered_key(table: &Table, columns: &[String]) -> Option<Vec<String>> {
+    table
+        .unique_keys
+        .iter()
+        .find(|u| u.columns.iter().all(|c| columns.contains(c)))
+        .map(|u| u.columns.clone())
 }
 
 /// The `ON CONFLICT` target: `--key` when given (it must match a unique index), else the
@@ -172,11 +211,8 @@ fn conflict_key(
             Ok(Some(key.to_vec()))
         }
         None if mode == OnConflict::Skip => Ok(None),
-        None => table
-            .unique_keys
-            .iter()
-            .find(|u| u.columns.iter().all(|c| columns.contains(c)))
-            .map(|u| Some(u.columns.clone()))
+        None => covered_key(table, columns)
+            .map(Some)
             .ok_or_else(|| {
                 Error::Usage(format!(
                     "--on-conflict update needs a key: the CSV covers no primary key or unique index of {}; pass --key",
@@ -240,6 +276,7 @@ mod tests {
             format: FormatChoice::Auto,
             on_conflict: OnConflict::Error,
             key: None,
+            record_keys: true,
         }
     }
 
@@ -277,6 +314,15 @@ mod tests {
         let plan = build(&table(), &req).unwrap();
         assert_eq!(plan.columns, ["email", "name"]);
         assert_eq!(plan.key, Some(vec!["email".to_string()]));
+        assert_eq!(plan.recorded_key, Some(vec!["email".to_string()]));
+        assert_eq!(
+            plan.collect_keys, None,
+            "a merge reports its inserted keys itself"
+        );
+        req.on_conflict = OnConflict::Error;
+        assert_eq!(build(&table(), &req).unwrap().collect_keys, Some(vec![0]));
+        req.record_keys = false;
+        assert_eq!(build(&table(), &req).unwrap().recorded_key, None);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct SeedOptions {
     pub on_conflict: OnConflict,
     pub key: Option<Vec<String>>,
     pub create_example_table: bool,
+    /// Record the keys of inserted rows in the ledger, for `purge --run`.
+    pub record_keys: bool,
     /// The ledger's schema; `None` runs without a ledger (no resume, no exactly-once replay).
     pub ledger_schema: Option<String>,
     pub resume: Option<Resume>,
@@ -102,8 +104,16 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
             format: opts.format,
             on_conflict: opts.on_conflict,
             key: opts.key.as_deref(),
+            record_keys: opts.record_keys && opts.ledger_schema.is_some(),
         },
     )?;
+    if opts.record_keys && opts.ledger_schema.is_some() && plan.recorded_key.is_none() {
+        tracing::warn!(
+            "the CSV covers no primary key or unique index of {}: inserted keys are not \
+             recorded, so `purge --run` will not be possible for this run",
+            table.display()
+        );
+    }
     tracing::debug!(table = %table.display(), columns = ?plan.columns, key = ?plan.key, "plan");
 
     let key = RunKey {
@@ -117,6 +127,7 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
             "columns": plan.columns,
             "on_conflict": opts.on_conflict,
             "key": plan.key,
+            "recorded_key": plan.recorded_key,
         }),
     };
     let (ledger, run_id, committed) = match &opts.ledger_schema {
@@ -159,13 +170,11 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
         encoder: plan.encoder.clone(),
         size: opts.batch_size,
         committed,
+        collect_keys: plan.collect_keys.clone(),
         progress: progress.clone(),
         stop: workers.stop.clone(),
     };
-    let batch_statements = ledger
-        .as_ref()
-        .zip(run_id)
-        .map(|(l, id)| l.batch_statements(id));
+    let batch_statements = ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id));
     let writer = Writer::new(pool.clone(), plan.statements, batch_statements);
     let error = workers
         .drive(

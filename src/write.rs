@@ -16,7 +16,7 @@ use crate::batch::Batch;
 use crate::catalog::{Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
-use crate::ledger::BatchStatements;
+use crate::ledger::BatchLedger;
 use crate::pipeline::{Outcome, Sink};
 use crate::retry::Verdict;
 
@@ -44,37 +44,40 @@ pub struct Statements {
 #[derive(Debug, Clone)]
 struct Staged {
     create: String,
+    /// Returns (inserted, updated, keys of the inserted rows as JSON text or NULL).
     merge: String,
     /// The merge of the first `$1` staged rows only, to find which row a failure comes from.
     merge_prefix: String,
-    mode: OnConflict,
 }
 
 const STAGE: &str = "provisioner_stage";
 
+/// The conflict handling and key recording a merge does.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeSpec<'a> {
+    pub mode: OnConflict,
+    /// The conflict target; `None` with `skip` means any unique conflict.
+    pub key: Option<&'a [String]>,
+    /// Columns whose values the ledger records for each inserted row (for `purge --run`).
+    pub recorded_key: Option<&'a [String]>,
+}
+
 impl Statements {
-    /// `columns` are the target columns in CSV order; `key` is the conflict target
-    /// (`None` with `skip` means any unique conflict).
-    pub fn new(
-        table: &Table,
-        columns: &[String],
-        mode: OnConflict,
-        key: Option<&[String]>,
-    ) -> Self {
+    /// `columns` are the target columns in CSV order.
+    pub fn new(table: &Table, columns: &[String], spec: MergeSpec) -> Self {
         let cols = quote_list(columns);
         let target = table.quoted();
         let copy = |into: &str, format: Format| {
             format!("COPY {into} ({cols}) FROM STDIN (FORMAT {})", format.sql())
         };
-        let staged = match mode {
+        let staged = match spec.mode {
             OnConflict::Error => None,
             OnConflict::Skip | OnConflict::Update => Some(Staged {
                 create: format!(
                     "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
                 ),
-                merge: merge_sql(&target, columns, mode, key, false),
-                merge_prefix: merge_sql(&target, columns, mode, key, true),
-                mode,
+                merge: merge_sql(&target, columns, spec, false),
+                merge_prefix: merge_sql(&target, columns, spec, true),
             }),
         };
         let into = if staged.is_some() {
@@ -90,13 +93,7 @@ impl Statements {
     }
 }
 
-fn merge_sql(
-    target: &str,
-    columns: &[String],
-    mode: OnConflict,
-    key: Option<&[String]>,
-    prefix: bool,
-) -> String {
+fn merge_sql(target: &str, columns: &[String], spec: MergeSpec, prefix: bool) -> String {
     let cols = quote_list(columns);
     // Staged rows in file order (a fresh table's ctid order is its COPY order).
     let limit = if prefix {
@@ -105,15 +102,8 @@ fn merge_sql(
         ""
     };
     let source = format!("(SELECT *, ctid AS provisioner_pos FROM {STAGE}{limit}) AS staged");
-    let conflict_target = key
-        .map(|k| format!("({})", quote_list(k)))
-        .unwrap_or_default();
-    match mode {
-        OnConflict::Skip => format!(
-            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {source} ON CONFLICT {conflict_target} DO NOTHING"
-        ),
-        _ => {
-            let key = key.expect("update needs a conflict key");
+    let (rows, action) = match (spec.mode, spec.key) {
+        (OnConflict::Update, Some(key)) => {
             let sets: Vec<String> = columns
                 .iter()
                 .filter(|c| !key.contains(c))
@@ -128,15 +118,49 @@ fn merge_sql(
             // A key repeated inside one batch would make DO UPDATE touch a row twice (an
             // error): the last occurrence in the file wins, as it would row by row. Sorting by
             // key also makes concurrent batches lock rows in one order.
-            format!(
-                "WITH latest AS (SELECT DISTINCT ON ({key_cols}) {cols} FROM {source} \
-                                 ORDER BY {key_cols}, provisioner_pos DESC), \
-                      merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM latest \
-                                 ON CONFLICT ({key_cols}) DO {action} RETURNING (t.xmax = 0) AS inserted) \
-                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
+            (
+                format!(
+                    "(SELECT DISTINCT ON ({key_cols}) {cols} FROM {source} \
+                      ORDER BY {key_cols}, provisioner_pos DESC) AS latest"
+                ),
+                format!("({key_cols}) DO {action}"),
             )
         }
-    }
+        (_, key) => (
+            source,
+            format!(
+                "{} DO NOTHING",
+                key.map(|k| format!("({})", quote_list(k)))
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    let (returning, keys) = match spec.recorded_key {
+        Some(recorded) => {
+            let returned: Vec<String> = recorded
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("t.{} AS provisioner_k{i}", quote_ident(c)))
+                .collect();
+            let aggregated: Vec<String> = (0..recorded.len())
+                .map(|i| format!("jsonb_agg(provisioner_k{i}) FILTER (WHERE inserted)"))
+                .collect();
+            (
+                format!(", {}", returned.join(", ")),
+                format!(
+                    "CASE WHEN bool_or(inserted) THEN jsonb_build_array({})::text END",
+                    aggregated.join(", ")
+                ),
+            )
+        }
+        None => (String::new(), "NULL::text".to_string()),
+    };
+    format!(
+        "WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {rows} \
+                         ON CONFLICT {action} RETURNING (t.xmax = 0) AS inserted{returning}) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), {keys} \
+         FROM merged"
+    )
 }
 
 /// Writes batches over the pool.
@@ -144,11 +168,11 @@ fn merge_sql(
 pub struct Writer {
     pool: Pool,
     statements: std::sync::Arc<Statements>,
-    ledger: Option<std::sync::Arc<BatchStatements>>,
+    ledger: Option<std::sync::Arc<BatchLedger>>,
 }
 
 impl Writer {
-    pub fn new(pool: Pool, statements: Statements, ledger: Option<BatchStatements>) -> Self {
+    pub fn new(pool: Pool, statements: Statements, ledger: Option<BatchLedger>) -> Self {
         Writer {
             pool,
             statements: std::sync::Arc::new(statements),
@@ -248,88 +272,51 @@ impl Writer {
         let fail = |source| batch_error(batch, source);
         let tx = client.transaction().await.map_err(fail)?;
         if let Some(ledger) = &self.ledger {
-            let seq = batch.seq as i64;
-            let claimed = tx
-                .execute(
-                    ledger.claim.as_str(),
-                    &[
-                        &ledger.run_id,
-                        &seq,
-                        &(batch.first_line as i64),
-                        &(batch.last_line as i64),
-                        &(batch.rows as i64),
-                        &(batch.content_hash as i64),
-                    ],
-                )
-                .await
-                .map_err(fail)?;
-            if claimed == 0 {
-                let row = tx
-                    .query_one(ledger.lookup.as_str(), &[&ledger.run_id, &seq])
-                    .await
-                    .map_err(fail)?;
+            if let Some(done) = ledger.claim(&tx, batch.id()).await.map_err(fail)? {
                 tx.rollback().await.map_err(fail)?;
                 tracing::info!(
                     batch = batch.seq,
                     "batch had already committed; not replayed"
                 );
-                let n = |i| row.get::<_, i64>(i) as u64;
-                return Ok(Outcome {
-                    inserted: n(0),
-                    updated: n(1),
-                    skipped: n(2),
-                    ..Outcome::default()
-                });
+                return Ok(done);
             }
         }
         let copied = self.stage_and_copy(&tx, batch).await?;
         let binary = batch.format == Format::Binary;
-        let outcome = match &self.statements.staged {
-            None => Outcome {
-                inserted: copied,
-                binary,
-                ..Outcome::default()
-            },
-            Some(Staged {
-                merge,
-                mode: OnConflict::Skip,
-                ..
-            }) => {
-                let inserted = tx.execute(merge.as_str(), &[]).await.map_err(fail)?;
+        let (outcome, merged_keys) = match &self.statements.staged {
+            None => (
                 Outcome {
-                    inserted,
-                    skipped: copied - inserted,
+                    inserted: copied,
                     binary,
                     ..Outcome::default()
-                }
-            }
-            Some(Staged { merge, .. }) => {
-                let row = tx.query_one(merge.as_str(), &[]).await.map_err(fail)?;
-                let (inserted, updated): (i64, i64) = (row.get(0), row.get(1));
-                let (inserted, updated) = (inserted as u64, updated as u64);
-                Outcome {
+                },
+                None,
+            ),
+            Some(staged) => {
+                let row = tx
+                    .query_one(staged.merge.as_str(), &[])
+                    .await
+                    .map_err(fail)?;
+                let (inserted, updated) =
+                    (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
+                let outcome = Outcome {
                     inserted,
                     updated,
                     skipped: copied - inserted - updated,
                     binary,
                     ..Outcome::default()
-                }
+                };
+                (outcome, row.get::<_, Option<String>>(2))
             }
         };
         if let Some(ledger) = &self.ledger {
-            let count = |n: u64| n as i64;
-            tx.execute(
-                ledger.record.as_str(),
-                &[
-                    &ledger.run_id,
-                    &(batch.seq as i64),
-                    &count(outcome.inserted),
-                    &count(outcome.updated),
-                    &count(outcome.skipped),
-                ],
-            )
-            .await
-            .map_err(fail)?;
+            // A direct COPY inserted every row of the batch, whose keys the reader collected;
+            // a merge reports the keys of the rows it really inserted.
+            let keys = merged_keys.as_deref().or(batch.keys.as_deref());
+            ledger
+                .record(&tx, batch.seq, &outcome, keys)
+                .await
+                .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)?;
         Ok(outcome)

@@ -83,6 +83,11 @@ pub struct SeedArgs {
     #[command(flatten)]
     pub ledger: LedgerArgs,
 
+    /// Do not record the keys of inserted rows in the ledger. Seeding is a little faster,
+    /// and `purge --run` refuses this run.
+    #[arg(long)]
+    pub no_record_keys: bool,
+
     /// Replays of one failed batch (serialization failures, deadlocks, lost connections…)
     /// before the run fails. 0 disables retries.
     #[arg(long, default_value_t = RetryPolicy::default().max_retries, value_name = "N")]
@@ -134,6 +139,7 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         on_conflict: args.on_conflict,
         key: args.key,
         create_example_table: args.create_example_table,
+        record_keys: !args.no_record_keys,
         ledger_schema: (!args.no_ledger).then_some(args.ledger.ledger_schema),
         resume: args.resume,
         retry: RetryPolicy {
