@@ -271,15 +271,15 @@ impl Writer {
     ) -> Result<Outcome, Error> {
         let fail = |source| batch_error(batch, source);
         let tx = client.transaction().await.map_err(fail)?;
-        if let Some(ledger) = &self.ledger {
-            if let Some(done) = ledger.claim(&tx, batch.id()).await.map_err(fail)? {
-                tx.rollback().await.map_err(fail)?;
-                tracing::info!(
-                    batch = batch.seq,
-                    "batch had already committed; not replayed"
-                );
-                return Ok(done);
-            }
+        if let Some(ledger) = &self.ledger
+            && let Some(done) = ledger.claim(&tx, batch.id()).await.map_err(fail)?
+        {
+            tx.rollback().await.map_err(fail)?;
+            tracing::info!(
+                batch = batch.seq,
+                "batch had already committed; not replayed"
+            );
+            return Ok(done);
         }
         let copied = self.stage_and_copy(&tx, batch).await?;
         let binary = batch.format == Format::Binary;
