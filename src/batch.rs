@@ -100,7 +100,7 @@ impl Batcher {
         let mut filled = 0;
         let mut seq = 0;
         let (mut payload, mut copy_lines) = (Vec::new(), Vec::new());
-        let columns = self.encoder.columns();
+        let columns = self.encoder.width();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(ProduceEnd::Stopped);

@@ -47,6 +47,7 @@ pub struct UniqueKey {
 
 #[derive(Debug, Clone)]
 pub struct Table {
+    pub oid: u32,
     pub schema: String,
     pub name: String,
     pub columns: Vec<Column>,
@@ -137,11 +138,102 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
         })
         .collect();
     Ok(Some(Table {
+        oid,
         schema: row.get(1),
         name: row.get(2),
         columns,
         unique_keys,
     }))
+}
+
+/// A foreign key that points at a table whose rows may be deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub constraint: String,
+    /// The referencing (child) table, quoted, and for messages.
+    pub child_quoted: String,
+    pub child: String,
+    pub child_oid: u32,
+    pub child_columns: Vec<String>,
+    /// The referenced (parent) table's oid and columns.
+    pub parent_oid: u32,
+    pub parent_columns: Vec<String>,
+    /// `ON DELETE CASCADE`, `SET NULL` or `SET DEFAULT`: the server handles the child rows.
+    /// `NO ACTION` and `RESTRICT` make a delete of a referenced row fail instead.
+    pub handled_by_server: bool,
+    pub on_delete: String,
+    /// Some index on the child starts with the referencing columns; without one, every
+    /// deleted parent row costs a scan of the child.
+    pub indexed: bool,
+    /// The planner's estimate of the child's rows.
+    pub child_rows_estimate: i64,
+    /// The reference through which the parent's rows are reached (`None`: the parent is the
+    /// table being purged).
+    pub via: Option<usize>,
+}
+
+/// Every foreign key that points at `table`, and at the tables whose rows deleting from it
+/// would delete (cascade) or would have to delete first (`--cascade`). A reference comes
+/// after the one it is reached through; each table is explored once, so cycles end.
+pub async fn references(client: &tokio_postgres::Client, table: u32) -> Result<Vec<Reference>, Error> {
+    let mut found: Vec<Reference> = Vec::new();
+    let mut frontier: Vec<(u32, Option<usize>)> = vec![(table, None)];
+    let mut seen = vec![table];
+    while let Some((parent, via)) = frontier.pop() {
+        let rows = client
+            .query(
+                "SELECT con.conname::text, format('%I.%I', n.nspname, c.relname), \
+                        n.nspname::text || '.' || c.relname::text, con.conrelid, \
+                        array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o) \
+                              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o), \
+                        array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o) \
+                              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o), \
+                        con.confdeltype::text, \
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = con.conrelid \
+                                AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] @> con.conkey \
+                                AND cardinality(con.conkey) <= i.indnkeyatts), \
+                        greatest(c.reltuples, 0)::bigint \
+                 FROM pg_constraint con \
+                 JOIN pg_class c ON c.oid = con.conrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE con.contype = 'f' AND con.confrelid = $1 \
+                 ORDER BY con.conname",
+                &[&parent],
+            )
+            .await
+            .map_err(|e| Error::database("reading the foreign keys that reference the table", e))?;
+        for r in rows {
+            let action: String = r.get(6);
+            let reference = Reference {
+                constraint: r.get(0),
+                child_quoted: r.get(1),
+                child: r.get(2),
+                child_oid: r.get(3),
+                child_columns: r.get(4),
+                parent_oid: parent,
+                parent_columns: r.get(5),
+                handled_by_server: matches!(action.as_str(), "c" | "n" | "d"),
+                on_delete: match action.as_str() {
+                    "c" => "CASCADE",
+                    "n" => "SET NULL",
+                    "d" => "SET DEFAULT",
+                    "r" => "RESTRICT",
+                    _ => "NO ACTION",
+                }
+                .into(),
+                indexed: r.get(7),
+                child_rows_estimate: r.get(8),
+                via,
+            };
+            // SET NULL and SET DEFAULT keep the child rows: nothing further down is touched.
+            if !matches!(action.as_str(), "n" | "d") && !seen.contains(&reference.child_oid) {
+                seen.push(reference.child_oid);
+                frontier.push((reference.child_oid, Some(found.len())));
+            }
+            found.push(reference);
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

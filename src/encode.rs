@@ -98,23 +98,33 @@ impl Encoder {
 /// Turns records into a COPY payload for one batch.
 #[derive(Debug, Clone)]
 pub struct RowEncoder {
-    /// One per column; `None` where the type has no binary encoder.
-    encoders: Vec<Option<Encoder>>,
+    /// Fields in each record.
+    width: usize,
+    /// The fields to send, in order, with their column's encoder (`None`: no binary encoder).
+    fields: Vec<(usize, Option<Encoder>)>,
     prefer_binary: bool,
 }
 
 impl RowEncoder {
-    /// `prefer_binary` is honoured only when every column has an encoder.
+    /// Sends every field of `encoders.len()`-field records.
     pub fn new(encoders: Vec<Option<Encoder>>, prefer_binary: bool) -> Self {
-        let prefer_binary = prefer_binary && encoders.iter().all(Option::is_some);
+        Self::project(encoders.len(), encoders.into_iter().enumerate().collect(), prefer_binary)
+    }
+
+    /// Sends only `fields` of `width`-field records (purge sends the key columns of a CSV
+    /// that may hold more). `prefer_binary` is honoured only when every field has an encoder.
+    pub fn project(width: usize, fields: Vec<(usize, Option<Encoder>)>, prefer_binary: bool) -> Self {
+        let prefer_binary = prefer_binary && fields.iter().all(|(_, e)| e.is_some());
         RowEncoder {
-            encoders,
+            width,
+            fields,
             prefer_binary,
         }
     }
 
-    pub fn columns(&self) -> usize {
-        self.encoders.len()
+    /// Fields every record must have.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// Encodes `rows` into `out` (cleared first) and says which format it used. For CSV,
@@ -127,7 +137,7 @@ impl RowEncoder {
             return Format::Binary;
         }
         out.clear();
-        encode_csv(rows, out, copy_lines);
+        self.encode_csv(rows, out, copy_lines);
         Format::Csv
     }
 
@@ -135,46 +145,46 @@ impl RowEncoder {
         out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         out.extend_from_slice(&0i32.to_be_bytes()); // flags
         out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-        let ncols = i16::try_from(self.encoders.len()).ok()?;
+        let ncols = i16::try_from(self.fields.len()).ok()?;
         for rec in rows {
             out.extend_from_slice(&ncols.to_be_bytes());
-            for (i, enc) in self.encoders.iter().enumerate() {
+            for &(i, enc) in &self.fields {
                 match rec.get(i) {
                     None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-                    Some(v) => (*enc)?.encode(v, out)?,
+                    Some(v) => enc?.encode(v, out)?,
                 }
             }
         }
         out.extend_from_slice(&(-1i16).to_be_bytes());
         Some(())
     }
-}
 
-/// CSV in COPY's default dialect: every value quoted, so NULL (an empty unquoted field) and
-/// the empty string (`""`) stay apart whatever dialect the input used.
-fn encode_csv(rows: &[Record], out: &mut Vec<u8>, copy_lines: &mut Vec<u64>) {
-    let mut line = 1;
-    for rec in rows {
-        copy_lines.push(line);
-        line += 1;
-        for i in 0..rec.len() {
-            if i > 0 {
-                out.push(b',');
-            }
-            if let Some(v) = rec.get(i) {
-                out.push(b'"');
-                for &b in v {
-                    match b {
-                        b'"' => out.push(b'"'),
-                        b'\n' => line += 1,
-                        _ => {}
-                    }
-                    out.push(b);
+    /// CSV in COPY's default dialect: every value quoted, so NULL (an empty unquoted field) and
+    /// the empty string (`""`) stay apart whatever dialect the input used.
+    fn encode_csv(&self, rows: &[Record], out: &mut Vec<u8>, copy_lines: &mut Vec<u64>) {
+        let mut line = 1;
+        for rec in rows {
+            copy_lines.push(line);
+            line += 1;
+            for (n, &(i, _)) in self.fields.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
                 }
-                out.push(b'"');
+                if let Some(v) = rec.get(i) {
+                    out.push(b'"');
+                    for &b in v {
+                        match b {
+                            b'"' => out.push(b'"'),
+                            b'\n' => line += 1,
+                            _ => {}
+                        }
+                        out.push(b);
+                    }
+                    out.push(b'"');
+                }
             }
+            out.push(b'\n');
         }
-        out.push(b'\n');
     }
 }
 
