@@ -238,6 +238,7 @@ mod tests {
             generated: false,
         };
         Table {
+            oid: 0,
             schema: "public".into(),
             name: "t".into(),
             columns: vec![
