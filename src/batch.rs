@@ -91,10 +91,10 @@ pub struct Batcher {
 
 impl Batcher {
     /// Reads the rest of `csv` into batches and sends them; runs on a blocking thread.
-    pub fn run<R: BufRead>(
+    pub fn run<R: BufRead, U: From<Batch>>(
         &self,
         mut csv: CsvReader<R>,
-        tx: &async_channel::Sender<Batch>,
+        tx: &async_channel::Sender<U>,
     ) -> Result<ProduceEnd, Error> {
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         let mut filled = 0;
@@ -153,7 +153,7 @@ impl Batcher {
                         format,
                         payload: Bytes::copy_from_slice(&payload),
                     };
-                    if tx.send_blocking(batch).is_err() {
+                    if tx.send_blocking(batch.into()).is_err() {
                         return Ok(ProduceEnd::Stopped);
                     }
                 }

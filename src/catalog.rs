@@ -175,7 +175,10 @@ pub struct Reference {
 /// Every foreign key that points at `table`, and at the tables whose rows deleting from it
 /// would delete (cascade) or would have to delete first (`--cascade`). A reference comes
 /// after the one it is reached through; each table is explored once, so cycles end.
-pub async fn references(client: &tokio_postgres::Client, table: u32) -> Result<Vec<Reference>, Error> {
+pub async fn references(
+    client: &tokio_postgres::Client,
+    table: u32,
+) -> Result<Vec<Reference>, Error> {
     let mut found: Vec<Reference> = Vec::new();
     let mut frontier: Vec<(u32, Option<usize>)> = vec![(table, None)];
     let mut seen = vec![table];

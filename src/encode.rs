@@ -108,12 +108,20 @@ pub struct RowEncoder {
 impl RowEncoder {
     /// Sends every field of `encoders.len()`-field records.
     pub fn new(encoders: Vec<Option<Encoder>>, prefer_binary: bool) -> Self {
-        Self::project(encoders.len(), encoders.into_iter().enumerate().collect(), prefer_binary)
+        Self::project(
+            encoders.len(),
+            encoders.into_iter().enumerate().collect(),
+            prefer_binary,
+        )
     }
 
     /// Sends only `fields` of `width`-field records (purge sends the key columns of a CSV
     /// that may hold more). `prefer_binary` is honoured only when every field has an encoder.
-    pub fn project(width: usize, fields: Vec<(usize, Option<Encoder>)>, prefer_binary: bool) -> Self {
+    pub fn project(
+        width: usize,
+        fields: Vec<(usize, Option<Encoder>)>,
+        prefer_binary: bool,
+    ) -> Self {
         let prefer_binary = prefer_binary && fields.iter().all(|(_, e)| e.is_some());
         RowEncoder {
             width,

@@ -268,8 +268,108 @@ impl Ledger {
     }
 
     /// The ledger's schema, already quoted.
+    pub fn quoted_schema(&self) -> &str {
+        &self.schema
+    }
+
     fn s(&self) -> &str {
         &self.schema
+    }
+
+    /// Starts a new run, or resumes one (`resume`), and returns its id with the batches it
+    /// already committed (sequence number → content hash).
+    pub async fn open_run(
+        &self,
+        client: &Client,
+        key: &RunKey,
+        command_line: &[String],
+        resume: Option<crate::seed::Resume>,
+    ) -> Result<(i64, HashMap<u64, u64>), Error> {
+        let opened = match resume {
+            None => (self.start(client, key, command_line).await?, HashMap::new()),
+            Some(resume) => {
+                let wanted = match resume {
+                    crate::seed::Resume::Latest => None,
+                    crate::seed::Resume::Run(id) => Some(id),
+                };
+                let id = self.find_resumable(client, key, wanted).await?;
+                (id, self.committed(client, id).await?)
+            }
+        };
+        tracing::info!(
+            run_id = opened.0,
+            resumed_batches = opened.1.len(),
+            "run recorded in the ledger"
+        );
+        Ok(opened)
+    }
+
+    /// The key columns a seed run recorded for the rows it inserted into `table`. Refuses
+    /// runs that are not seeds of `table` or recorded no keys.
+    pub async fn recorded_key(
+        &self,
+        client: &Client,
+        run: i64,
+        table: &str,
+    ) -> Result<Vec<String>, Error> {
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT command, target_table, options->'recorded_key' FROM {}.runs WHERE id = $1",
+                    self.s()
+                ),
+                &[&run],
+            )
+            .await
+            .map_err(|e| Error::database("looking up the seed run", e))?
+            .ok_or_else(|| Error::Usage(format!("--run {run}: no such run in the ledger")))?;
+        let (command, target): (String, String) = (row.get(0), row.get(1));
+        if command != "seed" || target != table {
+            return Err(Error::Usage(format!(
+                "--run {run}: that run is a {command} of {target}, not a seed of {table}"
+            )));
+        }
+        let key: Option<serde_json::Value> = row.get(2);
+        key.and_then(|k| serde_json::from_value::<Vec<String>>(k).ok())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--run {run}: the run did not record the keys it inserted (it ran with \
+                     --no-record-keys, or its CSV covered no unique key); purge by file or --where"
+                ))
+            })
+    }
+
+    /// How many keys a seed run recorded.
+    pub async fn recorded_count(&self, client: &Client, run: i64) -> Result<u64, Error> {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT coalesce(sum(jsonb_array_length(keys->0)), 0)::bigint \
+                     FROM {}.inserted_keys WHERE run_id = $1",
+                    self.s()
+                ),
+                &[&run],
+            )
+            .await
+            .map_err(|e| Error::database("counting the run's recorded keys", e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// The batches of a seed run that recorded keys, in order.
+    pub async fn recorded_batches(&self, client: &Client, run: i64) -> Result<Vec<i64>, Error> {
+        Ok(client
+            .query(
+                &format!(
+                    "SELECT seq FROM {}.inserted_keys WHERE run_id = $1 ORDER BY seq",
+                    self.s()
+                ),
+                &[&run],
+            )
+            .await
+            .map_err(|e| Error::database("listing the run's recorded keys", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     /// The run's ledger rows, for the writers.

@@ -230,8 +230,13 @@ impl Summary {
                 rows_missing,
             } => (
                 format!(
-                    "{} deleted, {} not found in",
+                    "{} {}, {} not found in",
                     group(*rows_deleted),
+                    if self.command.ends_with("--dry-run") {
+                        "would be deleted"
+                    } else {
+                        "deleted"
+                    },
                     group(*rows_missing)
                 ),
                 String::new(),

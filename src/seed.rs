@@ -134,25 +134,9 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
         None => (None, None, HashMap::new()),
         Some(schema) => {
             let ledger = Ledger::open(&mut client, schema).await?;
-            let (run_id, committed) = match opts.resume {
-                None => (
-                    ledger.start(&client, &key, &opts.command_line).await?,
-                    HashMap::new(),
-                ),
-                Some(resume) => {
-                    let wanted = match resume {
-                        Resume::Latest => None,
-                        Resume::Run(id) => Some(id),
-                    };
-                    let id = ledger.find_resumable(&client, &key, wanted).await?;
-                    (id, ledger.committed(&client, id).await?)
-                }
-            };
-            tracing::info!(
-                run_id,
-                resumed_batches = committed.len(),
-                "run recorded in the ledger"
-            );
+            let (run_id, committed) = ledger
+                .open_run(&client, &key, &opts.command_line, opts.resume)
+                .await?;
             (Some(ledger), Some(run_id), committed)
         }
     };

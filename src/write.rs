@@ -334,7 +334,7 @@ impl Sink<Batch> for Writer {
 
 /// Wraps a failure with the batch's lines, and the exact line and column when the server's
 /// error context names a COPY row (`COPY accounts, line 5, column email: "…"`).
-fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error {
+pub(crate) fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error {
     let (line, column) = source
         .as_db_error()
         .and_then(|db| db.where_())

@@ -1,0 +1,113 @@
+//! `provisioner purge`.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{ConnectArgs, RunArgs, finish, runtime};
+use crate::error::Error;
+use crate::purge::{PurgeOptions, Target, purge};
+use crate::read::Source;
+use crate::report::Console;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Give exactly one of FILE, --run or --where. Exit codes: 0 done \
+(re-running a finished purge deletes nothing and exits 0); 1 failed; 2 usage error, refusal \
+(blocking foreign keys without --cascade, more rows than --confirm-above without --yes) or \
+not confirmed, nothing deleted; 130 interrupted, resumable."
+)]
+pub struct PurgeArgs {
+    /// CSV file whose key column(s) name the rows to delete (the file used to seed works
+    /// as is; other columns are ignored); .gz is decompressed; - reads stdin.
+    #[arg(value_name = "FILE|-", required_unless_present_any = ["run", "where_"],
+          conflicts_with_all = ["run", "where_"])]
+    pub input: Option<String>,
+
+    /// With FILE: the key columns, a primary key or unique index of the table [default:
+    /// the primary key or the first unique key the CSV header covers].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "COL[,COL]",
+        requires = "input"
+    )]
+    pub key: Option<Vec<String>>,
+
+    /// Delete exactly the rows seed run RUN_ID inserted (not the ones it skipped or
+    /// updated), by the keys it recorded in the ledger.
+    #[arg(long, value_name = "RUN_ID", conflicts_with = "where_")]
+    pub run: Option<i64>,
+
+    /// Delete the rows this SQL predicate selects, e.g. "email LIKE '%@loadtest.example'".
+    /// Trusted SQL: it is put in the statement as written. Parallel batches take disjoint
+    /// page ranges, so they never wait on each other.
+    #[arg(long = "where", value_name = "SQL")]
+    pub where_: Option<String>,
+
+    /// Table to delete from, as SQL would name it.
+    #[arg(long, default_value = "accounts", value_name = "NAME")]
+    pub table: String,
+
+    /// Count what would be deleted, batch by batch, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Delete without asking, however many rows.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Above this many rows, ask for confirmation on a terminal; elsewhere require --yes.
+    #[arg(long, default_value_t = 1000, value_name = "ROWS")]
+    pub confirm_above: u64,
+
+    /// Delete the rows of tables whose foreign keys would block the delete (ON DELETE NO
+    /// ACTION or RESTRICT) first, in the same transaction. Without it such keys are refused.
+    #[arg(long)]
+    pub cascade: bool,
+
+    /// Longest wait for a lock, per statement; a lock timeout is retried.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub lock_timeout: u64,
+
+    #[command(flatten)]
+    pub run_args: RunArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub fn run(args: PurgeArgs, console: &Console) -> Result<i32, Error> {
+    let db = args.connect.config()?;
+    let run = &args.run_args;
+    let target = match (args.input, args.run, args.where_) {
+        (Some(input), None, None) => Target::File {
+            source: Source::parse(&input),
+            key: args.key,
+        },
+        (None, Some(id), None) => Target::Run(id),
+        (None, None, Some(predicate)) => Target::Where(predicate),
+        _ => {
+            return Err(Error::Usage(
+                "give exactly one selector: FILE, --run RUN_ID or --where SQL".into(),
+            ));
+        }
+    };
+    let opts = PurgeOptions {
+        target,
+        table: args.table,
+        connections: usize::from(run.connections),
+        batch_size: run.batch_size,
+        dry_run: args.dry_run,
+        yes: args.yes,
+        confirm_above: args.confirm_above,
+        cascade: args.cascade,
+        lock_timeout: Duration::from_millis(args.lock_timeout),
+        ledger_schema: run.ledger_schema(),
+        resume: run.resume,
+        retry: run.retry_policy(),
+        command_line: super::redacted_command_line(),
+    };
+    let finished = runtime()?.block_on(purge(db, opts, console))?;
+    Ok(finish(finished, run.json, console))
+}

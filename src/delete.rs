@@ -1,0 +1,372 @@
+//! Deleting: each purge batch is one short transaction on a pooled connection. Its keys go
+//! into a temporary table (`ON COMMIT DROP`), rows that reference them are deleted first
+//! when `--cascade` asks, then the target's rows. `SET LOCAL lock_timeout` bounds every wait
+//! on the application's locks; a lock timeout is retried like any transient failure.
+//!
+//! Invariants: nothing is deleted that the selector does not name (keys are matched by
+//! equality on a unique key, pages by the predicate); a batch commits at most once (its
+//! ledger row is claimed first, as for seeding); a dry run counts and rolls back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use futures_util::SinkExt;
+
+use crate::batch::Batch;
+use crate::catalog::{Reference, Table, quote_ident, quote_list};
+use crate::encode::Format;
+use crate::error::Error;
+use crate::ledger::{BatchId, BatchLedger};
+use crate::pipeline::{Outcome, Sink, Unit};
+use crate::write::batch_error;
+
+/// One purge batch.
+#[derive(Debug)]
+pub enum PurgeUnit {
+    /// Keys read from a CSV file, as a COPY payload of the key columns.
+    Keys(Batch),
+    /// The keys one batch of a seed run recorded in the ledger.
+    Recorded {
+        seq: u64,
+        seed_run: i64,
+        seed_seq: i64,
+    },
+    /// A range of the table's pages `[first, end)`, deleted where the predicate holds.
+    Pages { seq: u64, first: u64, end: u64 },
+}
+
+impl From<Batch> for PurgeUnit {
+    fn from(batch: Batch) -> Self {
+        PurgeUnit::Keys(batch)
+    }
+}
+
+impl Unit for PurgeUnit {
+    fn seq(&self) -> u64 {
+        match self {
+            PurgeUnit::Keys(b) => b.seq,
+            PurgeUnit::Recorded { seq, .. } | PurgeUnit::Pages { seq, .. } => *seq,
+        }
+    }
+
+    fn span(&self) -> String {
+        match self {
+            PurgeUnit::Keys(b) => b.span(),
+            PurgeUnit::Recorded {
+                seed_run, seed_seq, ..
+            } => format!("keys of run {seed_run} batch {seed_seq}"),
+            PurgeUnit::Pages { first, end, .. } => format!("pages {first}-{}", end - 1),
+        }
+    }
+}
+
+impl PurgeUnit {
+    fn id(&self) -> BatchId {
+        match self {
+            PurgeUnit::Keys(b) => b.id(),
+            PurgeUnit::Recorded { seq, seed_seq, .. } => BatchId {
+                seq: *seq,
+                first_line: *seed_seq as u64,
+                last_line: *seed_seq as u64,
+                rows: 0,
+                content_hash: 0,
+            },
+            PurgeUnit::Pages { seq, first, end } => BatchId {
+                seq: *seq,
+                first_line: *first,
+                last_line: end - 1,
+                rows: 0,
+                content_hash: 0,
+            },
+        }
+    }
+
+    fn error(&self, source: tokio_postgres::Error) -> Error {
+        match self {
+            PurgeUnit::Keys(b) => batch_error(b, source),
+            other => Error::database(format!("batch {} ({})", other.seq(), other.span()), source),
+        }
+    }
+}
+
+const KEYS: &str = "provisioner_keys";
+
+/// What the purge deletes by.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    /// Keys from a CSV file, in these columns of the target.
+    File,
+    /// The keys a seed run recorded (`ledger` is the quoted ledger schema).
+    Run { ledger: String },
+    /// Rows where this trusted SQL predicate holds.
+    Where { predicate: String },
+}
+
+/// The SQL a deleter runs, built once per run.
+#[derive(Debug, Clone)]
+pub struct DeletePlan {
+    lock_timeout: String,
+    create_keys: String,
+    copy_binary: String,
+    copy_csv: String,
+    /// Params: seed run, seed batch.
+    fill_recorded: String,
+    /// Params: first page, end page (as tid text).
+    fill_pages: String,
+    /// Where there is nothing to delete first: the pages' matching rows, deleted directly.
+    delete_pages: Option<String>,
+    count_pages: String,
+    /// Rows that reference the doomed rows, deepest first (`--cascade`).
+    children: Vec<String>,
+    delete: String,
+    count: String,
+}
+
+impl DeletePlan {
+    /// `key` columns identify rows (for `Where`, a unique key used only when child rows
+    /// must go first); `children` are the references to delete through (empty unless
+    /// `--cascade` found blocking ones).
+    pub fn new(
+        table: &Table,
+        key: &[String],
+        selector: &Selector,
+        children: &[Reference],
+        lock_timeout: Duration,
+    ) -> Self {
+        let target = table.quoted();
+        let cols = quote_list(key);
+        let join = |a: &str, b: &str, ac: &[String], bc: &[String]| -> String {
+            ac.iter()
+                .zip(bc)
+                .map(|(x, y)| format!("{a}.{} = {b}.{}", quote_ident(x), quote_ident(y)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let on_keys = join("t", "k", key, key);
+        let copy =
+            |format: Format| format!("COPY {KEYS} ({cols}) FROM STDIN (FORMAT {})", format.sql());
+        let fill_recorded = match selector {
+            Selector::Run { ledger } => {
+                let casts: Vec<String> = key
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let ty = &table.column(c).expect("key columns exist").type_name;
+                        format!("k.v{i}::{ty}")
+                    })
+                    .collect();
+                let unnest: Vec<String> = (0..key.len())
+                    .map(|i| format!("jsonb_array_elements_text(ik.keys->{i})"))
+                    .collect();
+                let names: Vec<String> = (0..key.len()).map(|i| format!("v{i}")).collect();
+                format!(
+                    "INSERT INTO {KEYS} ({cols}) SELECT {} FROM {ledger}.inserted_keys ik \
+                     CROSS JOIN LATERAL ROWS FROM ({}) AS k({}) \
+                     WHERE ik.run_id = $1 AND ik.seq = $2",
+                    casts.join(", "),
+                    unnest.join(", "),
+                    names.join(", ")
+                )
+            }
+            _ => String::new(),
+        };
+        let pages = "ctid >= $1::text::tid AND ctid < $2::text::tid";
+        let predicate = match selector {
+            Selector::Where { predicate } => format!("({predicate})"),
+            _ => "false".into(),
+        };
+        // Each child's doomed rows are those that reference its parent's doomed rows.
+        let doomed = |via: Option<usize>| -> String {
+            let mut chain = Vec::new();
+            let mut at = via;
+            while let Some(i) = at {
+                chain.push(&children[i]);
+                at = children[i].via;
+            }
+            let mut rows = format!("SELECT t.* FROM {target} t JOIN {KEYS} k ON {on_keys}");
+            for r in chain.iter().rev() {
+                rows = format!(
+                    "SELECT c.* FROM {} c JOIN ({rows}) p ON {}",
+                    r.child_quoted,
+                    join("c", "p", &r.child_columns, &r.parent_columns)
+                );
+            }
+            rows
+        };
+        let child_deletes = children
+            .iter()
+            .rev()
+            .map(|r| {
+                format!(
+                    "DELETE FROM {} c USING ({}) p WHERE {}",
+                    r.child_quoted,
+                    doomed(r.via),
+                    join("c", "p", &r.child_columns, &r.parent_columns)
+                )
+            })
+            .collect();
+        DeletePlan {
+            lock_timeout: format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis()),
+            create_keys: format!(
+                "CREATE TEMP TABLE {KEYS} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
+            ),
+            copy_binary: copy(Format::Binary),
+            copy_csv: copy(Format::Csv),
+            fill_recorded,
+            fill_pages: format!(
+                "INSERT INTO {KEYS} ({cols}) SELECT {cols} FROM {target} WHERE {pages} AND {predicate}"
+            ),
+            delete_pages: children
+                .is_empty()
+                .then(|| format!("DELETE FROM {target} WHERE {pages} AND {predicate}")),
+            count_pages: format!("SELECT count(*) FROM {target} WHERE {pages} AND {predicate}"),
+            children: child_deletes,
+            delete: format!("DELETE FROM {target} t USING {KEYS} k WHERE {on_keys}"),
+            count: format!("SELECT count(*) FROM {target} t JOIN {KEYS} k ON {on_keys}"),
+        }
+    }
+}
+
+/// Deletes purge batches over the pool.
+#[derive(Clone)]
+pub struct Deleter {
+    pool: Pool,
+    plan: std::sync::Arc<DeletePlan>,
+    ledger: Option<std::sync::Arc<BatchLedger>>,
+    /// Count what would be deleted, change nothing.
+    dry_run: bool,
+}
+
+impl Deleter {
+    pub fn new(pool: Pool, plan: DeletePlan, ledger: Option<BatchLedger>, dry_run: bool) -> Self {
+        Deleter {
+            pool,
+            plan: std::sync::Arc::new(plan),
+            ledger: ledger.filter(|_| !dry_run).map(std::sync::Arc::new),
+            dry_run,
+        }
+    }
+
+    pub async fn delete(&self, unit: &PurgeUnit) -> Result<Outcome, Error> {
+        let mut client = self.pool.get().await.map_err(Error::Pool)?;
+        let result = self.delete_on(&mut client, unit).await;
+        if result.is_err() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
+
+    async fn delete_on(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        unit: &PurgeUnit,
+    ) -> Result<Outcome, Error> {
+        let fail = |e| unit.error(e);
+        let p = &*self.plan;
+        let tx = client.transaction().await.map_err(fail)?;
+        if let Some(ledger) = &self.ledger
+            && let Some(done) = ledger.claim(&tx, unit.id()).await.map_err(fail)?
+        {
+            tx.rollback().await.map_err(fail)?;
+            return Ok(done);
+        }
+        tx.batch_execute(&p.lock_timeout).await.map_err(fail)?;
+        let (keys, deleted) = match (unit, &p.delete_pages) {
+            (PurgeUnit::Pages { first, end, .. }, Some(direct)) => {
+                let range = [format!("({first},0)"), format!("({end},0)")];
+                let n = if self.dry_run {
+                    let row = tx
+                        .query_one(p.count_pages.as_str(), &[&range[0], &range[1]])
+                        .await
+                        .map_err(fail)?;
+                    row.get::<_, i64>(0) as u64
+                } else {
+                    tx.execute(direct.as_str(), &[&range[0], &range[1]])
+                        .await
+                        .map_err(fail)?
+                };
+                (n, n)
+            }
+            _ => {
+                tx.batch_execute(&p.create_keys).await.map_err(fail)?;
+                let keys = self.fill_keys(&tx, unit).await?;
+                // Without statistics the planner may scan the whole table to join a few keys.
+                tx.batch_execute(&format!("ANALYZE {KEYS}"))
+                    .await
+                    .map_err(fail)?;
+                let deleted = if self.dry_run {
+                    let row = tx.query_one(p.count.as_str(), &[]).await.map_err(fail)?;
+                    row.get::<_, i64>(0) as u64
+                } else {
+                    for child in &p.children {
+                        tx.execute(child.as_str(), &[]).await.map_err(fail)?;
+                    }
+                    tx.execute(p.delete.as_str(), &[]).await.map_err(fail)?
+                };
+                (keys, deleted)
+            }
+        };
+        let outcome = Outcome {
+            deleted,
+            missing: keys.saturating_sub(deleted),
+            ..Outcome::default()
+        };
+        if self.dry_run {
+            tx.rollback().await.map_err(fail)?;
+            return Ok(outcome);
+        }
+        if let Some(ledger) = &self.ledger {
+            ledger
+                .record(&tx, unit.seq(), &outcome, None)
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(outcome)
+    }
+
+    /// Puts the unit's keys into the keys table; returns how many.
+    async fn fill_keys(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        unit: &PurgeUnit,
+    ) -> Result<u64, Error> {
+        let fail = |e| unit.error(e);
+        let p = &*self.plan;
+        match unit {
+            PurgeUnit::Keys(batch) => {
+                let sql = match batch.format {
+                    Format::Binary => &p.copy_binary,
+                    Format::Csv => &p.copy_csv,
+                };
+                let sink = tx.copy_in::<_, Bytes>(sql.as_str()).await.map_err(fail)?;
+                futures_util::pin_mut!(sink);
+                sink.send(batch.payload.clone()).await.map_err(fail)?;
+                sink.finish().await.map_err(fail)
+            }
+            PurgeUnit::Recorded {
+                seed_run, seed_seq, ..
+            } => tx
+                .execute(p.fill_recorded.as_str(), &[seed_run, seed_seq])
+                .await
+                .map_err(fail),
+            PurgeUnit::Pages { first, end, .. } => tx
+                .execute(
+                    p.fill_pages.as_str(),
+                    &[&format!("({first},0)"), &format!("({end},0)")],
+                )
+                .await
+                .map_err(fail),
+        }
+    }
+}
+
+impl Sink<PurgeUnit> for Deleter {
+    fn write(
+        &self,
+        unit: &PurgeUnit,
+    ) -> impl std::future::Future<Output = Result<Outcome, Error>> + Send {
+        self.delete(unit)
+    }
+}

@@ -1,0 +1,533 @@
+//! `purge`: select (keys from CSV, a seed run's recorded keys, or a predicate) → batch →
+//! delete (over the pool) → record (ledger) → report.
+//!
+//! Before anything is deleted it checks the selector against the catalog, looks at every
+//! foreign key that reaches the table (refusing the ones that would block unless
+//! `--cascade`, warning about unindexed ones), estimates how many rows will go and asks for
+//! confirmation above a threshold. Then it hands a producer and a [`Deleter`] to the
+//! [`pipeline`](crate::pipeline).
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::Config;
+
+use crate::batch::Batcher;
+use crate::catalog::{self, Reference, Table, quote_ident};
+use crate::connect;
+use crate::delete::{DeletePlan, Deleter, PurgeUnit, Selector};
+use crate::encode::{Encoder, RowEncoder};
+use crate::error::Error;
+use crate::ledger::{Ledger, RunKey};
+use crate::pipeline::{self, Finished, ProduceEnd, Recorded, Workers};
+use crate::read::{self, CsvReader, Dialect, Record, Source};
+use crate::report::{Console, Progress, Reporter};
+use crate::retry::RetryPolicy;
+use crate::seed::Resume;
+
+/// What `purge` deletes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The keys in a CSV file (`key`: columns, default the primary key or the unique key
+    /// the CSV covers).
+    File {
+        source: Source,
+        key: Option<Vec<String>>,
+    },
+    /// Exactly the rows a seed run inserted.
+    Run(i64),
+    /// Rows matching a trusted SQL predicate.
+    Where(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PurgeOptions {
+    pub target: Target,
+    pub table: String,
+    pub connections: usize,
+    pub batch_size: usize,
+    pub dry_run: bool,
+    /// Delete without asking, whatever the count.
+    pub yes: bool,
+    /// Ask (on a terminal) or require `--yes` above this many rows.
+    pub confirm_above: u64,
+    /// Delete rows of referencing tables whose foreign keys would block, first.
+    pub cascade: bool,
+    pub lock_timeout: Duration,
+    pub ledger_schema: Option<String>,
+    pub resume: Option<Resume>,
+    pub retry: RetryPolicy,
+    pub command_line: Vec<String>,
+}
+
+pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
+    if opts.resume.is_some() && opts.ledger_schema.is_none() {
+        return Err(Error::Usage(
+            "--resume needs the ledger; it cannot be combined with --no-ledger".into(),
+        ));
+    }
+    let pool = connect::pool(db.clone(), opts.connections)?;
+    let mut client = connect::check(&pool, &db).await?;
+    let table = catalog::describe(&client, &opts.table)
+        .await?
+        .ok_or_else(|| Error::Usage(format!("table {} does not exist", opts.table)))?;
+    let ledger = match &opts.ledger_schema {
+        Some(schema) => Some(Ledger::open(&mut client, schema).await?),
+        None => None,
+    };
+
+    // What to delete by, and the producer's input.
+    let mut csv = None;
+    let (key, selector, run_key_input) = match &opts.target {
+        Target::File { source, key } => {
+            let input = read::open(source)?;
+            let (reader, header) = read_header(input.reader, source).await?;
+            let key = file_key(&table, &header, key.as_deref())?;
+            let identity = (input.path.clone(), input.size, input.fingerprint.clone());
+            csv = Some((reader, header, key.clone(), input.consumed, input.size));
+            (key, Selector::File, identity)
+        }
+        Target::Run(run) => {
+            let ledger = ledger.as_ref().ok_or_else(|| {
+                Error::Usage("purge --run needs the ledger; drop --no-ledger".into())
+            })?;
+            let key = ledger.recorded_key(&client, *run, &table.display()).await?;
+            (
+                key,
+                Selector::Run {
+                    ledger: ledger.quoted_schema().to_string(),
+                },
+                (format!("run:{run}"), None, String::new()),
+            )
+        }
+        Target::Where(predicate) => {
+            check_predicate(&client, &table, predicate).await?;
+            let key = table
+                .unique_keys
+                .first()
+                .map(|u| u.columns.clone())
+                .unwrap_or_default();
+            (
+                key,
+                Selector::Where {
+                    predicate: predicate.clone(),
+                },
+                (format!("where:{predicate}"), None, String::new()),
+            )
+        }
+    };
+
+    let references = catalog::references(&client, table.oid).await?;
+    let children = plan_references(&table, &references, opts.cascade)?;
+    if !children.is_empty() && key.is_empty() {
+        return Err(Error::Usage(format!(
+            "--cascade needs a primary key or unique index on {} to find the referencing rows",
+            table.display()
+        )));
+    }
+    let estimate = estimate(&client, &table, &opts, ledger.as_ref()).await?;
+    if !opts.dry_run {
+        confirm(&table, estimate, &opts)?;
+    }
+
+    let run_key = RunKey {
+        command: "purge",
+        target_table: table.display(),
+        input_path: run_key_input.0,
+        input_size: run_key_input.1.map(|s| s as i64),
+        input_fingerprint: run_key_input.2,
+        options: serde_json::json!({
+            "batch_size": opts.batch_size,
+            "key": key,
+            "cascade": opts.cascade,
+        }),
+    };
+    let (run_id, committed) = match (&ledger, opts.dry_run) {
+        (Some(ledger), false) => {
+            let (id, committed) = ledger
+                .open_run(&client, &run_key, &opts.command_line, opts.resume)
+                .await?;
+            (Some(id), committed)
+        }
+        _ => (None, HashMap::new()),
+    };
+    drop(client);
+
+    let progress = Arc::new(Progress::default());
+    let workers = Workers {
+        connections: opts.connections,
+        retry: opts.retry,
+        progress: progress.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let plan = DeletePlan::new(&table, &key, &selector, &children, opts.lock_timeout);
+    let deleter = Deleter::new(
+        pool.clone(),
+        plan,
+        ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id)),
+        opts.dry_run,
+    );
+    let error = match csv {
+        Some((reader, header, key, consumed, size)) => {
+            let reporter = Reporter::start(console, progress.clone(), consumed, size);
+            let fields = key
+                .iter()
+                .map(|k| {
+                    let i = header_position(&header, k).expect("checked by file_key");
+                    (
+                        i,
+                        Encoder::for_type(table.column(k).expect("key column").type_oid),
+                    )
+                })
+                .collect();
+            let batcher = Batcher {
+                encoder: RowEncoder::project(header.len(), fields, true),
+                size: opts.batch_size,
+                committed,
+                collect_keys: None,
+                progress: progress.clone(),
+                stop: workers.stop.clone(),
+            };
+            let error = workers
+                .drive(
+                    move |tx| tokio::task::spawn_blocking(move || batcher.run(reader, &tx)),
+                    deleter,
+                )
+                .await;
+            (error, reporter)
+        }
+        None => {
+            let units = units(&pool, &table, &opts, ledger.as_ref()).await?;
+            let handed = Arc::new(AtomicU64::new(0));
+            let reporter = Reporter::start(
+                console,
+                progress.clone(),
+                handed.clone(),
+                Some(units.len() as u64),
+            );
+            let stop = workers.stop.clone();
+            let error = workers
+                .drive(
+                    move |tx| {
+                        tokio::spawn(async move {
+                            for unit in units {
+                                handed.fetch_add(1, Ordering::Relaxed);
+                                if committed.contains_key(&pipeline::Unit::seq(&unit)) {
+                                    continue;
+                                }
+                                if stop.load(Ordering::Relaxed) || tx.send(unit).await.is_err() {
+                                    return Ok(ProduceEnd::Stopped);
+                                }
+                            }
+                            Ok(ProduceEnd::Complete)
+                        })
+                    },
+                    deleter,
+                )
+                .await;
+            (error, reporter)
+        }
+    };
+    let (error, reporter) = error;
+    let mut summary = reporter.finish("purge", table.display());
+    if let crate::report::Rows::Purge {
+        rows_deleted,
+        rows_missing,
+    } = summary.rows
+        && !matches!(opts.target, Target::File { .. })
+    {
+        // Without a file, what was read is what the ledger or the predicate supplied.
+        summary.rows_read = rows_deleted + rows_missing;
+    }
+    if opts.dry_run {
+        summary.command = "purge --dry-run";
+    }
+    let recorded = ledger
+        .as_ref()
+        .zip(run_id)
+        .map(|(ledger, run_id)| Recorded {
+            ledger,
+            run_id,
+            command_line: &opts.command_line,
+        });
+    Ok(pipeline::conclude(&pool, &opts.retry, recorded, error, summary).await)
+}
+
+type HeaderRead = (CsvReader<Box<dyn BufRead + Send>>, Record);
+
+async fn read_header(
+    reader: Box<dyn BufRead + Send>,
+    source: &Source,
+) -> Result<HeaderRead, Error> {
+    let (csv, header) = tokio::task::spawn_blocking(move || {
+        let mut csv = CsvReader::new(reader, Dialect::default());
+        let mut header = Record::default();
+        csv.read(&mut header)
+            .map(|found| (csv, found.then_some(header)))
+    })
+    .await
+    .expect("header reader panicked")?;
+    let header = header.ok_or_else(|| {
+        Error::Usage(format!(
+            "{} is empty: expected a header line",
+            source.display()
+        ))
+    })?;
+    Ok((csv, header))
+}
+
+fn header_position(header: &Record, name: &str) -> Option<usize> {
+    (0..header.len()).find(|&i| header.get(i) == Some(name.as_bytes()))
+}
+
+/// The key a CSV purges by: `--key` (which must be a unique key of the table), else the
+/// primary key or the first unique key whose columns are all in the header.
+fn file_key(table: &Table, header: &Record, key: Option<&[String]>) -> Result<Vec<String>, Error> {
+    let in_header = |c: &String| header_position(header, c).is_some();
+    let key = match key {
+        Some(key) => {
+            if !table
+                .unique_keys
+                .iter()
+                .any(|u| u.columns.len() == key.len() && key.iter().all(|k| u.columns.contains(k)))
+            {
+                return Err(Error::Usage(format!(
+                    "--key {}: {} has no primary key or unique index on exactly these columns; \
+                     purging by a non-unique column could delete rows the file does not name",
+                    key.join(","),
+                    table.display()
+                )));
+            }
+            key.to_vec()
+        }
+        None => table
+            .unique_keys
+            .iter()
+            .find(|u| u.columns.iter().all(in_header))
+            .map(|u| u.columns.clone())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "the CSV header has no primary key or unique key of {}; name one with --key",
+                    table.display()
+                ))
+            })?,
+    };
+    let absent: Vec<&String> = key.iter().filter(|c| !in_header(c)).collect();
+    if !absent.is_empty() {
+        return Err(Error::Usage(format!(
+            "the CSV header lacks the key column(s) {absent:?}"
+        )));
+    }
+    Ok(key)
+}
+
+/// Refuses a predicate the server cannot plan, before anything is deleted.
+async fn check_predicate(
+    client: &tokio_postgres::Client,
+    table: &Table,
+    predicate: &str,
+) -> Result<(), Error> {
+    client
+        .batch_execute(&format!(
+            "EXPLAIN SELECT 1 FROM {} WHERE ({predicate})",
+            table.quoted()
+        ))
+        .await
+        .map_err(|e| {
+            Error::Usage(format!(
+                "--where: the server refuses the predicate: {}",
+                crate::error::describe_pg(&e)
+            ))
+        })
+}
+
+/// The references whose rows must be deleted first. Refuses (listing them) when some
+/// would block the delete and `--cascade` was not given; warns about unindexed ones.
+fn plan_references(
+    table: &Table,
+    references: &[Reference],
+    cascade: bool,
+) -> Result<Vec<Reference>, Error> {
+    for r in references.iter().filter(|r| !r.indexed) {
+        tracing::warn!(
+            "{}({}) references {} without an index: each deleted row scans {} (~{} rows). \
+             Consider CREATE INDEX ON {} ({}) first",
+            r.child,
+            r.child_columns.join(", "),
+            if r.via.is_none() {
+                table.display()
+            } else {
+                "a purged table".into()
+            },
+            r.child,
+            r.child_rows_estimate,
+            r.child_quoted,
+            r.child_columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let blocking: Vec<&Reference> = references.iter().filter(|r| !r.handled_by_server).collect();
+    if blocking.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !cascade {
+        let list: Vec<String> = blocking
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}({}) via {} ON DELETE {}",
+                    r.child,
+                    r.child_columns.join(", "),
+                    r.constraint,
+                    r.on_delete
+                )
+            })
+            .collect();
+        return Err(Error::Usage(format!(
+            "rows of {} are referenced by foreign keys that would block the delete:\n  - {}\n\
+             Nothing was deleted. --cascade deletes the referencing rows first, in the same \
+             transaction.",
+            table.display(),
+            list.join("\n  - ")
+        )));
+    }
+    Ok(references.to_vec())
+}
+
+/// How many rows the purge will delete at most: keys in the file (files only), keys the
+/// run recorded, or rows matching the predicate. `None` when it cannot be known (stdin).
+async fn estimate(
+    client: &tokio_postgres::Client,
+    table: &Table,
+    opts: &PurgeOptions,
+    ledger: Option<&Ledger>,
+) -> Result<Option<u64>, Error> {
+    Ok(match &opts.target {
+        Target::File {
+            source: Source::Stdin,
+            ..
+        } => None,
+        Target::File { source, .. } => {
+            let source = source.clone();
+            let rows = tokio::task::spawn_blocking(move || -> Result<u64, Error> {
+                let mut csv = CsvReader::new(read::open(&source)?.reader, Dialect::default());
+                let mut rec = Record::default();
+                let mut n: u64 = 0;
+                while csv.read(&mut rec)? {
+                    n += 1;
+                }
+                Ok(n.saturating_sub(1))
+            })
+            .await
+            .expect("counting thread panicked")?;
+            Some(rows)
+        }
+        Target::Run(run) => Some(
+            ledger
+                .expect("checked")
+                .recorded_count(client, *run)
+                .await?,
+        ),
+        Target::Where(predicate) => {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {} WHERE ({predicate})",
+                        table.quoted()
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::database("counting the rows the predicate selects", e))?;
+            Some(row.get::<_, i64>(0) as u64)
+        }
+    })
+}
+
+/// Above the threshold: ask on a terminal, else require `--yes`.
+fn confirm(table: &Table, estimate: Option<u64>, opts: &PurgeOptions) -> Result<(), Error> {
+    if opts.yes || estimate.is_some_and(|n| n <= opts.confirm_above) {
+        return Ok(());
+    }
+    let what = estimate.map_or("an unknown number of".to_string(), |n| format!("up to {n}"));
+    let reads_stdin = matches!(
+        opts.target,
+        Target::File {
+            source: Source::Stdin,
+            ..
+        }
+    );
+    if reads_stdin || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Err(Error::Usage(format!(
+            "refusing to delete {what} rows from {} without --yes (the threshold is {})",
+            table.display(),
+            opts.confirm_above
+        )));
+    }
+    eprint!(
+        "Delete {what} rows from {}? Type 'yes' to go on: ",
+        table.display()
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(Error::Usage("not confirmed; nothing was deleted".into()))
+    }
+}
+
+/// The units of a `--run` or `--where` purge, in order.
+async fn units(
+    pool: &deadpool_postgres::Pool,
+    table: &Table,
+    opts: &PurgeOptions,
+    ledger: Option<&Ledger>,
+) -> Result<Vec<PurgeUnit>, Error> {
+    let client = pool.get().await.map_err(Error::Pool)?;
+    Ok(match &opts.target {
+        Target::Run(run) => ledger
+            .expect("checked")
+            .recorded_batches(&client, *run)
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(i, seed_seq)| PurgeUnit::Recorded {
+                seq: i as u64 + 1,
+                seed_run: *run,
+                seed_seq,
+            })
+            .collect(),
+        Target::Where(_) => {
+            let row = client
+                .query_one(
+                    "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
+                            greatest(c.reltuples, 0)::float8, greatest(c.relpages, 1)::float8 \
+                     FROM pg_class c WHERE c.oid = $1",
+                    &[&table.oid],
+                )
+                .await
+                .map_err(|e| Error::database("reading the table's size", e))?;
+            let pages = row.get::<_, i64>(0) as u64;
+            // Pages per batch so that a batch holds about --batch-size rows of the table
+            // (fewer match the predicate, never more).
+            let per_page = (row.get::<_, f64>(1) / row.get::<_, f64>(2)).max(1.0);
+            let step = ((opts.batch_size as f64 / per_page).floor() as u64).max(1);
+            (0..pages.div_ceil(step))
+                .map(|i| PurgeUnit::Pages {
+                    seq: i + 1,
+                    first: i * step,
+                    end: ((i + 1) * step).min(pages.max(1)),
+                })
+                .collect()
+        }
+        Target::File { .. } => Vec::new(),
+    })
+}
