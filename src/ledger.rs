@@ -378,12 +378,12 @@ impl Ledger {
         BatchLedger {
             run_id,
             claim: format!(
-                "INSERT INTO {s}.batches (run_id, seq, first_line, last_line, rows, content_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, seq) DO NOTHING"
+                "INSERT INTO {s}.batches (run_id, seq, first_line, last_line, rows, content_hash, started_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (run_id, seq) DO NOTHING"
             ),
             record: format!(
                 "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, deleted = $6, \
-                   missing = $7, committed_at = now() \
+                   missing = $7, committed_at = clock_timestamp() \
                  WHERE run_id = $1 AND seq = $2"
             ),
             lookup: format!(

@@ -14,3 +14,6 @@ CREATE TABLE IF NOT EXISTS {schema}.inserted_keys (
 -- A purge batch's figures.
 ALTER TABLE {schema}.batches ADD COLUMN IF NOT EXISTS deleted bigint;
 ALTER TABLE {schema}.batches ADD COLUMN IF NOT EXISTS missing bigint;
+-- When the batch's transaction began; with committed_at (the clock when its work was done)
+-- this bounds how long the batch held its locks.
+ALTER TABLE {schema}.batches ADD COLUMN IF NOT EXISTS started_at timestamptz;
