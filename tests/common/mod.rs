@@ -11,6 +11,9 @@
 //! physical lines; it does not share code with `src/read.rs` on purpose.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod proxy;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -693,4 +696,335 @@ pub fn fixture_reference(db: &TestDb) -> Vec<String> {
     let dump = db.dump("reference");
     assert_eq!(dump.len(), 1000, "psql loads the 1000 fixture rows");
     dump
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault tests (`faults_*`): the server over TCP, runs in the background, generated data
+// ---------------------------------------------------------------------------------------------
+
+/// The admin server's TCP address: its host when `DATABASE_URL` names one, else 127.0.0.1 (a
+/// unix socket's server listens there too), on its port (5432 unless told otherwise).
+pub fn server_tcp_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let cfg = admin_config();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.find(std::net::SocketAddr::is_ipv4))
+        .unwrap_or_else(|| panic!("cannot resolve the server's TCP address {host}:{port}"))
+}
+
+impl TestDb {
+    /// This database's conninfo, but reaching the server over TCP at `addr` (a proxy).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let cfg = admin_config();
+        let mut out = format!(
+            "host={} port={} user={} dbname={}",
+            addr.ip(),
+            addr.port(),
+            conninfo_value(cfg.get_user().unwrap_or_default()),
+            conninfo_value(&self.name)
+        );
+        if let Some(pw) = cfg.get_password() {
+            out.push_str(&format!(
+                " password={}",
+                conninfo_value(&String::from_utf8_lossy(pw))
+            ));
+        }
+        out
+    }
+
+    /// Rows in the ledger's `provisioner.batches` (0 while the ledger does not exist yet).
+    pub fn ledger_batches(&self) -> i64 {
+        committed_batches(&mut self.client())
+    }
+}
+
+/// Rows in `provisioner.batches` seen by `client` (0 while the ledger does not exist yet).
+pub fn committed_batches(client: &mut postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM provisioner.batches", &[])
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// The binary under test, its environment cleared of `PG*` and `DATABASE_URL`.
+pub fn bin_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// `provisioner generate --count <count> --seed <seed>` into `path`.
+pub fn generate_csv(path: &Path, count: u64, seed: u64) -> PathBuf {
+    let file = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let status = bin_command()
+        .args(["generate", "--count", &count.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .stdout(file)
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run provisioner generate");
+    assert!(status.success(), "generate failed: {status}");
+    path.to_path_buf()
+}
+
+/// Waits until `cond` holds, checking every 25 ms; panics after `timeout`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A run of the binary in the background, its output collected; killed (SIGKILL) on drop if
+/// it is still running, so no test leaves one behind.
+pub struct Spawned {
+    child: Option<std::process::Child>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Spawned {
+    /// Starts `provisioner <args…>` with an empty stdin.
+    pub fn start(args: &[&str]) -> Spawned {
+        let mut cmd = bin_command();
+        cmd.args(args);
+        Spawned::spawn(cmd)
+    }
+
+    /// Starts `sh -c <script>` (e.g. a printed resume command) with a cleared environment.
+    pub fn shell(script: &str) -> Spawned {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        Spawned::spawn(cmd)
+    }
+
+    /// Starts `provisioner <args…>` with its stdin a pipe; [`Spawned::take_stdin`] gives the
+    /// writing end.
+    pub fn start_piped(args: &[&str]) -> Spawned {
+        let mut cmd = bin_command();
+        cmd.args(args);
+        Spawned::spawn_with(cmd, Stdio::piped())
+    }
+
+    /// The writing end of a [`Spawned::start_piped`] run's stdin.
+    pub fn take_stdin(&mut self) -> std::process::ChildStdin {
+        self.child
+            .as_mut()
+            .and_then(|c| c.stdin.take())
+            .expect("a piped stdin")
+    }
+
+    /// Starts `cmd` without `PG*` or `DATABASE_URL` in its environment, stdin empty.
+    pub fn spawn(cmd: Command) -> Spawned {
+        Spawned::spawn_with(cmd, Stdio::null())
+    }
+
+    fn spawn_with(mut cmd: Command, stdin: Stdio) -> Spawned {
+        clean_env(&mut cmd);
+        let mut child = cmd
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let collect = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let _ = pipe.read_to_end(&mut out);
+                out
+            })
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
+        Spawned {
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().expect("child").try_wait(), Ok(None))
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`, `KILL`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} {} failed", self.pid());
+    }
+
+    /// Waits until `cond` holds; panics (showing the run's output) if the process exits first
+    /// or `timeout` passes.
+    #[track_caller]
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if cond() {
+                return;
+            }
+            if !self.running() {
+                let run = self.collect();
+                panic!(
+                    "the run exited (code {}) before {what}\nstderr:\n{}\nstdout:\n{}",
+                    run.code, run.stderr, run.stdout
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                let run = self.kill_and_collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\nstderr:\n{}",
+                    run.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for the exit; past `timeout` the process is killed and the test fails.
+    #[track_caller]
+    pub fn wait(mut self, timeout: Duration) -> Run {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.running() {
+            if std::time::Instant::now() >= deadline {
+                let run = self.kill_and_collect();
+                panic!(
+                    "the run did not finish within {timeout:?}\nstderr:\n{}\nstdout:\n{}",
+                    run.stderr, run.stdout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.collect()
+    }
+
+    /// SIGKILL now, then the output (its code is -1: killed by a signal).
+    pub fn kill_and_collect(&mut self) -> Run {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
+        self.collect()
+    }
+
+    fn collect(&mut self) -> Run {
+        let mut child = self.child.take().expect("child");
+        let status = child.wait().expect("wait for the provisioner binary");
+        let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            String::from_utf8_lossy(&h.map(|h| h.join().unwrap_or_default()).unwrap_or_default())
+                .into_owned()
+        };
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: text(self.stdout.take()),
+            stderr: text(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `provisioner <args…>`, failing the test (and killing it) past `timeout`.
+#[track_caller]
+pub fn run_bin_bounded(args: &[&str], timeout: Duration) -> Run {
+    Spawned::start(args).wait(timeout)
+}
+
+/// Runs one psql command against `conninfo`; panics when psql fails.
+pub fn psql_at(conninfo: &str, command: &str) -> String {
+    let mut cmd = Command::new("psql");
+    clean_env(&mut cmd);
+    let out = cmd
+        .env("PGCLIENTENCODING", "UTF8")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c"])
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run psql (is it on PATH?): {e}"));
+    assert!(
+        out.status.success(),
+        "psql {command:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts `accounts` (at `conninfo`) is exactly what `csv` (the example header) holds:
+/// `rows` rows, no email or external_id twice, and, row for row (all columns but `id`), what
+/// psql's `\copy` of the same file loads into a scratch table.
+#[track_caller]
+pub fn assert_accounts_equal_csv(conninfo: &str, csv: &Path, rows: i64) {
+    let mut client = postgres::Client::connect(conninfo, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connect to check accounts: {e}"));
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT email), count(DISTINCT external_id) FROM accounts",
+            &[],
+        )
+        .expect("count accounts");
+    let (count, emails, ids): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(count, rows, "rows in accounts");
+    assert_eq!(emails, count, "duplicate emails in accounts");
+    assert_eq!(ids, count, "duplicate external_ids in accounts");
+
+    let cols = ACCOUNT_COLUMNS.join(", ");
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS csv_reference; \
+             CREATE TABLE csv_reference AS SELECT {cols} FROM accounts WITH NO DATA"
+        ))
+        .expect("create csv_reference");
+    let file = csv.to_str().expect("UTF-8 path");
+    assert!(
+        !file.contains('\''),
+        "psql \\copy path with a quote: {file}"
+    );
+    psql_at(
+        conninfo,
+        &format!("\\copy csv_reference ({cols}) FROM '{file}' WITH (FORMAT csv, HEADER)"),
+    );
+    let diff = format!(
+        "SELECT (SELECT count(*) FROM (SELECT {cols} FROM accounts EXCEPT ALL \
+                                       SELECT {cols} FROM csv_reference) a), \
+                (SELECT count(*) FROM (SELECT {cols} FROM csv_reference EXCEPT ALL \
+                                       SELECT {cols} FROM accounts) b), \
+                (SELECT count(*) FROM csv_reference)"
+    );
+    let row = client.query_one(&diff, &[]).expect("compare with the CSV");
+    let (extra, missing, reference): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(reference, rows, "psql loads {rows} rows from the CSV");
+    assert_eq!(
+        (extra, missing),
+        (0, 0),
+        "accounts differs from the CSV: {extra} rows not in the file, \
+         {missing} rows of the file missing"
+    );
+    client
+        .batch_execute("DROP TABLE csv_reference")
+        .expect("drop csv_reference");
 }
