@@ -72,6 +72,10 @@ impl Unit for Batch {
         self.seq
     }
 
+    fn rows(&self) -> u64 {
+        self.rows as u64
+    }
+
     fn span(&self) -> String {
         format!("lines {}-{}", self.first_line, self.last_line)
     }

@@ -7,8 +7,6 @@
 //! equality on a unique key, pages by the predicate); a batch commits at most once (its
 //! ledger row is claimed first, as for seeding); a dry run counts and rolls back.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use futures_util::SinkExt;
@@ -31,9 +29,16 @@ pub enum PurgeUnit {
         seq: u64,
         seed_run: i64,
         seed_seq: i64,
+        keys: u64,
     },
-    /// A range of the table's pages `[first, end)`, deleted where the predicate holds.
-    Pages { seq: u64, first: u64, end: u64 },
+    /// A range of the table's pages `[first, end)`, deleted where the predicate holds;
+    /// `rows` is the planner's estimate of the rows the pages hold.
+    Pages {
+        seq: u64,
+        first: u64,
+        end: u64,
+        rows: u64,
+    },
 }
 
 impl From<Batch> for PurgeUnit {
@@ -47,6 +52,14 @@ impl Unit for PurgeUnit {
         match self {
             PurgeUnit::Keys(b) => b.seq,
             PurgeUnit::Recorded { seq, .. } | PurgeUnit::Pages { seq, .. } => *seq,
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        match self {
+            PurgeUnit::Keys(b) => b.rows(),
+            PurgeUnit::Recorded { keys, .. } => *keys,
+            PurgeUnit::Pages { rows, .. } => *rows,
         }
     }
 
@@ -72,7 +85,9 @@ impl PurgeUnit {
                 rows: 0,
                 content_hash: 0,
             },
-            PurgeUnit::Pages { seq, first, end } => BatchId {
+            PurgeUnit::Pages {
+                seq, first, end, ..
+            } => BatchId {
                 seq: *seq,
                 first_line: *first,
                 last_line: end - 1,
@@ -106,7 +121,8 @@ pub enum Selector {
 /// The SQL a deleter runs, built once per run.
 #[derive(Debug, Clone)]
 pub struct DeletePlan {
-    lock_timeout: String,
+    /// `SET LOCAL` timeouts.
+    session: String,
     create_keys: String,
     copy_binary: String,
     copy_csv: String,
@@ -132,7 +148,7 @@ impl DeletePlan {
         key: &[String],
         selector: &Selector,
         children: &[Reference],
-        lock_timeout: Duration,
+        session: String,
     ) -> Self {
         let target = table.quoted();
         let cols = quote_list(key);
@@ -207,7 +223,7 @@ impl DeletePlan {
             })
             .collect();
         DeletePlan {
-            lock_timeout: format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis()),
+            session,
             create_keys: format!(
                 "CREATE TEMP TABLE {KEYS} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
             ),
@@ -271,7 +287,7 @@ impl Deleter {
             tx.rollback().await.map_err(fail)?;
             return Ok(done);
         }
-        tx.batch_execute(&p.lock_timeout).await.map_err(fail)?;
+        tx.batch_execute(&p.session).await.map_err(fail)?;
         let (keys, deleted) = match (unit, &p.delete_pages) {
             (PurgeUnit::Pages { first, end, .. }, Some(direct)) => {
                 let range = [format!("({first},0)"), format!("({end},0)")];

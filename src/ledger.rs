@@ -355,12 +355,17 @@ impl Ledger {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    /// The batches of a seed run that recorded keys, in order.
-    pub async fn recorded_batches(&self, client: &Client, run: i64) -> Result<Vec<i64>, Error> {
+    /// The batches of a seed run that recorded keys, in order, with how many each recorded.
+    pub async fn recorded_batches(
+        &self,
+        client: &Client,
+        run: i64,
+    ) -> Result<Vec<(i64, u64)>, Error> {
         Ok(client
             .query(
                 &format!(
-                    "SELECT seq FROM {}.inserted_keys WHERE run_id = $1 ORDER BY seq",
+                    "SELECT seq, jsonb_array_length(keys->0)::bigint FROM {}.inserted_keys \
+                     WHERE run_id = $1 ORDER BY seq",
                     self.s()
                 ),
                 &[&run],
@@ -368,7 +373,7 @@ impl Ledger {
             .await
             .map_err(|e| Error::database("listing the run's recorded keys", e))?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
             .collect())
     }
 

@@ -24,6 +24,7 @@ pub mod read;
 pub mod report;
 pub mod retry;
 pub mod seed;
+pub mod throttle;
 pub mod write;
 
 pub use error::Error;

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 
@@ -17,6 +18,7 @@ use crate::error::{EXIT_INTERRUPTED, Error};
 use crate::ledger::{Ledger, Status};
 use crate::report::{Progress, Summary};
 use crate::retry::RetryPolicy;
+use crate::throttle::Throttle;
 
 /// What one committed unit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct Outcome {
 /// A unit of work: one transaction, one ledger row, one retry.
 pub trait Unit: Send + Sync + 'static {
     fn seq(&self) -> u64;
+    /// Rows the unit holds (an estimate where only the server knows), for the rate cap.
+    fn rows(&self) -> u64;
     /// What the unit covers, for logs: input lines, or a page range.
     fn span(&self) -> String;
 }
@@ -52,6 +56,66 @@ pub enum ProduceEnd {
     Stopped,
 }
 
+/// How any run (seed, purge) goes: parallelism, batching, ledger, retries, pace.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub connections: usize,
+    pub batch_size: usize,
+    /// The ledger's schema; `None` runs without a ledger (no resume, no exactly-once replay).
+    pub ledger_schema: Option<String>,
+    pub resume: Option<crate::seed::Resume>,
+    pub retry: RetryPolicy,
+    pub throttle: crate::throttle::ThrottleOptions,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// The command line, password removed: stored with the run to print its resume command.
+    pub command_line: Vec<String>,
+}
+
+impl RunOptions {
+    /// Refuses combinations that cannot work, before anything happens.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.resume.is_some() && self.ledger_schema.is_none() {
+            return Err(Error::Usage(
+                "--resume needs the ledger; it cannot be combined with --no-ledger".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The writers for this run.
+    pub fn workers(&self, pool: &Pool, progress: Arc<Progress>) -> Workers {
+        Workers {
+            connections: self.connections,
+            retry: self.retry,
+            progress,
+            stop: Arc::new(AtomicBool::new(false)),
+            throttle: self
+                .throttle
+                .is_active()
+                .then(|| Throttle::new(self.throttle.clone())),
+            pool: pool.clone(),
+        }
+    }
+
+    /// `SET LOCAL` statements for a unit's transaction: bounded waits for locks and
+    /// statements (0: the server's setting). Local to the transaction, so they cannot leak
+    /// to another client behind a transaction-mode pooler.
+    pub fn session_settings(&self) -> String {
+        let mut sets = vec![format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            self.lock_timeout.as_millis()
+        )];
+        if !self.statement_timeout.is_zero() {
+            sets.push(format!(
+                "SET LOCAL statement_timeout = '{}ms'",
+                self.statement_timeout.as_millis()
+            ));
+        }
+        sets.join("; ")
+    }
+}
+
 /// What the writers share.
 #[derive(Clone)]
 pub struct Workers {
@@ -60,6 +124,9 @@ pub struct Workers {
     pub progress: Arc<Progress>,
     /// Set by the first signal: producers check it between units.
     pub stop: Arc<AtomicBool>,
+    pub throttle: Option<Arc<Throttle>>,
+    /// For the throttle's replica-lag watcher.
+    pub pool: Pool,
 }
 
 impl Workers {
@@ -74,6 +141,10 @@ impl Workers {
     ) -> Option<Error> {
         let (tx, rx) = async_channel::bounded::<U>(self.connections);
         let signals = tokio::spawn(stop_on_signals(self.stop.clone(), rx.clone()));
+        let watchers = match &self.throttle {
+            Some(throttle) => throttle.spawn_watchers(self.pool.clone()),
+            None => Vec::new(),
+        };
         let producer = produce(tx);
         let writers: Vec<_> = (0..self.connections)
             .map(|_| {
@@ -83,8 +154,17 @@ impl Workers {
                         if me.stop.load(Ordering::Relaxed) {
                             break;
                         }
+                        if let Some(throttle) = &me.throttle {
+                            throttle.admit(unit.rows()).await;
+                        }
+                        let started = Instant::now();
                         match me.write(&sink, &unit).await {
-                            Ok(outcome) => me.progress.committed(outcome),
+                            Ok(outcome) => {
+                                if let Some(throttle) = &me.throttle {
+                                    throttle.observe(started.elapsed(), unit.rows());
+                                }
+                                me.progress.committed(outcome)
+                            }
                             Err(e) => {
                                 // The producer and the other writers stop after their unit.
                                 rx.close();
@@ -104,6 +184,7 @@ impl Workers {
         }
         let produced = producer.await.expect("producer panicked");
         signals.abort();
+        watchers.iter().for_each(|w| w.abort());
         // A writer's failure is why the producer stopped, so it is the one to report; a
         // signal may have left units unwritten even when the producer got to the end.
         if error.is_none() {

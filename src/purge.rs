@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_postgres::Config;
 
@@ -22,11 +21,9 @@ use crate::delete::{DeletePlan, Deleter, PurgeUnit, Selector};
 use crate::encode::{Encoder, RowEncoder};
 use crate::error::Error;
 use crate::ledger::{Ledger, RunKey};
-use crate::pipeline::{self, Finished, ProduceEnd, Recorded, Workers};
+use crate::pipeline::{self, Finished, ProduceEnd, Recorded, RunOptions};
 use crate::read::{self, CsvReader, Dialect, Record, Source};
 use crate::report::{Console, Progress, Reporter};
-use crate::retry::RetryPolicy;
-use crate::seed::Resume;
 
 /// What `purge` deletes.
 #[derive(Debug, Clone)]
@@ -47,8 +44,6 @@ pub enum Target {
 pub struct PurgeOptions {
     pub target: Target,
     pub table: String,
-    pub connections: usize,
-    pub batch_size: usize,
     pub dry_run: bool,
     /// Delete without asking, whatever the count.
     pub yes: bool,
@@ -56,25 +51,17 @@ pub struct PurgeOptions {
     pub confirm_above: u64,
     /// Delete rows of referencing tables whose foreign keys would block, first.
     pub cascade: bool,
-    pub lock_timeout: Duration,
-    pub ledger_schema: Option<String>,
-    pub resume: Option<Resume>,
-    pub retry: RetryPolicy,
-    pub command_line: Vec<String>,
+    pub run: RunOptions,
 }
 
 pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
-    if opts.resume.is_some() && opts.ledger_schema.is_none() {
-        return Err(Error::Usage(
-            "--resume needs the ledger; it cannot be combined with --no-ledger".into(),
-        ));
-    }
-    let pool = connect::pool(db.clone(), opts.connections)?;
+    opts.run.check()?;
+    let pool = connect::pool(db.clone(), opts.run.connections)?;
     let mut client = connect::check(&pool, &db).await?;
     let table = catalog::describe(&client, &opts.table)
         .await?
         .ok_or_else(|| Error::Usage(format!("table {} does not exist", opts.table)))?;
-    let ledger = match &opts.ledger_schema {
+    let ledger = match &opts.run.ledger_schema {
         Some(schema) => Some(Ledger::open(&mut client, schema).await?),
         None => None,
     };
@@ -140,7 +127,7 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
         input_size: run_key_input.1.map(|s| s as i64),
         input_fingerprint: run_key_input.2,
         options: serde_json::json!({
-            "batch_size": opts.batch_size,
+            "batch_size": opts.run.batch_size,
             "key": key,
             "cascade": opts.cascade,
         }),
@@ -148,7 +135,7 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
     let (run_id, committed) = match (&ledger, opts.dry_run) {
         (Some(ledger), false) => {
             let (id, committed) = ledger
-                .open_run(&client, &run_key, &opts.command_line, opts.resume)
+                .open_run(&client, &run_key, &opts.run.command_line, opts.run.resume)
                 .await?;
             (Some(id), committed)
         }
@@ -157,13 +144,14 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
     drop(client);
 
     let progress = Arc::new(Progress::default());
-    let workers = Workers {
-        connections: opts.connections,
-        retry: opts.retry,
-        progress: progress.clone(),
-        stop: Arc::new(AtomicBool::new(false)),
-    };
-    let plan = DeletePlan::new(&table, &key, &selector, &children, opts.lock_timeout);
+    let workers = opts.run.workers(&pool, progress.clone());
+    let plan = DeletePlan::new(
+        &table,
+        &key,
+        &selector,
+        &children,
+        opts.run.session_settings(),
+    );
     let deleter = Deleter::new(
         pool.clone(),
         plan,
@@ -172,7 +160,12 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
     );
     let error = match csv {
         Some((reader, header, key, consumed, size)) => {
-            let reporter = Reporter::start(console, progress.clone(), consumed, size);
+            let reporter = Reporter::start(
+                console,
+                progress.clone(),
+                (consumed, size),
+                workers.throttle.clone(),
+            );
             let fields = key
                 .iter()
                 .map(|k| {
@@ -185,7 +178,7 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
                 .collect();
             let batcher = Batcher {
                 encoder: RowEncoder::project(header.len(), fields, true),
-                size: opts.batch_size,
+                size: opts.run.batch_size,
                 committed,
                 collect_keys: None,
                 progress: progress.clone(),
@@ -205,8 +198,8 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
             let reporter = Reporter::start(
                 console,
                 progress.clone(),
-                handed.clone(),
-                Some(units.len() as u64),
+                (handed.clone(), Some(units.len() as u64)),
+                workers.throttle.clone(),
             );
             let stop = workers.stop.clone();
             let error = workers
@@ -251,9 +244,9 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
         .map(|(ledger, run_id)| Recorded {
             ledger,
             run_id,
-            command_line: &opts.command_line,
+            command_line: &opts.run.command_line,
         });
-    Ok(pipeline::conclude(&pool, &opts.retry, recorded, error, summary).await)
+    Ok(pipeline::conclude(&pool, &opts.run.retry, recorded, error, summary).await)
 }
 
 type HeaderRead = (CsvReader<Box<dyn BufRead + Send>>, Record);
@@ -499,10 +492,11 @@ async fn units(
             .await?
             .into_iter()
             .enumerate()
-            .map(|(i, seed_seq)| PurgeUnit::Recorded {
+            .map(|(i, (seed_seq, keys))| PurgeUnit::Recorded {
                 seq: i as u64 + 1,
                 seed_run: *run,
                 seed_seq,
+                keys,
             })
             .collect(),
         Target::Where(_) => {
@@ -519,12 +513,13 @@ async fn units(
             // Pages per batch so that a batch holds about --batch-size rows of the table
             // (fewer match the predicate, never more).
             let per_page = (row.get::<_, f64>(1) / row.get::<_, f64>(2)).max(1.0);
-            let step = ((opts.batch_size as f64 / per_page).floor() as u64).max(1);
+            let step = ((opts.run.batch_size as f64 / per_page).floor() as u64).max(1);
             (0..pages.div_ceil(step))
                 .map(|i| PurgeUnit::Pages {
                     seq: i + 1,
                     first: i * step,
                     end: ((i + 1) * step).min(pages.max(1)),
+                    rows: (step as f64 * per_page) as u64,
                 })
                 .collect()
         }

@@ -13,6 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::pipeline::Outcome;
+use crate::throttle::Throttle;
 
 /// How often a log line reports progress when stderr is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -278,12 +279,13 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// `consumed`/`size`: input bytes read so far and in all (unknown for stdin).
+    /// `consumed`/`size`: input bytes (or units) read so far and in all (unknown for
+    /// stdin); `throttle` says what holds the writers back, shown in the bar.
     pub fn start(
         console: &Console,
         progress: Arc<Progress>,
-        consumed: Arc<AtomicU64>,
-        size: Option<u64>,
+        (consumed, size): (Arc<AtomicU64>, Option<u64>),
+        throttle: Option<Arc<Throttle>>,
     ) -> Self {
         let bar = match size {
             Some(len) => ProgressBar::new(len).with_style(
@@ -313,12 +315,14 @@ impl Reporter {
                     let rows = progress.rows_done();
                     let rate = rows as f64 / started.elapsed().as_secs_f64();
                     let bytes = consumed.load(Relaxed);
+                    let held = throttle.as_ref().and_then(|t| t.status());
                     if interactive {
                         bar.set_position(bytes);
                         bar.set_message(format!(
-                            "{} rows, {} rows/s",
+                            "{} rows, {} rows/s{}",
                             group(rows),
-                            group(rate as u64)
+                            group(rate as u64),
+                            held.map(|h| format!(" ({h})")).unwrap_or_default()
                         ));
                     } else {
                         let percent =
@@ -328,6 +332,7 @@ impl Reporter {
                             rows_read = progress.rows_read.load(Relaxed),
                             rows_per_s = rate as u64,
                             percent = percent.as_deref().unwrap_or("?"),
+                            held = held.as_deref().unwrap_or("no"),
                             "progress"
                         );
                     }

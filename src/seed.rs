@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use tokio_postgres::Config;
 
@@ -15,11 +14,10 @@ use crate::catalog;
 use crate::connect;
 use crate::error::Error;
 use crate::ledger::{Ledger, RunKey};
-use crate::pipeline::{self, Finished, Recorded, Workers};
+use crate::pipeline::{self, Finished, Recorded, RunOptions};
 use crate::plan::{self, FormatChoice};
 use crate::read::{self, CsvReader, Dialect, Record, Source};
 use crate::report::{Console, Progress, Reporter};
-use crate::retry::RetryPolicy;
 use crate::write::{OnConflict, Writer};
 
 /// The example table's DDL (`sql/accounts.sql`), for `--create-example-table`.
@@ -39,32 +37,21 @@ pub struct SeedOptions {
     pub source: Source,
     pub table: String,
     pub renames: Vec<(String, String)>,
-    pub connections: usize,
-    pub batch_size: usize,
     pub format: FormatChoice,
     pub on_conflict: OnConflict,
     pub key: Option<Vec<String>>,
     pub create_example_table: bool,
     /// Record the keys of inserted rows in the ledger, for `purge --run`.
     pub record_keys: bool,
-    /// The ledger's schema; `None` runs without a ledger (no resume, no exactly-once replay).
-    pub ledger_schema: Option<String>,
-    pub resume: Option<Resume>,
-    pub retry: RetryPolicy,
-    /// The command line, password removed: stored with the run to print its resume command.
-    pub command_line: Vec<String>,
+    pub run: RunOptions,
 }
 
 /// Seeds `opts.table` from `opts.source`. `Err` means nothing was written (bad flags, header,
 /// unreachable server); a run that started returns `Finished`, with its error if it failed.
 pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Finished, Error> {
-    if opts.resume.is_some() && opts.ledger_schema.is_none() {
-        return Err(Error::Usage(
-            "--resume needs the ledger; it cannot be combined with --no-ledger".into(),
-        ));
-    }
+    opts.run.check()?;
     let input = read::open(&opts.source)?;
-    let pool = connect::pool(db.clone(), opts.connections)?;
+    let pool = connect::pool(db.clone(), opts.run.connections)?;
     let mut client = connect::check(&pool, &db).await?;
     if opts.create_example_table {
         create_example_table(&client, &opts.table).await?;
@@ -104,10 +91,10 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
             format: opts.format,
             on_conflict: opts.on_conflict,
             key: opts.key.as_deref(),
-            record_keys: opts.record_keys && opts.ledger_schema.is_some(),
+            record_keys: opts.record_keys && opts.run.ledger_schema.is_some(),
         },
     )?;
-    if opts.record_keys && opts.ledger_schema.is_some() && plan.recorded_key.is_none() {
+    if opts.record_keys && opts.run.ledger_schema.is_some() && plan.recorded_key.is_none() {
         tracing::warn!(
             "the CSV covers no primary key or unique index of {}: inserted keys are not \
              recorded, so `purge --run` will not be possible for this run",
@@ -123,19 +110,19 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
         input_size: size.map(|s| s as i64),
         input_fingerprint: fingerprint,
         options: serde_json::json!({
-            "batch_size": opts.batch_size,
+            "batch_size": opts.run.batch_size,
             "columns": plan.columns,
             "on_conflict": opts.on_conflict,
             "key": plan.key,
             "recorded_key": plan.recorded_key,
         }),
     };
-    let (ledger, run_id, committed) = match &opts.ledger_schema {
+    let (ledger, run_id, committed) = match &opts.run.ledger_schema {
         None => (None, None, HashMap::new()),
         Some(schema) => {
             let ledger = Ledger::open(&mut client, schema).await?;
             let (run_id, committed) = ledger
-                .open_run(&client, &key, &opts.command_line, opts.resume)
+                .open_run(&client, &key, &opts.run.command_line, opts.run.resume)
                 .await?;
             (Some(ledger), Some(run_id), committed)
         }
@@ -143,23 +130,28 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
     drop(client);
 
     let progress = Arc::new(Progress::default());
-    let workers = Workers {
-        connections: opts.connections,
-        retry: opts.retry,
-        progress: progress.clone(),
-        stop: Arc::new(AtomicBool::new(false)),
-    };
-    let reporter = Reporter::start(console, progress.clone(), consumed, size);
+    let workers = opts.run.workers(&pool, progress.clone());
+    let reporter = Reporter::start(
+        console,
+        progress.clone(),
+        (consumed, size),
+        workers.throttle.clone(),
+    );
     let batcher = Batcher {
         encoder: plan.encoder.clone(),
-        size: opts.batch_size,
+        size: opts.run.batch_size,
         committed,
         collect_keys: plan.collect_keys.clone(),
         progress: progress.clone(),
         stop: workers.stop.clone(),
     };
     let batch_statements = ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id));
-    let writer = Writer::new(pool.clone(), plan.statements, batch_statements);
+    let writer = Writer::new(
+        pool.clone(),
+        plan.statements,
+        batch_statements,
+        opts.run.session_settings(),
+    );
     let error = workers
         .drive(
             move |tx| tokio::task::spawn_blocking(move || batcher.run(csv, &tx)),
@@ -173,9 +165,9 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
         .map(|(ledger, run_id)| Recorded {
             ledger,
             run_id,
-            command_line: &opts.command_line,
+            command_line: &opts.run.command_line,
         });
-    Ok(pipeline::conclude(&pool, &opts.retry, recorded, error, summary).await)
+    Ok(pipeline::conclude(&pool, &opts.run.retry, recorded, error, summary).await)
 }
 
 async fn create_example_table(client: &tokio_postgres::Client, table: &str) -> Result<(), Error> {

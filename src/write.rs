@@ -169,14 +169,22 @@ pub struct Writer {
     pool: Pool,
     statements: std::sync::Arc<Statements>,
     ledger: Option<std::sync::Arc<BatchLedger>>,
+    /// `SET LOCAL` timeouts run first in every batch transaction.
+    session: std::sync::Arc<str>,
 }
 
 impl Writer {
-    pub fn new(pool: Pool, statements: Statements, ledger: Option<BatchLedger>) -> Self {
+    pub fn new(
+        pool: Pool,
+        statements: Statements,
+        ledger: Option<BatchLedger>,
+        session: String,
+    ) -> Self {
         Writer {
             pool,
             statements: std::sync::Arc::new(statements),
             ledger: ledger.map(std::sync::Arc::new),
+            session: session.into(),
         }
     }
 
@@ -271,6 +279,7 @@ impl Writer {
     ) -> Result<Outcome, Error> {
         let fail = |source| batch_error(batch, source);
         let tx = client.transaction().await.map_err(fail)?;
+        tx.batch_execute(&self.session).await.map_err(fail)?;
         if let Some(ledger) = &self.ledger
             && let Some(done) = ledger.claim(&tx, batch.id()).await.map_err(fail)?
         {

@@ -11,8 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::connect;
 use crate::error::{EXIT_FAILED, Error};
 use crate::report::Console;
+use std::time::Duration;
+
+use crate::pipeline::RunOptions;
 use crate::retry::RetryPolicy;
 use crate::seed::Resume;
+use crate::throttle::ThrottleOptions;
 
 /// Seed PostgreSQL with test accounts from CSV: fast, resumable, never a row lost or twice.
 #[derive(Debug, Parser)]
@@ -115,18 +119,57 @@ pub struct RunArgs {
     /// Stop retrying a batch this many seconds after its first failure.
     #[arg(long, default_value_t = RetryPolicy::default().max_elapsed.as_secs(), value_name = "SECONDS")]
     pub retry_max_elapsed: u64,
+
+    /// Longest wait for a lock, per statement (SET LOCAL lock_timeout); a lock timeout is
+    /// retried. 0 waits as long as the server's setting says.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub lock_timeout: u64,
+
+    /// Longest run of one statement (SET LOCAL statement_timeout). 0: the server's setting.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub statement_timeout: u64,
+
+    /// Rows per second at most, across all connections: a smooth global cap.
+    #[arg(long, value_name = "ROWS_PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: Option<u32>,
+
+    /// While batches take longer than this to commit, halve the rate (from the achieved rate
+    /// when there is no --rate); recover it gradually when they are fast again.
+    #[arg(long, value_name = "MS")]
+    pub max_batch_latency: Option<u64>,
+
+    /// Pause between batches while a standby in pg_stat_replication replays more than this
+    /// many seconds behind.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_replica_lag: Option<f64>,
+
+    /// Pause between batches while this file exists (the operator's emergency brake).
+    /// SIGUSR1 pauses and SIGUSR2 resumes too.
+    #[arg(long, value_name = "PATH")]
+    pub pause_file: Option<std::path::PathBuf>,
 }
 
 impl RunArgs {
-    fn ledger_schema(&self) -> Option<String> {
-        (!self.no_ledger).then(|| self.ledger.ledger_schema.clone())
-    }
-
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_retries: self.max_retries,
-            max_elapsed: std::time::Duration::from_secs(self.retry_max_elapsed),
-            ..RetryPolicy::default()
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            connections: usize::from(self.connections),
+            batch_size: self.batch_size,
+            ledger_schema: (!self.no_ledger).then(|| self.ledger.ledger_schema.clone()),
+            resume: self.resume,
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                max_elapsed: Duration::from_secs(self.retry_max_elapsed),
+                ..RetryPolicy::default()
+            },
+            throttle: ThrottleOptions {
+                rate: self.rate,
+                max_batch_latency: self.max_batch_latency.map(Duration::from_millis),
+                max_replica_lag: self.max_replica_lag.map(Duration::from_secs_f64),
+                pause_file: self.pause_file.clone(),
+            },
+            lock_timeout: Duration::from_millis(self.lock_timeout),
+            statement_timeout: Duration::from_millis(self.statement_timeout),
+            command_line: redacted_command_line(),
         }
     }
 }

@@ -1,7 +1,5 @@
 //! `provisioner purge`.
 
-use std::time::Duration;
-
 use clap::Args;
 
 use super::{ConnectArgs, RunArgs, finish, runtime};
@@ -66,10 +64,6 @@ pub struct PurgeArgs {
     #[arg(long)]
     pub cascade: bool,
 
-    /// Longest wait for a lock, per statement; a lock timeout is retried.
-    #[arg(long, default_value_t = 5000, value_name = "MS")]
-    pub lock_timeout: u64,
-
     #[command(flatten)]
     pub run_args: RunArgs,
 
@@ -96,17 +90,11 @@ pub fn run(args: PurgeArgs, console: &Console) -> Result<i32, Error> {
     let opts = PurgeOptions {
         target,
         table: args.table,
-        connections: usize::from(run.connections),
-        batch_size: run.batch_size,
         dry_run: args.dry_run,
         yes: args.yes,
         confirm_above: args.confirm_above,
         cascade: args.cascade,
-        lock_timeout: Duration::from_millis(args.lock_timeout),
-        ledger_schema: run.ledger_schema(),
-        resume: run.resume,
-        retry: run.retry_policy(),
-        command_line: super::redacted_command_line(),
+        run: run.options(),
     };
     let finished = runtime()?.block_on(purge(db, opts, console))?;
     Ok(finish(finished, run.json, console))

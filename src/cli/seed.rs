@@ -76,17 +76,12 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         source: Source::parse(&args.input),
         table: args.table,
         renames: args.renames,
-        connections: usize::from(run.connections),
-        batch_size: run.batch_size,
         format: args.format,
         on_conflict: args.on_conflict,
         key: args.key,
         create_example_table: args.create_example_table,
         record_keys: !args.no_record_keys,
-        ledger_schema: run.ledger_schema(),
-        resume: run.resume,
-        retry: run.retry_policy(),
-        command_line: super::redacted_command_line(),
+        run: run.options(),
     };
     let finished = runtime()?.block_on(seed(db, opts, console))?;
     Ok(finish(finished, run.json, console))
