@@ -172,6 +172,14 @@ pub struct Reference {
     pub via: Option<usize>,
 }
 
+impl Reference {
+    /// Deleting a parent row deletes (CASCADE) or must first delete (NO ACTION, RESTRICT)
+    /// the rows that reference it; SET NULL and SET DEFAULT keep them.
+    pub fn removes_children(&self) -> bool {
+        !matches!(self.on_delete.as_str(), "SET NULL" | "SET DEFAULT")
+    }
+}
+
 /// Every foreign key that points at `table`, and at the tables whose rows deleting from it
 /// would delete (cascade) or would have to delete first (`--cascade`). A reference comes
 /// after the one it is reached through; each table is explored once, so cycles end.
@@ -229,7 +237,7 @@ pub async fn references(
                 via,
             };
             // SET NULL and SET DEFAULT keep the child rows: nothing further down is touched.
-            if !matches!(action.as_str(), "n" | "d") && !seen.contains(&reference.child_oid) {
+            if reference.removes_children() && !seen.contains(&reference.child_oid) {
                 seen.push(reference.child_oid);
                 frontier.push((reference.child_oid, Some(found.len())));
             }

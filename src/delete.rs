@@ -210,9 +210,11 @@ impl DeletePlan {
             }
             rows
         };
+        // SET NULL and SET DEFAULT references keep their rows: the server updates them.
         let child_deletes = children
             .iter()
             .rev()
+            .filter(|r| r.removes_children())
             .map(|r| {
                 format!(
                     "DELETE FROM {} c USING ({}) p WHERE {}",

@@ -267,6 +267,30 @@ impl Ledger {
         Ok(Ledger { schema: q })
     }
 
+    /// The ledger in `schema` if it is there and current, without creating or migrating
+    /// anything (for runs that must change nothing, like a dry run).
+    pub async fn existing(client: &Client, schema: &str) -> Result<Option<Ledger>, Error> {
+        let q = quote_ident(schema);
+        let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let current: bool = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{q}.migrations")],
+            )
+            .await
+            .map_err(|e| Error::database("looking for the ledger", e))?
+            .get(0);
+        if !current {
+            return Ok(None);
+        }
+        let version: Option<i32> = client
+            .query_one(&format!("SELECT max(version) FROM {q}.migrations"), &[])
+            .await
+            .map_err(|e| Error::database("reading the ledger's version", e))?
+            .get(0);
+        Ok((version == Some(latest)).then_some(Ledger { schema: q }))
+    }
+
     /// The ledger's schema, already quoted.
     pub fn quoted_schema(&self) -> &str {
         &self.schema

@@ -20,6 +20,9 @@ use crate::report::{Progress, Summary};
 use crate::retry::RetryPolicy;
 use crate::throttle::Throttle;
 
+/// How long a stopped run waits for its producer to notice.
+const PRODUCER_GRACE: Duration = Duration::from_millis(500);
+
 /// What one committed unit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -182,7 +185,16 @@ impl Workers {
                 error.get_or_insert(e);
             }
         }
-        let produced = producer.await.expect("producer panicked");
+        // After a failure or a signal the writers are done, but a reader blocked on a quiet
+        // stdin would never notice: give it a moment, then leave it behind.
+        let produced = if error.is_some() || self.stop.load(Ordering::Relaxed) {
+            match tokio::time::timeout(PRODUCER_GRACE, producer).await {
+                Ok(joined) => joined.expect("producer panicked"),
+                Err(_) => Ok(ProduceEnd::Stopped),
+            }
+        } else {
+            producer.await.expect("producer panicked")
+        };
         signals.abort();
         watchers.iter().for_each(|w| w.abort());
         // A writer's failure is why the producer stopped, so it is the one to report; a

@@ -62,6 +62,8 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
         .await?
         .ok_or_else(|| Error::Usage(format!("table {} does not exist", opts.table)))?;
     let ledger = match &opts.run.ledger_schema {
+        // A dry run changes nothing, the ledger included: it only reads one that exists.
+        Some(schema) if opts.dry_run => Ledger::existing(&client, schema).await?,
         Some(schema) => Some(Ledger::open(&mut client, schema).await?),
         None => None,
     };
@@ -79,7 +81,9 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
         }
         Target::Run(run) => {
             let ledger = ledger.as_ref().ok_or_else(|| {
-                Error::Usage("purge --run needs the ledger; drop --no-ledger".into())
+                Error::Usage(
+                    "purge --run needs the ledger (none found, or --no-ledger given)".into(),
+                )
             })?;
             let key = ledger.recorded_key(&client, *run, &table.display()).await?;
             (
@@ -317,24 +321,71 @@ fn file_key(table: &Table, header: &Record, key: Option<&[String]>) -> Result<Ve
     Ok(key)
 }
 
-/// Refuses a predicate the server cannot plan, before anything is deleted.
+/// Refuses a predicate that is not one expression, or that the server cannot plan, before
+/// anything is deleted. The predicate is trusted SQL, but a stray parenthesis must not let
+/// it escape the page range it is combined with (`x') OR (true`), nor a semicolon or a
+/// comment swallow what follows it.
 async fn check_predicate(
     client: &tokio_postgres::Client,
     table: &Table,
     predicate: &str,
 ) -> Result<(), Error> {
+    one_expression(predicate).map_err(|why| Error::Usage(format!("--where: {why}")))?;
+    // The extended protocol runs exactly one statement.
     client
-        .batch_execute(&format!(
-            "EXPLAIN SELECT 1 FROM {} WHERE ({predicate})",
-            table.quoted()
-        ))
+        .execute(
+            &format!(
+                "EXPLAIN SELECT 1 FROM {} WHERE ({predicate})",
+                table.quoted()
+            ),
+            &[],
+        )
         .await
         .map_err(|e| {
             Error::Usage(format!(
                 "--where: the server refuses the predicate: {}",
                 crate::error::describe_pg(&e)
             ))
-        })
+        })?;
+    Ok(())
+}
+
+/// Checks that parentheses balance outside string literals and quoted identifiers, and
+/// that there is no `;`, comment or `$` (dollar quoting, parameters) outside them.
+fn one_expression(predicate: &str) -> Result<(), String> {
+    let mut depth = 0i32;
+    let mut chars = predicate.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                // A doubled quote inside is an escaped quote: it closes and reopens.
+                while let Some(d) = chars.next() {
+                    if d == c && chars.peek() != Some(&c) {
+                        break;
+                    }
+                    if d == c {
+                        chars.next();
+                    }
+                }
+            }
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("a ')' closes more than the predicate opened".into());
+                }
+            }
+            ';' => return Err("';' is not allowed: give one expression".into()),
+            '$' => return Err("'$' (dollar quoting, parameters) is not allowed".into()),
+            '-' if chars.peek() == Some(&'-') => return Err("comments are not allowed".into()),
+            '/' if chars.peek() == Some(&'*') => return Err("comments are not allowed".into()),
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced parentheses".into());
+    }
+    Ok(())
 }
 
 /// The references whose rows must be deleted first. Refuses (listing them) when some
@@ -503,16 +554,28 @@ async fn units(
             let row = client
                 .query_one(
                     "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
-                            greatest(c.reltuples, 0)::float8, greatest(c.relpages, 1)::float8 \
+                            c.reltuples::float8, greatest(c.relpages, 1)::float8 \
                      FROM pg_class c WHERE c.oid = $1",
                     &[&table.oid],
                 )
                 .await
                 .map_err(|e| Error::database("reading the table's size", e))?;
             let pages = row.get::<_, i64>(0) as u64;
+            let (reltuples, relpages) = (row.get::<_, f64>(1), row.get::<_, f64>(2));
+            // Rows per page: the planner's statistics, or a count where the table was never
+            // analyzed (reltuples = -1).
+            let per_page = if reltuples >= 0.0 {
+                reltuples / relpages
+            } else {
+                let counted = client
+                    .query_one(&format!("SELECT count(*) FROM {}", table.quoted()), &[])
+                    .await
+                    .map_err(|e| Error::database("counting the table's rows", e))?;
+                counted.get::<_, i64>(0) as f64 / pages.max(1) as f64
+            }
+            .max(1.0);
             // Pages per batch so that a batch holds about --batch-size rows of the table
-            // (fewer match the predicate, never more).
-            let per_page = (row.get::<_, f64>(1) / row.get::<_, f64>(2)).max(1.0);
+            // (fewer match the predicate).
             let step = ((opts.run.batch_size as f64 / per_page).floor() as u64).max(1);
             (0..pages.div_ceil(step))
                 .map(|i| PurgeUnit::Pages {
@@ -525,4 +588,31 @@ async fn units(
         }
         Target::File { .. } => Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_expression;
+
+    #[test]
+    fn a_predicate_must_be_one_expression() {
+        for ok in [
+            "email LIKE '%@loadtest.example'",
+            "(a = 1 OR b = 2) AND c IN (1, 2)",
+            "name = 'it''s (not) closed'",
+            "\"Odd ) name\" = 1",
+        ] {
+            assert_eq!(one_expression(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "email = 'x') OR (true",
+            "true; DROP TABLE accounts",
+            "true -- ",
+            "true /* */",
+            "x = $1",
+            "((a)",
+        ] {
+            assert!(one_expression(bad).is_err(), "{bad}");
+        }
+    }
 }

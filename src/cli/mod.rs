@@ -238,11 +238,16 @@ pub fn run(cli: Cli, console: &Console) -> i32 {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `work` on a fresh runtime. The runtime is not waited for at the end: a reader left
+/// blocked on a quiet stdin after a stop must not hold the process.
+fn block_on<F: std::future::Future>(work: F) -> Result<F::Output, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    let output = runtime.block_on(work);
+    runtime.shutdown_background();
+    Ok(output)
 }
 
 /// Prints the summary (human on stderr, JSON on stdout) and says how the run ended.

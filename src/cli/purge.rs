@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{ConnectArgs, RunArgs, finish, runtime};
+use super::{ConnectArgs, RunArgs, block_on, finish};
 use crate::error::Error;
 use crate::purge::{PurgeOptions, Target, purge};
 use crate::read::Source;
@@ -74,6 +74,11 @@ pub struct PurgeArgs {
 pub fn run(args: PurgeArgs, console: &Console) -> Result<i32, Error> {
     let db = args.connect.config()?;
     let run = &args.run_args;
+    if args.key.is_some() && args.input.is_none() {
+        return Err(Error::Usage(
+            "--key goes with FILE: --run uses the key its seed recorded, --where needs none".into(),
+        ));
+    }
     let target = match (args.input, args.run, args.where_) {
         (Some(input), None, None) => Target::File {
             source: Source::parse(&input),
@@ -96,6 +101,6 @@ pub fn run(args: PurgeArgs, console: &Console) -> Result<i32, Error> {
         cascade: args.cascade,
         run: run.options(),
     };
-    let finished = runtime()?.block_on(purge(db, opts, console))?;
+    let finished = block_on(purge(db, opts, console))??;
     Ok(finish(finished, run.json, console))
 }

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::{ConnectArgs, LedgerArgs, runtime};
+use super::{ConnectArgs, LedgerArgs, block_on};
 use crate::connect;
 use crate::error::Error;
 use crate::ledger::{Ledger, Run};
@@ -38,7 +38,7 @@ pub enum RunsCommand {
 
 pub fn run(args: RunsArgs) -> Result<i32, Error> {
     let db = args.connect.config()?;
-    runtime()?.block_on(async {
+    block_on(async {
         let pool = connect::pool(db.clone(), 1)?;
         let mut client = connect::check(&pool, &db).await?;
         let ledger = Ledger::open(&mut client, &args.ledger.ledger_schema).await?;
@@ -69,7 +69,7 @@ pub fn run(args: RunsArgs) -> Result<i32, Error> {
             }
         }
         Ok(0)
-    })
+    })?
 }
 
 fn print_table(runs: &[Run]) {

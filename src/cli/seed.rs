@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{ConnectArgs, RunArgs, finish, runtime};
+use super::{ConnectArgs, RunArgs, block_on, finish};
 use crate::error::Error;
 use crate::plan::FormatChoice;
 use crate::read::Source;
@@ -83,6 +83,6 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         record_keys: !args.no_record_keys,
         run: run.options(),
     };
-    let finished = runtime()?.block_on(seed(db, opts, console))?;
+    let finished = block_on(seed(db, opts, console))??;
     Ok(finish(finished, run.json, console))
 }
