@@ -239,19 +239,12 @@ pub struct Finished {
     pub error: Option<Error>,
 }
 
-/// A run recorded in the ledger.
-pub struct Recorded<'a> {
-    pub ledger: &'a Ledger,
-    pub run_id: i64,
-    pub command_line: &'a [String],
-}
-
 /// Ends a run: the summary gets the run's status, error and (when it did not finish) the
 /// command that resumes it; the ledger records the end.
 pub async fn conclude(
     pool: &Pool,
-    retry: &RetryPolicy,
-    recorded: Option<Recorded<'_>>,
+    run: &RunOptions,
+    recorded: Option<(&Ledger, i64)>,
     error: Option<Error>,
     mut summary: Summary,
 ) -> Finished {
@@ -262,34 +255,31 @@ pub async fn conclude(
         Some(_) => Status::Failed,
     };
     summary.status = status.as_str();
-    if let Some(rec) = recorded {
-        summary.run_id = Some(rec.run_id);
+    if let Some((ledger, run_id)) = recorded {
+        summary.run_id = Some(run_id);
         let finish = || async {
             let client = pool.get().await.map_err(Error::Pool)?;
-            rec.ledger
+            ledger
                 .finish(
                     &client,
-                    rec.run_id,
+                    run_id,
                     status,
                     summary.rows_read,
                     summary.error.as_deref(),
                 )
                 .await
         };
-        let recorded = retry
+        let recorded = run
+            .retry
             .run(finish, |_, cause, _| {
                 tracing::warn!(%cause, "recording the end of the run failed; retrying")
             })
             .await;
         if let Err(e) = recorded {
-            tracing::warn!(
-                "the ledger could not record the end of run {}: {e}",
-                rec.run_id
-            );
+            tracing::warn!("the ledger could not record the end of run {}: {e}", run_id);
         }
         if status != Status::Completed {
-            summary.resume_command =
-                Some(crate::ledger::resume_command(rec.command_line, rec.run_id));
+            summary.resume_command = Some(crate::ledger::resume_command(&run.command_line, run_id));
         }
     }
     Finished { summary, error }

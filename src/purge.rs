@@ -21,7 +21,7 @@ use crate::delete::{DeletePlan, Deleter, PurgeUnit, Selector};
 use crate::encode::{Encoder, RowEncoder};
 use crate::error::Error;
 use crate::ledger::{Ledger, RunKey};
-use crate::pipeline::{self, Finished, ProduceEnd, Recorded, RunOptions};
+use crate::pipeline::{self, Finished, ProduceEnd, RunOptions};
 use crate::read::{self, CsvReader, Dialect, Record, Source};
 use crate::report::{Console, Progress, Reporter};
 
@@ -242,15 +242,8 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
     if opts.dry_run {
         summary.command = "purge --dry-run";
     }
-    let recorded = ledger
-        .as_ref()
-        .zip(run_id)
-        .map(|(ledger, run_id)| Recorded {
-            ledger,
-            run_id,
-            command_line: &opts.run.command_line,
-        });
-    Ok(pipeline::conclude(&pool, &opts.run.retry, recorded, error, summary).await)
+    let recorded = ledger.as_ref().zip(run_id);
+    Ok(pipeline::conclude(&pool, &opts.run, recorded, error, summary).await)
 }
 
 type HeaderRead = (CsvReader<Box<dyn BufRead + Send>>, Record);

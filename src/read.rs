@@ -315,6 +315,22 @@ impl<R: BufRead> CsvReader<R> {
                 if !terminator {
                     blank = false;
                 }
+                if state == State::AfterEscape {
+                    if b == quote || b == escape {
+                        // An escaped quote or escape byte: literal, still inside quotes.
+                        rec.data.push(b);
+                        state = State::Quoted;
+                        continue;
+                    }
+                    if escape == quote {
+                        // The quote byte closed the quoted section; `b` is outside it.
+                        state = State::Unquoted;
+                    } else {
+                        // A lone escape byte is literal; `b` is still inside quotes.
+                        rec.data.push(escape);
+                        state = State::Quoted;
+                    }
+                }
                 match state {
                     State::Unquoted => {
                         if b == delim {
@@ -333,43 +349,13 @@ impl<R: BufRead> CsvReader<R> {
                             rec.data.push(b);
                         }
                     }
-                    State::Quoted => {
+                    State::Quoted | State::AfterEscape => {
                         if b == escape {
                             state = State::AfterEscape;
                         } else if b == quote {
                             state = State::Unquoted;
                         } else {
                             rec.data.push(b);
-                        }
-                    }
-                    State::AfterEscape => {
-                        if b == quote || b == escape {
-                            rec.data.push(b);
-                            state = State::Quoted;
-                        } else if escape == quote {
-                            // The quote byte closed the quoted section; `b` is outside it.
-                            state = State::Unquoted;
-                            if b == delim {
-                                finish_field(rec, field_start, saw_quote, null);
-                                field_start = rec.data.len();
-                                saw_quote = false;
-                            } else if terminator {
-                                finish_field(rec, field_start, saw_quote, null);
-                                rec.end_line = self.line - 1;
-                                done = true;
-                                break;
-                            } else {
-                                rec.data.push(b);
-                            }
-                        } else {
-                            // A lone escape byte is literal.
-                            rec.data.push(escape);
-                            if b == quote {
-                                state = State::Unquoted;
-                            } else {
-                                rec.data.push(b);
-                                state = State::Quoted;
-                            }
                         }
                     }
                 }

@@ -14,7 +14,7 @@ use crate::catalog;
 use crate::connect;
 use crate::error::Error;
 use crate::ledger::{Ledger, RunKey};
-use crate::pipeline::{self, Finished, Recorded, RunOptions};
+use crate::pipeline::{self, Finished, RunOptions};
 use crate::plan::{self, FormatChoice};
 use crate::read::{self, CsvReader, Dialect, Record, Source};
 use crate::report::{Console, Progress, Reporter};
@@ -159,15 +159,8 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
         )
         .await;
     let summary = reporter.finish("seed", table.display());
-    let recorded = ledger
-        .as_ref()
-        .zip(run_id)
-        .map(|(ledger, run_id)| Recorded {
-            ledger,
-            run_id,
-            command_line: &opts.run.command_line,
-        });
-    Ok(pipeline::conclude(&pool, &opts.run.retry, recorded, error, summary).await)
+    let recorded = ledger.as_ref().zip(run_id);
+    Ok(pipeline::conclude(&pool, &opts.run, recorded, error, summary).await)
 }
 
 async fn create_example_table(client: &tokio_postgres::Client, table: &str) -> Result<(), Error> {
