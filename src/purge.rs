@@ -8,7 +8,7 @@
 //! [`pipeline`](crate::pipeline).
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,7 +22,7 @@ use crate::encode::{Encoder, RowEncoder};
 use crate::error::Error;
 use crate::ledger::{Ledger, RunKey};
 use crate::pipeline::{self, Finished, ProduceEnd, RunOptions};
-use crate::read::{self, CsvReader, Dialect, Record, Source};
+use crate::read::{self, CsvOptions, Record, Source};
 use crate::report::{Console, Progress, Reporter};
 
 /// What `purge` deletes.
@@ -32,6 +32,7 @@ pub enum Target {
     /// the CSV covers).
     File {
         source: Source,
+        csv: CsvOptions,
         key: Option<Vec<String>>,
     },
     /// Exactly the rows a seed run inserted.
@@ -69,14 +70,19 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
     };
 
     // What to delete by, and the producer's input.
-    let mut csv = None;
+    let mut file = None;
     let (key, selector, run_key_input) = match &opts.target {
-        Target::File { source, key } => {
+        Target::File { source, csv, key } => {
             let input = read::open(source)?;
-            let (reader, header) = read_header(input.reader, source).await?;
+            let (reader, header) = {
+                let (csv, source) = (csv.clone(), source.clone());
+                tokio::task::spawn_blocking(move || read::header(input.reader, &csv, &source))
+                    .await
+                    .expect("header reader panicked")?
+            };
             let key = file_key(&table, &header, key.as_deref())?;
             let identity = (input.path.clone(), input.size, input.fingerprint.clone());
-            csv = Some((reader, header, key.clone(), input.consumed, input.size));
+            file = Some((reader, header, key.clone(), input.consumed, input.size));
             (key, Selector::File, identity)
         }
         Target::Run(run) => {
@@ -162,7 +168,7 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
         ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id)),
         opts.dry_run,
     );
-    let error = match csv {
+    let error = match file {
         Some((reader, header, key, consumed, size)) => {
             let reporter = Reporter::start(
                 console,
@@ -244,29 +250,6 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
     }
     let recorded = ledger.as_ref().zip(run_id);
     Ok(pipeline::conclude(&pool, &opts.run, recorded, error, summary).await)
-}
-
-type HeaderRead = (CsvReader<Box<dyn BufRead + Send>>, Record);
-
-async fn read_header(
-    reader: Box<dyn BufRead + Send>,
-    source: &Source,
-) -> Result<HeaderRead, Error> {
-    let (csv, header) = tokio::task::spawn_blocking(move || {
-        let mut csv = CsvReader::new(reader, Dialect::default());
-        let mut header = Record::default();
-        csv.read(&mut header)
-            .map(|found| (csv, found.then_some(header)))
-    })
-    .await
-    .expect("header reader panicked")?;
-    let header = header.ok_or_else(|| {
-        Error::Usage(format!(
-            "{} is empty: expected a header line",
-            source.display()
-        ))
-    })?;
-    Ok((csv, header))
 }
 
 fn header_position(header: &Record, name: &str) -> Option<usize> {
@@ -450,16 +433,16 @@ async fn estimate(
             source: Source::Stdin,
             ..
         } => None,
-        Target::File { source, .. } => {
-            let source = source.clone();
+        Target::File { source, csv, .. } => {
+            let (source, csv) = (source.clone(), csv.clone());
             let rows = tokio::task::spawn_blocking(move || -> Result<u64, Error> {
-                let mut csv = CsvReader::new(read::open(&source)?.reader, Dialect::default());
+                let (mut reader, _) = read::header(read::open(&source)?.reader, &csv, &source)?;
                 let mut rec = Record::default();
                 let mut n: u64 = 0;
-                while csv.read(&mut rec)? {
+                while reader.read(&mut rec)? {
                     n += 1;
                 }
-                Ok(n.saturating_sub(1))
+                Ok(n)
             })
             .await
             .expect("counting thread panicked")?;

@@ -144,6 +144,44 @@ impl Default for Dialect {
     }
 }
 
+/// How to read the input: COPY's dialect options, and the column names when the file has
+/// no header line.
+#[derive(Debug, Clone, Default)]
+pub struct CsvOptions {
+    pub dialect: Dialect,
+    /// `--no-header --columns a,b,c`: the names, and every line is data.
+    pub columns: Option<Vec<String>>,
+}
+
+/// Opens the CSV reader on `reader` and returns it with the header: the first record, or
+/// the names given for a file without one. An input with no header line is an error.
+pub fn header<R: BufRead>(
+    reader: R,
+    opts: &CsvOptions,
+    source: &Source,
+) -> Result<(CsvReader<R>, Record), Error> {
+    let mut csv = CsvReader::new(reader, opts.dialect.clone());
+    let mut header = Record::default();
+    match &opts.columns {
+        Some(names) => {
+            for name in names {
+                header.data.extend_from_slice(name.as_bytes());
+                header.ends.push(header.data.len());
+                header.nulls.push(false);
+            }
+        }
+        None => {
+            if !csv.read(&mut header)? {
+                return Err(Error::Usage(format!(
+                    "{} is empty: expected a header line (or --no-header --columns)",
+                    source.display()
+                )));
+            }
+        }
+    }
+    Ok((csv, header))
+}
+
 /// One record, reused from one read to the next so the hot loop does not allocate.
 #[derive(Debug, Default, Clone)]
 pub struct Record {

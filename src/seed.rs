@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::ledger::{Ledger, RunKey};
 use crate::pipeline::{self, Finished, RunOptions};
 use crate::plan::{self, FormatChoice};
-use crate::read::{self, CsvReader, Dialect, Record, Source};
+use crate::read::{self, CsvOptions, Source};
 use crate::report::{Console, Progress, Reporter};
 use crate::write::{OnConflict, Writer};
 
@@ -35,6 +35,7 @@ pub enum Resume {
 #[derive(Debug, Clone)]
 pub struct SeedOptions {
     pub source: Source,
+    pub csv: CsvOptions,
     pub table: String,
     pub renames: Vec<(String, String)>,
     pub format: FormatChoice,
@@ -69,20 +70,12 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
 
     let (consumed, size) = (input.consumed.clone(), input.size);
     let (path, fingerprint) = (input.path.clone(), input.fingerprint.clone());
-    let (csv, header) = tokio::task::spawn_blocking(move || {
-        let mut csv = CsvReader::new(input.reader, Dialect::default());
-        let mut header = Record::default();
-        csv.read(&mut header)
-            .map(|found| (csv, found.then_some(header)))
-    })
-    .await
-    .expect("header reader panicked")?;
-    let header = header.ok_or_else(|| {
-        Error::Usage(format!(
-            "{} is empty: expected a header line",
-            opts.source.display()
-        ))
-    })?;
+    let (csv, header) = {
+        let (csv_opts, source) = (opts.csv.clone(), opts.source.clone());
+        tokio::task::spawn_blocking(move || read::header(input.reader, &csv_opts, &source))
+            .await
+            .expect("header reader panicked")?
+    };
     let plan = plan::build(
         &table,
         &plan::Request {

@@ -152,3 +152,54 @@ fn slow_stdin_still_recognises_gzip_and_bom() {
     assert_eq!(db.count("accounts"), 0);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn copy_dialect_options_and_headerless_files_load_like_psql() {
+    let db = TestDb::with_accounts();
+    // ';' delimiter, '|' quote, '\' escape, NULL spelled NULL; no header line.
+    let text = "a1b2c3d4-0000-4000-8000-000000000001;a@x.example;a;NULL;|semi;colon|;2024-01-01T00:00:00Z\n\
+                a1b2c3d4-0000-4000-8000-000000000002;b@x.example;b;;|esc \\| pipe|;2024-01-02T00:00:00Z\n\
+                a1b2c3d4-0000-4000-8000-000000000003;c@x.example;c;|NULL|;\\N;2024-01-03T00:00:00Z\n";
+    let file = db.write("dialect.csv", text);
+    let columns = "external_id,email,username,display_name,password_hash,created_at";
+    let run = db.seed(
+        &file,
+        &[
+            "--json",
+            "--delimiter",
+            ";",
+            "--quote",
+            "|",
+            "--escape",
+            "\\",
+            "--null",
+            "NULL",
+            "--no-header",
+            "--columns",
+            columns,
+        ],
+    );
+    run.expect_ok();
+    assert_eq!(run.figure("rows_inserted"), 3);
+    let ours = db.dump("accounts");
+    db.execute("TRUNCATE accounts");
+    let file = file.to_str().unwrap();
+    db.psql(&format!(
+        "\\copy accounts ({columns}) FROM '{file}' WITH (FORMAT csv, DELIMITER ';', QUOTE '|', \
+         ESCAPE '\\', NULL 'NULL')"
+    ));
+    assert_same_rows("dialect options", &ours, &db.dump("accounts"));
+    // An unquoted NULL is NULL, a quoted one is text, an empty field is an empty string.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM accounts WHERE display_name IS NULL"),
+        1
+    );
+    assert_eq!(
+        db.scalar_text("SELECT display_name FROM accounts WHERE username = 'c'"),
+        Some("NULL".into())
+    );
+    assert_eq!(
+        db.scalar_text("SELECT password_hash FROM accounts WHERE username = 'b'"),
+        Some("esc | pipe".into())
+    );
+}

@@ -14,6 +14,7 @@ use crate::report::Console;
 use std::time::Duration;
 
 use crate::pipeline::RunOptions;
+use crate::read::{CsvOptions, Dialect};
 use crate::retry::RetryPolicy;
 use crate::seed::Resume;
 use crate::throttle::ThrottleOptions;
@@ -81,6 +82,68 @@ pub struct LedgerArgs {
 /// Rows per batch unless --batch-size says otherwise. Measured on 1M example rows: 5,000
 /// is as fast as 10,000 or 20,000 and holds a third of the memory.
 pub const DEFAULT_BATCH_SIZE: usize = 5_000;
+
+/// How to read a CSV file: COPY's options, and the columns of a file without a header.
+#[derive(Debug, Args)]
+pub struct CsvArgs {
+    /// Field delimiter, one byte (COPY's DELIMITER).
+    #[arg(long, default_value = ",", value_name = "CHAR", value_parser = one_byte)]
+    pub delimiter: u8,
+
+    /// Quote character, one byte (COPY's QUOTE).
+    #[arg(long, default_value = "\"", value_name = "CHAR", value_parser = one_byte)]
+    pub quote: u8,
+
+    /// Escape character inside quotes, one byte (COPY's ESCAPE) [default: the quote].
+    #[arg(long, value_name = "CHAR", value_parser = one_byte)]
+    pub escape: Option<u8>,
+
+    /// An unquoted field equal to this is NULL (COPY's NULL); a quoted one never is.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub null: String,
+
+    /// The file has no header line: every line is data, and --columns names the columns.
+    #[arg(long, requires = "columns")]
+    pub no_header: bool,
+
+    /// With --no-header: the column names, in the file's order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "COL,COL,…",
+        requires = "no_header"
+    )]
+    pub columns: Option<Vec<String>>,
+}
+
+impl CsvArgs {
+    fn options(&self) -> Result<CsvOptions, Error> {
+        let dialect = Dialect {
+            delimiter: self.delimiter,
+            quote: self.quote,
+            escape: self.escape.unwrap_or(self.quote),
+            null: self.null.clone().into_bytes(),
+        };
+        let specials = [dialect.delimiter, dialect.quote, b'\n', b'\r'];
+        if dialect.delimiter == dialect.quote || dialect.null.iter().any(|b| specials.contains(b)) {
+            return Err(Error::Usage(
+                "--delimiter and --quote must differ, and --null cannot hold either or a line end"
+                    .into(),
+            ));
+        }
+        Ok(CsvOptions {
+            dialect,
+            columns: self.columns.clone(),
+        })
+    }
+}
+
+fn one_byte(s: &str) -> Result<u8, String> {
+    match s.as_bytes() {
+        [b] if !matches!(b, b'\n' | b'\r') => Ok(*b),
+        _ => Err(format!("expected one ASCII character, got {s:?}")),
+    }
+}
 
 /// What every run (seed, purge) takes: parallelism, batching, ledger, retries, output.
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{ConnectArgs, RunArgs, block_on, finish};
+use super::{ConnectArgs, CsvArgs, RunArgs, block_on, finish};
 use crate::error::Error;
 use crate::purge::{PurgeOptions, Target, purge};
 use crate::read::Source;
@@ -65,6 +65,9 @@ pub struct PurgeArgs {
     pub cascade: bool,
 
     #[command(flatten)]
+    pub csv: CsvArgs,
+
+    #[command(flatten)]
     pub run_args: RunArgs,
 
     #[command(flatten)]
@@ -82,6 +85,7 @@ pub fn run(args: PurgeArgs, console: &Console) -> Result<i32, Error> {
     let target = match (args.input, args.run, args.where_) {
         (Some(input), None, None) => Target::File {
             source: Source::parse(&input),
+            csv: args.csv.options()?,
             key: args.key,
         },
         (None, Some(id), None) => Target::Run(id),

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{ConnectArgs, RunArgs, block_on, finish};
+use super::{ConnectArgs, CsvArgs, RunArgs, block_on, finish};
 use crate::error::Error;
 use crate::plan::FormatChoice;
 use crate::read::Source;
@@ -56,6 +56,9 @@ pub struct SeedArgs {
     pub no_record_keys: bool,
 
     #[command(flatten)]
+    pub csv: CsvArgs,
+
+    #[command(flatten)]
     pub run: RunArgs,
 
     #[command(flatten)]
@@ -74,6 +77,7 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
     let run = &args.run;
     let opts = SeedOptions {
         source: Source::parse(&args.input),
+        csv: args.csv.options()?,
         table: args.table,
         renames: args.renames,
         format: args.format,
