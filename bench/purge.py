@@ -18,46 +18,10 @@ Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a s
 (server-side COPY, CHECKPOINT) and a server on this machine that can read /tmp.
 """
 import argparse, csv, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "provisioner")
-COLS = ("external_id,email,username,display_name,password_hash,role,plan,country,is_active,"
-        "balance,birth_date,created_at,metadata")
+from benchlib import BenchError, log, hide_passwords, run, with_dbname, ROOT, BIN, COLS
+
 BASELINE = "DELETE … USING (one statement)"
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def hide_passwords(text):
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    return re.sub(r"(password=)\S+", r"\1***", text)
-
-
-def run(cmd, **kw):
-    """Runs cmd, returns (stdout, stderr, wall seconds); raises BenchError on a non-zero exit."""
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise BenchError(f"{hide_passwords(' '.join(cmd))!r} exited {p.returncode}:\n"
-                         f"{hide_passwords(p.stderr.strip())}")
-    return p.stdout, p.stderr, wall
-
-
-def with_dbname(url, db):
-    """`url` (a postgres:// URL, a conninfo string or None) pointed at database `db`."""
-    if not url:
-        return f"dbname={db}"
-    if url.startswith(("postgres://", "postgresql://")):
-        return urlunsplit(urlsplit(url)._replace(path="/" + db))
-    return f"{url} dbname={db}"  # conninfo: the last dbname= wins
 
 
 def write_keys(src, dst):

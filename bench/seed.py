@@ -13,49 +13,8 @@ Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a s
 (server-side COPY, CHECKPOINT) and a server on this machine that can read /tmp.
 """
 import argparse, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "provisioner")
-COLS = ("external_id,email,username,display_name,password_hash,role,plan,country,is_active,"
-        "balance,birth_date,created_at,metadata")
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run(cmd, **kw):
-    """Runs cmd, returns (stdout, stderr, wall seconds); raises BenchError on a non-zero exit."""
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", " ".join(cmd))  # hide passwords
-        shown = re.sub(r"(password=)\S+", r"\1***", shown)
-        raise BenchError(f"{shown!r} exited {p.returncode}:\n{p.stderr.strip()}")
-    return p.stdout, p.stderr, wall
-
-
-def max_rss_mib(time_v_stderr):
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_v_stderr)
-    if not m:
-        raise BenchError("no 'Maximum resident set size' in /usr/bin/time -v output")
-    return int(m.group(1)) / 1024
-
-
-def with_dbname(url, db):
-    """`url` (a postgres:// URL, a conninfo string or None) pointed at database `db`."""
-    if not url:
-        return f"dbname={db}"
-    if url.startswith(("postgres://", "postgresql://")):
-        return urlunsplit(urlsplit(url)._replace(path="/" + db))
-    return f"{url} dbname={db}"  # conninfo: the last dbname= wins
-
+from benchlib import BenchError, log, run, max_rss_mib, with_dbname, ROOT, BIN, COLS
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

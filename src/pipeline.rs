@@ -93,10 +93,7 @@ impl RunOptions {
             retry: self.retry,
             progress,
             stop: Arc::new(AtomicBool::new(false)),
-            throttle: self
-                .throttle
-                .is_active()
-                .then(|| Throttle::new(self.throttle.clone())),
+            throttle: Throttle::new(self.throttle.clone()),
             pool: pool.clone(),
         }
     }
@@ -127,7 +124,8 @@ pub struct Workers {
     pub progress: Arc<Progress>,
     /// Set by the first signal: producers check it between units.
     pub stop: Arc<AtomicBool>,
-    pub throttle: Option<Arc<Throttle>>,
+    /// Pauses and paces the writers; a no-op unless asked for (or SIGUSR1).
+    pub throttle: Arc<Throttle>,
     /// For the throttle's replica-lag watcher.
     pub pool: Pool,
 }
@@ -144,10 +142,7 @@ impl Workers {
     ) -> Option<Error> {
         let (tx, rx) = async_channel::bounded::<U>(self.connections);
         let signals = tokio::spawn(stop_on_signals(self.stop.clone(), rx.clone()));
-        let watchers = match &self.throttle {
-            Some(throttle) => throttle.spawn_watchers(self.pool.clone()),
-            None => Vec::new(),
-        };
+        let watchers = self.throttle.spawn_watchers(self.pool.clone());
         let producer = produce(tx);
         let writers: Vec<_> = (0..self.connections)
             .map(|_| {
@@ -157,15 +152,15 @@ impl Workers {
                         if me.stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        if let Some(throttle) = &me.throttle {
-                            throttle.admit(unit.rows()).await;
-                        }
+                        let Some(generation) = me.throttle.admit(unit.rows(), &me.stop).await
+                        else {
+                            break;
+                        };
                         let started = Instant::now();
                         match me.write(&sink, &unit).await {
                             Ok(outcome) => {
-                                if let Some(throttle) = &me.throttle {
-                                    throttle.observe(started.elapsed(), unit.rows());
-                                }
+                                me.throttle
+                                    .observe(started.elapsed(), unit.rows(), generation);
                                 me.progress.committed(outcome)
                             }
                             Err(e) => {

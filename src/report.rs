@@ -285,7 +285,7 @@ impl Reporter {
         console: &Console,
         progress: Arc<Progress>,
         (consumed, size): (Arc<AtomicU64>, Option<u64>),
-        throttle: Option<Arc<Throttle>>,
+        throttle: Arc<Throttle>,
     ) -> Self {
         let bar = match size {
             Some(len) => ProgressBar::new(len).with_style(
@@ -315,7 +315,7 @@ impl Reporter {
                     let rows = progress.rows_done();
                     let rate = rows as f64 / started.elapsed().as_secs_f64();
                     let bytes = consumed.load(Relaxed);
-                    let held = throttle.as_ref().and_then(|t| t.status());
+                    let held = throttle.status();
                     if interactive {
                         bar.set_position(bytes);
                         bar.set_message(format!(

@@ -7,6 +7,7 @@
 //!   again it recovers by a quarter per batch, up to the cap.
 //! - `--max-replica-lag`: writers pause while a standby in `pg_stat_replication` lags more.
 //! - `--pause-file` and SIGUSR1/SIGUSR2: the operator's brake; writers pause between batches.
+//!   The signals work in every run, throttled or not.
 //!
 //! Writers ask [`Throttle::admit`] before each batch and report to [`Throttle::observe`]
 //! after it; what holds them back is shown in the progress bar and logged when it changes.
@@ -22,6 +23,34 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 /// How often a paused writer looks again.
 const PAUSE_POLL: Duration = Duration::from_millis(200);
 
+/// `--max-batch-latency` halves the rate down to this fraction of where it started and no
+/// further: latency that does not fall with the rate is not the run's doing.
+const MAX_SLOWDOWN: f64 = 8.0;
+
+/// Set by SIGUSR1, cleared by SIGUSR2: process-wide, like the signals themselves.
+static SIGNAL_PAUSE: AtomicBool = AtomicBool::new(false);
+
+/// Listens for SIGUSR1 (pause) and SIGUSR2 (resume) for the life of the process. Installed
+/// before any work starts, so neither signal can kill the process.
+pub fn listen_for_pause_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut pause), Ok(mut resume)) = (
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        tracing::warn!("cannot listen for SIGUSR1/SIGUSR2");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = pause.recv() => SIGNAL_PAUSE.store(true, Ordering::Relaxed),
+                _ = resume.recv() => SIGNAL_PAUSE.store(false, Ordering::Relaxed),
+            }
+        }
+    });
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ThrottleOptions {
     /// Rows per second, across all connections.
@@ -31,22 +60,16 @@ pub struct ThrottleOptions {
     pub pause_file: Option<PathBuf>,
 }
 
-impl ThrottleOptions {
-    pub fn is_active(&self) -> bool {
-        self.rate.is_some()
-            || self.max_batch_latency.is_some()
-            || self.max_replica_lag.is_some()
-            || self.pause_file.is_some()
-    }
-}
-
 /// Shared by all writers of a run.
 pub struct Throttle {
     opts: ThrottleOptions,
     /// The rate in force (`None`: unlimited) and its limiter.
     limiter: RwLock<Option<(u32, Arc<DefaultDirectRateLimiter>)>>,
-    /// Set by SIGUSR1, cleared by SIGUSR2.
-    signal_pause: AtomicBool,
+    /// Bumped at every rate change.
+    generation: std::sync::atomic::AtomicU64,
+    /// The slowest `--max-batch-latency` may make the run: the cap (or the rate achieved
+    /// when throttling began) divided by [`MAX_SLOWDOWN`].
+    floor: std::sync::OnceLock<u32>,
     /// The latest replica lag above the bound, from the watcher.
     replica_lag: Mutex<Option<f64>>,
     /// What holds the writers back now, for the progress bar.
@@ -60,7 +83,8 @@ impl Throttle {
     pub fn new(opts: ThrottleOptions) -> Arc<Self> {
         let throttle = Arc::new(Throttle {
             limiter: RwLock::new(None),
-            signal_pause: AtomicBool::new(false),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            floor: std::sync::OnceLock::new(),
             replica_lag: Mutex::new(None),
             status: Mutex::new(None),
             started: Instant::now(),
@@ -88,6 +112,7 @@ impl Throttle {
     }
 
     fn set_rate(&self, rate: Option<u32>) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let limiter = rate.and_then(NonZeroU32::new).map(|r| {
             // A tenth of a second of burst: smooth, yet not a wait per row.
             let burst = NonZeroU32::new((r.get() / 10).max(1)).expect("at least 1");
@@ -108,9 +133,14 @@ impl Throttle {
     }
 
     /// Waits until a batch of `rows` may be written: through any pause, then the rate.
-    pub async fn admit(&self, rows: u64) {
+    /// Returns the rate's generation to hand back to [`Throttle::observe`], or `None` when
+    /// `stop` was set meanwhile (the batch must not be written).
+    pub async fn admit(&self, rows: u64, stop: &AtomicBool) -> Option<u64> {
         loop {
-            let paused = if self.signal_pause.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let paused = if SIGNAL_PAUSE.load(Ordering::Relaxed) {
                 Some("paused by SIGUSR1 (SIGUSR2 resumes)".to_string())
             } else if let Some(path) = self.opts.pause_file.as_ref().filter(|p| p.exists()) {
                 Some(format!("paused: pause file {} exists", path.display()))
@@ -128,6 +158,7 @@ impl Throttle {
                 None => break,
             }
         }
+        let generation = self.generation.load(Ordering::Relaxed);
         let limiter = self.limiter.read().expect("limiter lock").clone();
         match limiter {
             Some((rate, limiter)) => {
@@ -140,6 +171,9 @@ impl Throttle {
                 let burst = (rate / 10).max(1);
                 let mut left = rows;
                 while left > 0 {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
                     let part = left.min(u64::from(burst)) as u32;
                     let n = NonZeroU32::new(part).expect("part > 0");
                     let _ = limiter.until_n_ready(n).await;
@@ -148,13 +182,19 @@ impl Throttle {
             }
             None => self.set_status(None),
         }
+        Some(generation)
     }
 
-    /// Hears how long a batch of `rows` took; adjusts the rate under `--max-batch-latency`.
-    pub fn observe(&self, took: Duration, rows: u64) {
+    /// Hears how long a batch of `rows` admitted at `generation` took; adjusts the rate
+    /// under `--max-batch-latency`.
+    pub fn observe(&self, took: Duration, rows: u64, generation: u64) {
         let total = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
         let achieved = total as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        self.adjust(took, achieved);
+        // Batches admitted before the last change say nothing about the rate now in force:
+        // the writers in flight together must not halve it once each.
+        if generation == self.generation.load(Ordering::Relaxed) {
+            self.adjust(took, achieved);
+        }
     }
 
     /// `achieved` is the run's rate so far, the starting point when there is no cap.
@@ -165,7 +205,10 @@ impl Throttle {
         let current = self.rate();
         if took > bound {
             let base = current.map_or(achieved, f64::from);
-            let halved = ((base / 2.0) as u32).max(1);
+            let floor = *self.floor.get_or_init(|| {
+                ((self.opts.rate.map_or(achieved, f64::from) / MAX_SLOWDOWN) as u32).max(1)
+            });
+            let halved = ((base / 2.0) as u32).max(floor);
             if current != Some(halved) {
                 tracing::warn!(
                     latency_ms = took.as_millis() as u64,
@@ -188,33 +231,16 @@ impl Throttle {
         }
     }
 
-    /// Starts the background parts: SIGUSR1/SIGUSR2, and the replica lag watcher on `pool`.
+    /// Starts the replica lag watcher on `pool`, when asked for.
     pub fn spawn_watchers(
         self: &Arc<Self>,
         pool: deadpool_postgres::Pool,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(pause_on_signals(self.clone()))];
-        if let Some(bound) = self.opts.max_replica_lag {
-            tasks.push(tokio::spawn(watch_replica_lag(self.clone(), pool, bound)));
-        }
-        tasks
-    }
-}
-
-async fn pause_on_signals(throttle: Arc<Throttle>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut pause), Ok(mut resume)) = (
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        tracing::warn!("cannot listen for SIGUSR1/SIGUSR2");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = pause.recv() => throttle.signal_pause.store(true, Ordering::Relaxed),
-            _ = resume.recv() => throttle.signal_pause.store(false, Ordering::Relaxed),
-        }
+        self.opts
+            .max_replica_lag
+            .map(|bound| tokio::spawn(watch_replica_lag(self.clone(), pool, bound)))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -255,8 +281,9 @@ mod tests {
             ..ThrottleOptions::default()
         });
         let start = Instant::now();
+        let stop = AtomicBool::new(false);
         for _ in 0..5 {
-            throttle.admit(1000).await;
+            throttle.admit(1000, &stop).await;
         }
         // 5,000 rows at 10,000/s, less the first tenth of a second of burst.
         let took = start.elapsed();
@@ -279,6 +306,25 @@ mod tests {
             throttle.adjust(Duration::from_millis(10), 0.0);
         }
         assert_eq!(throttle.rate(), Some(8000));
+    }
+
+    #[test]
+    fn batches_admitted_before_a_change_do_not_halve_again_and_a_floor_holds() {
+        let throttle = Throttle::new(ThrottleOptions {
+            rate: Some(16_000),
+            max_batch_latency: Some(Duration::from_millis(100)),
+            ..ThrottleOptions::default()
+        });
+        let before = throttle.generation.load(Ordering::Relaxed);
+        throttle.observe(Duration::from_millis(300), 1000, before);
+        assert_eq!(throttle.rate(), Some(8000));
+        // A second writer's batch, admitted at the old rate, reports in late.
+        throttle.observe(Duration::from_millis(300), 1000, before);
+        assert_eq!(throttle.rate(), Some(8000));
+        for _ in 0..20 {
+            throttle.adjust(Duration::from_millis(300), 0.0);
+        }
+        assert_eq!(throttle.rate(), Some(2000), "16,000 / 8 at the slowest");
     }
 
     #[test]
@@ -309,7 +355,7 @@ mod tests {
         };
         let start = Instant::now();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        throttle.admit(10).await;
+        throttle.admit(10, &AtomicBool::new(false)).await;
         assert!(start.elapsed() >= Duration::from_millis(450));
         assert!(throttle.status().is_none());
         remover.await.unwrap();

@@ -308,7 +308,10 @@ fn block_on<F: std::future::Future>(work: F) -> Result<F::Output, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
-    let output = runtime.block_on(work);
+    let output = runtime.block_on(async {
+        crate::throttle::listen_for_pause_signals();
+        work.await
+    });
     runtime.shutdown_background();
     Ok(output)
 }

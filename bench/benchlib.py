@@ -1,0 +1,50 @@
+"""What the benchmark scripts share: paths, running commands loudly, connection strings."""
+import os, re, subprocess, sys, time
+from urllib.parse import urlsplit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "provisioner")
+COLS = ("external_id,email,username,display_name,password_hash,role,plan,country,is_active,"
+        "balance,birth_date,created_at,metadata")
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def hide_passwords(text):
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password=)\S+", r"\1***", text)
+
+
+def run(cmd, **kw):
+    """Runs cmd, returns (stdout, stderr, wall seconds); raises BenchError on a non-zero exit."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise BenchError(f"{hide_passwords(' '.join(cmd))!r} exited {p.returncode}:\n"
+                         f"{hide_passwords(p.stderr.strip())}")
+    return p.stdout, p.stderr, wall
+
+
+def max_rss_mib(time_v_stderr):
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_v_stderr)
+    if not m:
+        raise BenchError("no 'Maximum resident set size' in /usr/bin/time -v output")
+    return int(m.group(1)) / 1024
+
+
+def with_dbname(url, db):
+    """`url` (a postgres:// URL, a conninfo string or None) pointed at database `db`."""
+    if not url:
+        return f"dbname={db}"
+    if url.startswith(("postgres://", "postgresql://")):
+        # Not urlunsplit: it drops the empty host of postgres:///db, leaving postgres:/db.
+        u = urlsplit(url)
+        return f"{u.scheme}://{u.netloc}/{db}" + (f"?{u.query}" if u.query else "")
+    return f"{url} dbname={db}"  # conninfo: the last dbname= wins
