@@ -9,14 +9,13 @@
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
-use futures_util::SinkExt;
 
 use crate::batch::Batch;
 use crate::catalog::{Reference, Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
 use crate::ledger::{BatchId, BatchLedger};
-use crate::pipeline::{Outcome, Sink, Unit};
+use crate::pipeline::{Outcome, Sink, Unit, copy_payload};
 use crate::write::batch_error;
 
 /// One purge batch.
@@ -358,10 +357,9 @@ impl Deleter {
                     Format::Binary => &p.copy_binary,
                     Format::Csv => &p.copy_csv,
                 };
-                let sink = tx.copy_in::<_, Bytes>(sql.as_str()).await.map_err(fail)?;
-                futures_util::pin_mut!(sink);
-                sink.send(batch.payload.clone()).await.map_err(fail)?;
-                sink.finish().await.map_err(fail)
+                let stmt = tx.prepare_cached(sql).await.map_err(fail)?;
+                let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(fail)?;
+                copy_payload(sink, &batch.payload).await.map_err(fail)
             }
             PurgeUnit::Recorded {
                 seed_run, seed_seq, ..

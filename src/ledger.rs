@@ -131,7 +131,8 @@ pub struct BatchId {
 }
 
 /// A run's ledger rows as seen from inside a batch's transaction: claim the batch first,
-/// record what it did last, in the same transaction as its data.
+/// record what it did last, in the same transaction as its data. The statements are
+/// prepared once per connection (a round trip saved on each, every batch).
 #[derive(Debug, Clone)]
 pub struct BatchLedger {
     run_id: i64,
@@ -147,13 +148,13 @@ impl BatchLedger {
     /// should roll back. Waits while another open transaction holds the claim.
     pub async fn claim(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         id: BatchId,
     ) -> Result<Option<Outcome>, tokio_postgres::Error> {
         let seq = id.seq as i64;
         let claimed = tx
             .execute(
-                self.claim.as_str(),
+                &tx.prepare_cached(&self.claim).await?,
                 &[
                     &self.run_id,
                     &seq,
@@ -168,7 +169,10 @@ impl BatchLedger {
             return Ok(None);
         }
         let row = tx
-            .query_one(self.lookup.as_str(), &[&self.run_id, &seq])
+            .query_one(
+                &tx.prepare_cached(&self.lookup).await?,
+                &[&self.run_id, &seq],
+            )
             .await?;
         let n = |i| row.get::<_, i64>(i) as u64;
         Ok(Some(Outcome {
@@ -185,7 +189,7 @@ impl BatchLedger {
     /// `inserted_keys` in sql/ledger/002_purge.sql).
     pub async fn record(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         seq: u64,
         outcome: &Outcome,
         inserted_keys: Option<&str>,
@@ -193,7 +197,7 @@ impl BatchLedger {
         let seq = seq as i64;
         let n = |v: u64| v as i64;
         tx.execute(
-            self.record.as_str(),
+            &tx.prepare_cached(&self.record).await?,
             &[
                 &self.run_id,
                 &seq,
@@ -206,8 +210,11 @@ impl BatchLedger {
         )
         .await?;
         if let Some(keys) = inserted_keys {
-            tx.execute(self.record_keys.as_str(), &[&self.run_id, &seq, &keys])
-                .await?;
+            tx.execute(
+                &tx.prepare_cached(&self.record_keys).await?,
+                &[&self.run_id, &seq, &keys],
+            )
+            .await?;
         }
         Ok(())
     }

@@ -20,6 +20,26 @@ use crate::report::{Progress, Summary};
 use crate::retry::RetryPolicy;
 use crate::throttle::Throttle;
 
+/// Sends a COPY payload in pieces of this size: the driver buffers one piece at a time,
+/// not a whole batch per connection.
+const COPY_CHUNK: usize = 64 << 10;
+
+/// Streams `payload` into a COPY `sink` and finishes it; returns the rows copied.
+pub async fn copy_payload(
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
+    payload: &bytes::Bytes,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    futures_util::pin_mut!(sink);
+    let mut at = 0;
+    while at < payload.len() {
+        let end = (at + COPY_CHUNK).min(payload.len());
+        sink.feed(payload.slice(at..end)).await?;
+        at = end;
+    }
+    sink.as_mut().finish().await
+}
+
 /// How long a stopped run waits for its producer to notice.
 const PRODUCER_GRACE: Duration = Duration::from_millis(500);
 

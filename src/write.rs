@@ -10,14 +10,13 @@
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
-use futures_util::SinkExt;
 
 use crate::batch::Batch;
 use crate::catalog::{Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
 use crate::ledger::BatchLedger;
-use crate::pipeline::{Outcome, Sink};
+use crate::pipeline::{Outcome, Sink, copy_payload};
 use crate::retry::Verdict;
 
 /// What to do with a row whose key already exists.
@@ -267,9 +266,7 @@ impl Writer {
         };
         let stmt = tx.prepare_cached(copy_sql).await.map_err(fail)?;
         let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(fail)?;
-        futures_util::pin_mut!(sink);
-        sink.send(batch.payload.clone()).await.map_err(fail)?;
-        sink.finish().await.map_err(fail)
+        copy_payload(sink, &batch.payload).await.map_err(fail)
     }
 
     async fn write_on(
