@@ -125,8 +125,10 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
             table.display()
         )));
     }
-    let estimate = estimate(&client, &table, &opts, ledger.as_ref()).await?;
-    if !opts.dry_run {
+    // The estimate only serves the confirmation: with --yes (or a dry run) it is not worth
+    // an extra pass over the file or the table.
+    if !opts.dry_run && !opts.yes {
+        let estimate = estimate(&client, &table, &opts, ledger.as_ref()).await?;
         confirm(&table, estimate, &opts)?;
     }
 
@@ -472,7 +474,7 @@ async fn estimate(
 
 /// Above the threshold: ask on a terminal, else require `--yes`.
 fn confirm(table: &Table, estimate: Option<u64>, opts: &PurgeOptions) -> Result<(), Error> {
-    if opts.yes || estimate.is_some_and(|n| n <= opts.confirm_above) {
+    if estimate.is_some_and(|n| n <= opts.confirm_above) {
         return Ok(());
     }
     let what = estimate.map_or("an unknown number of".to_string(), |n| format!("up to {n}"));
