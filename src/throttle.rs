@@ -5,7 +5,8 @@
 //! - `--max-batch-latency`: while batches take longer than the bound, the rate is halved
 //!   (starting from the rate actually achieved when there is no cap); while they are fast
 //!   again it recovers by a quarter per batch, up to the cap.
-//! - `--max-replica-lag`: writers pause while a standby in `pg_stat_replication` lags more.
+//! - `--max-replica-lag`: writers pause while a standby in `pg_stat_replication` lags more,
+//!   or, with `--replica-url`, while that standby's last replayed transaction is older.
 //! - `--pause-file` and SIGUSR1/SIGUSR2: the operator's brake; writers pause between batches.
 //!   The signals work in every run, throttled or not.
 //!
@@ -57,6 +58,9 @@ pub struct ThrottleOptions {
     pub rate: Option<u32>,
     pub max_batch_latency: Option<Duration>,
     pub max_replica_lag: Option<Duration>,
+    /// The standby to watch (`--replica-url`); without it, the primary's
+    /// `pg_stat_replication` is read for every standby at once.
+    pub replica: Option<tokio_postgres::Config>,
     pub pause_file: Option<PathBuf>,
 }
 
@@ -231,40 +235,71 @@ impl Throttle {
         }
     }
 
-    /// Starts the replica lag watcher on `pool`, when asked for.
+    /// Starts the replica lag watcher, when asked for: on the standby of `--replica-url`,
+    /// else on `pool` (the primary).
     pub fn spawn_watchers(
         self: &Arc<Self>,
         pool: deadpool_postgres::Pool,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        self.opts
-            .max_replica_lag
-            .map(|bound| tokio::spawn(watch_replica_lag(self.clone(), pool, bound)))
-            .into_iter()
-            .collect()
+        let Some(bound) = self.opts.max_replica_lag else {
+            return Vec::new();
+        };
+        let (pool, query) = match &self.opts.replica {
+            Some(replica) => match crate::connect::pool(replica.clone(), 1) {
+                Ok(pool) => (pool, STANDBY_LAG),
+                Err(e) => {
+                    tracing::warn!("--replica-url: {e}; replica lag is not watched");
+                    return Vec::new();
+                }
+            },
+            None => (pool, PRIMARY_LAG),
+        };
+        vec![tokio::spawn(watch_replica_lag(
+            self.clone(),
+            pool,
+            query,
+            bound,
+        ))]
     }
 }
 
-/// Polls the largest `replay_lag` of the primary's standbys every second.
+/// The largest replay lag of the primary's standbys, in seconds.
+const PRIMARY_LAG: &str =
+    "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication";
+
+/// On a standby: the age of the last replayed transaction (while the run writes, that is
+/// how far behind it is); NULL on a server that is not a standby.
+const STANDBY_LAG: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN \
+     coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8";
+
+/// Polls the replica lag every second.
 async fn watch_replica_lag(
     throttle: Arc<Throttle>,
     pool: deadpool_postgres::Pool,
+    query: &'static str,
     bound: Duration,
 ) {
+    let mut warned = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let lag = async {
             let client = pool.get().await.ok()?;
-            let row = client
-                .query_one(
-                    "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication",
-                    &[],
-                )
-                .await
-                .ok()?;
-            Some(row.get::<_, f64>(0))
+            let row = client.query_one(query, &[]).await.ok()?;
+            Some(row.get::<_, Option<f64>>(0))
         }
         .await;
+        let lag = match lag {
+            Some(None) => {
+                if !warned {
+                    tracing::warn!("--replica-url is not a standby: its lag is not watched");
+                    warned = true;
+                }
+                None
+            }
+            Some(lag) => lag,
+            None => None,
+        };
         // An unreadable lag (no privilege, connection trouble) does not pause the run.
         *throttle.replica_lag.lock().expect("lag lock") = lag.filter(|&l| l > bound.as_secs_f64());
     }

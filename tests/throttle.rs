@@ -651,3 +651,39 @@ fn no_standby_means_no_replica_lag_pause() {
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
+
+#[test]
+fn a_replica_url_that_is_no_standby_is_reported_and_does_not_pause() {
+    let db = TestDb::with_accounts();
+    let fixture = fixture_path();
+    // A password on the watched URL must not show in what the run prints.
+    let replica = format!("{} password=replica-s3cret", db.url());
+    let args = seed_args(
+        &db,
+        &fixture,
+        &[
+            "--max-replica-lag",
+            "0.001",
+            "--replica-url",
+            &replica,
+            "--batch-size",
+            "100",
+            "--rate",
+            "500",
+            "--json",
+        ],
+    );
+    let (run, _) = timed_run(&args);
+    run.expect_ok();
+    assert_eq!(run.figure("rows_inserted"), 1000);
+    assert!(
+        run.stderr.contains("--replica-url is not a standby"),
+        "no warning about a primary given as the standby:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("paused"), "{}", run.stderr);
+    assert!(!run.stderr.contains("replica-s3cret") && !run.stdout.contains("replica-s3cret"));
+    // The command line stored for the resume command has it removed too.
+    let stored = db.scalar_text("SELECT array_to_string(command_line, ' ') FROM provisioner.runs");
+    assert!(!stored.unwrap_or_default().contains("replica-s3cret"));
+}

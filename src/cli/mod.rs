@@ -206,6 +206,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     pub max_replica_lag: Option<f64>,
 
+    /// With --max-replica-lag: the standby to watch, as a URL or conninfo (its password is
+    /// never shown) [default: every standby in the primary's pg_stat_replication].
+    #[arg(long, value_name = "URL", requires = "max_replica_lag")]
+    pub replica_url: Option<String>,
+
     /// Pause between batches while this file exists (the operator's emergency brake).
     /// SIGUSR1 pauses and SIGUSR2 resumes too.
     #[arg(long, value_name = "PATH")]
@@ -213,8 +218,13 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn options(&self) -> RunOptions {
-        RunOptions {
+    fn options(&self) -> Result<RunOptions, Error> {
+        let replica = self
+            .replica_url
+            .as_deref()
+            .map(|url| connect::resolve(Some(url), connect::process_env))
+            .transpose()?;
+        Ok(RunOptions {
             connections: usize::from(self.connections),
             batch_size: self.batch_size,
             ledger_schema: (!self.no_ledger).then(|| self.ledger.ledger_schema.clone()),
@@ -228,12 +238,13 @@ impl RunArgs {
                 rate: self.rate,
                 max_batch_latency: self.max_batch_latency.map(Duration::from_millis),
                 max_replica_lag: self.max_replica_lag.map(Duration::from_secs_f64),
+                replica,
                 pause_file: self.pause_file.clone(),
             },
             lock_timeout: Duration::from_millis(self.lock_timeout),
             statement_timeout: Duration::from_millis(self.statement_timeout),
             command_line: redacted_command_line(),
-        }
+        })
     }
 }
 
@@ -256,6 +267,9 @@ fn parse_batch_size(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Flags whose value is a connection string, which may hold a password.
+const CONNECTION_FLAGS: [&str; 2] = ["--database-url", "--replica-url"];
+
 /// The process's command line with the password of any --database-url removed.
 fn redacted_command_line() -> Vec<String> {
     let mut out = Vec::new();
@@ -264,10 +278,13 @@ fn redacted_command_line() -> Vec<String> {
         if redact_next {
             out.push(connect::redact(&arg));
             redact_next = false;
-        } else if let Some(url) = arg.strip_prefix("--database-url=") {
-            out.push(format!("--database-url={}", connect::redact(url)));
+        } else if let Some((flag, url)) = arg
+            .split_once('=')
+            .filter(|(flag, _)| CONNECTION_FLAGS.contains(flag))
+        {
+            out.push(format!("{flag}={}", connect::redact(url)));
         } else {
-            redact_next = arg == "--database-url";
+            redact_next = CONNECTION_FLAGS.contains(&arg.as_str());
             out.push(arg);
         }
     }

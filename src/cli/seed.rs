@@ -85,7 +85,7 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         key: args.key,
         create_example_table: args.create_example_table,
         record_keys: !args.no_record_keys,
-        run: run.options(),
+        run: run.options()?,
     };
     let finished = block_on(seed(db, opts, console))??;
     Ok(finish(finished, run.json, console))
