@@ -1,5 +1,5 @@
 """What the benchmark scripts share: paths, running commands loudly, connection strings."""
-import os, re, subprocess, sys, time
+import os, re, shutil, subprocess, sys, time
 from urllib.parse import urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,3 +48,31 @@ def with_dbname(url, db):
         u = urlsplit(url)
         return f"{u.scheme}://{u.netloc}/{db}" + (f"?{u.query}" if u.query else "")
     return f"{url} dbname={db}"  # conninfo: the last dbname= wins
+
+
+def require(*tools):
+    for tool in tools:
+        if not shutil.which(tool):
+            raise BenchError(f"{tool} not found")
+
+
+def bench_database(prefix):
+    """(createdb/dropdb maintenance args, database name, connection string) of a fresh
+    benchmark database, beside DATABASE_URL's when it is set."""
+    admin_url = os.environ.get("DATABASE_URL") or None
+    maint = [f"--maintenance-db={admin_url}"] if admin_url else []
+    db = f"{prefix}_{os.getpid()}"
+    return maint, db, with_dbname(admin_url, db)
+
+
+def psql(url, *stmts):
+    """Runs each statement with psql against `url`; returns run()'s result."""
+    cmd = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url]
+    for s in stmts:
+        cmd += ["-c", s]
+    return run(cmd)
+
+
+def build_release():
+    log("building: cargo build --release --quiet")
+    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)

@@ -19,7 +19,7 @@ Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a s
 """
 import argparse, csv, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
-from benchlib import BenchError, log, hide_passwords, run, with_dbname, ROOT, BIN, COLS
+from benchlib import BenchError, log, hide_passwords, run, ROOT, BIN, COLS, require, bench_database, psql, build_release
 
 BASELINE = "DELETE … USING (one statement)"
 
@@ -51,27 +51,18 @@ def main():
     conns = [int(c) for c in args.connections.split(",") if c.strip()]
     if args.rows < 1 or args.runs < 1 or not conns or min(conns) < 1:
         ap.error("--rows and --runs must be >= 1, --connections non-empty and >= 1")
-    for tool in ("cargo", "psql", "createdb", "dropdb", "nproc"):
-        if not shutil.which(tool):
-            raise BenchError(f"{tool} not found")
+    require("cargo", "psql", "createdb", "dropdb", "nproc")
 
-    admin_url = os.environ.get("DATABASE_URL") or None
-    maint = [f"--maintenance-db={admin_url}"] if admin_url else []
-    db = f"provisioner_bench_purge_{os.getpid()}"
-    url = with_dbname(admin_url, db)
+    maint, db, url = bench_database("provisioner_bench_purge")
     n = args.rows
 
     def sql(*stmts):
-        cmd = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url]
-        for s in stmts:
-            cmd += ["-c", s]
-        return run(cmd)
+        return psql(url, *stmts)
 
     def count_rows():
         return int(sql("SELECT count(*) FROM accounts")[0])
 
-    log("building: cargo build --release --quiet")
-    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    build_release()
     tmp = tempfile.mkdtemp(prefix="provisioner-bench-purge-", dir="/tmp")
     created = False
     try:

@@ -14,7 +14,7 @@ Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a s
 """
 import argparse, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
-from benchlib import BenchError, log, run, max_rss_mib, with_dbname, ROOT, BIN, COLS
+from benchlib import BenchError, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,24 +28,15 @@ def main():
     conns = [int(c) for c in args.connections.split(",") if c.strip()]
     if args.rows < 1 or args.runs < 1 or args.stdin_rows < 0 or not conns:
         ap.error("--rows and --runs must be >= 1, --stdin-rows >= 0, --connections non-empty")
-    for tool in ("cargo", "psql", "createdb", "dropdb", "/usr/bin/time"):
-        if not shutil.which(tool):
-            raise BenchError(f"{tool} not found")
+    require("cargo", "psql", "createdb", "dropdb", "/usr/bin/time")
 
-    admin_url = os.environ.get("DATABASE_URL") or None
-    maint = [f"--maintenance-db={admin_url}"] if admin_url else []
-    db = f"provisioner_bench_{os.getpid()}"
-    url = with_dbname(admin_url, db)
+    maint, db, url = bench_database("provisioner_bench")
     n = args.rows
 
     def sql(*stmts):
-        cmd = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url]
-        for s in stmts:
-            cmd += ["-c", s]
-        return run(cmd)
+        return psql(url, *stmts)
 
-    log("building: cargo build --release --quiet")
-    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    build_release()
     tmp = tempfile.mkdtemp(prefix="provisioner-bench-", dir="/tmp")
     created = False
     try:

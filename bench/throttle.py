@@ -30,7 +30,7 @@ create databases and to CHECKPOINT (a superuser, or pg_checkpoint on PostgreSQL 
 import argparse, datetime, glob, json, math, os, re, shutil, signal, subprocess, sys, tempfile
 import threading, time
 
-from benchlib import BenchError, log, hide_passwords, run, with_dbname, ROOT, BIN
+from benchlib import BenchError, log, hide_passwords, run, ROOT, BIN, require, bench_database, psql, build_release
 
 # How long a seed may take to stop after SIGINT (it lets its in-flight batches commit).
 STOP_TIMEOUT_S = 120
@@ -151,24 +151,15 @@ def main():
             or args.jobs < 1 or args.connections < 1 or any(r < 1 for r in rates)):
         ap.error("--rows, --scale, --clients, --jobs, --connections and every rate must be >= 1,"
                  " -T >= 2")
-    for tool in ("cargo", "psql", "createdb", "dropdb", "pgbench"):
-        if not shutil.which(tool):
-            raise BenchError(f"{tool} not found")
+    require("cargo", "psql", "createdb", "dropdb", "pgbench")
 
-    admin_url = os.environ.get("DATABASE_URL") or None
-    maint = [f"--maintenance-db={admin_url}"] if admin_url else []
-    db = f"provisioner_throttle_{os.getpid()}"
-    url = with_dbname(admin_url, db)
+    maint, db, url = bench_database("provisioner_throttle")
     n, d = args.rows, args.duration
 
     def sql(*stmts):
-        cmd = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url]
-        for s in stmts:
-            cmd += ["-c", s]
-        return run(cmd)
+        return psql(url, *stmts)
 
-    log("building: cargo build --release --quiet")
-    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    build_release()
     tmp = tempfile.mkdtemp(prefix="provisioner-throttle-", dir="/tmp")
     created = False
     background = []  # processes to kill if the benchmark fails half-way
