@@ -21,17 +21,6 @@ use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 
-fn path_str(p: &std::path::Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-/// `seed <csv> --database-url <db> <extra…>`.
-fn seed_args<'a>(db: &'a TestDb, csv: &'a std::path::Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["seed", path_str(csv), "--database-url", db.url()];
-    args.extend_from_slice(extra);
-    args
-}
-
 /// The run's status in the ledger.
 fn status_of(db: &TestDb, run_id: i64) -> String {
     db.scalar_text(&format!(

@@ -18,10 +18,6 @@ use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 
-fn path_str(p: &std::path::Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
 /// Runs recorded in the ledger (0 while it does not exist yet).
 fn ledger_runs(db: &TestDb) -> i64 {
     db.client()
@@ -53,21 +49,20 @@ fn connections_cut_mid_run_are_replayed_exactly_once() {
     let csv = generate_csv(&db.path("generated.csv"), ROWS as u64, 21);
     let proxy = Proxy::start(server_tcp_addr());
     let url = db.url_via(proxy.addr());
-    let mut run = Spawned::start(&[
-        "seed",
-        path_str(&csv),
-        "--database-url",
+    let mut run = Spawned::seed(
+        &csv,
         &url,
-        "--connections",
-        "4",
-        "--batch-size",
-        "2000",
-        "--max-retries",
-        "20",
-        "--retry-max-elapsed",
-        "90",
-        "--json",
-    ]);
+        &[
+            "--connections",
+            "4",
+            "--batch-size",
+            "2000",
+            "--max-retries",
+            "20",
+            "--retry-max-elapsed",
+            "90",
+        ],
+    );
     // Set-up (catalog, ledger) is not retried: cut once batches flow.
     run.wait_for("the first committed batch", RUN_TIMEOUT, || {
         db.ledger_batches() > 0
@@ -121,17 +116,7 @@ fn a_lost_commit_reply_is_found_in_the_ledger_and_not_written_twice() {
     let csv = generate_csv(&db.path("generated.csv"), ROWS as u64, 23);
     let proxy = Proxy::start(server_tcp_addr());
     let url = db.url_via(proxy.addr());
-    let mut run = Spawned::start(&[
-        "seed",
-        path_str(&csv),
-        "--database-url",
-        &url,
-        "--connections",
-        "2",
-        "--batch-size",
-        "1000",
-        "--json",
-    ]);
+    let mut run = Spawned::seed(&csv, &url, &["--connections", "2", "--batch-size", "1000"]);
     // The ledger's own set-up transaction commits through the proxy too, and set-up is not
     // retried: lose replies only once the run is recorded, i.e. from the batches on.
     run.wait_for("the run in the ledger", RUN_TIMEOUT, || {
@@ -228,21 +213,20 @@ fn a_server_restart_mid_run_is_ridden_out() {
     let scratch = tempdir("restart");
     let csv = generate_csv(&scratch.0.join("generated.csv"), ROWS as u64, 31);
     let url = cluster.url("faults", "application_name=faults_restart");
-    let mut run = Spawned::start(&[
-        "seed",
-        path_str(&csv),
-        "--database-url",
+    let mut run = Spawned::seed(
+        &csv,
         &url,
-        "--connections",
-        "2",
-        "--batch-size",
-        "2000",
-        "--max-retries",
-        "20",
-        "--retry-max-elapsed",
-        "90",
-        "--json",
-    ]);
+        &[
+            "--connections",
+            "2",
+            "--batch-size",
+            "2000",
+            "--max-retries",
+            "20",
+            "--retry-max-elapsed",
+            "90",
+        ],
+    );
     {
         let mut client = cluster.client("faults");
         run.wait_for("the first committed batch", RUN_TIMEOUT, || {

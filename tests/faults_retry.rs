@@ -22,10 +22,6 @@ use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 
-fn path_str(p: &std::path::Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
 /// Ledger figures of every batch of every run: (batches, rows).
 fn ledger_totals(db: &TestDb) -> (i64, i64) {
     let row = db
@@ -55,21 +51,20 @@ fn terminated_backends_are_replayed_until_every_batch_commits_once() {
     let app = format!("faults_{}", db.name());
     assert!(app.len() < 64, "application_name is cut at 63 bytes: {app}");
     let url = format!("{} application_name={app}", db.url());
-    let mut run = Spawned::start(&[
-        "seed",
-        path_str(&csv),
-        "--database-url",
+    let mut run = Spawned::seed(
+        &csv,
         &url,
-        "--connections",
-        "4",
-        "--batch-size",
-        "2000",
-        "--max-retries",
-        "20",
-        "--retry-max-elapsed",
-        "90",
-        "--json",
-    ]);
+        &[
+            "--connections",
+            "4",
+            "--batch-size",
+            "2000",
+            "--max-retries",
+            "20",
+            "--retry-max-elapsed",
+            "90",
+        ],
+    );
     // Set-up (catalog, ledger) is not retried: start killing once batches flow.
     run.wait_for("the first committed batch", RUN_TIMEOUT, || {
         db.ledger_batches() > 0

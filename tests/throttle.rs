@@ -27,17 +27,6 @@ use common::*;
 /// Longest any single run may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-/// `seed <csv> --database-url <db> <extra…>`.
-fn seed_args<'a>(db: &'a TestDb, csv: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["seed", path_str(csv), "--database-url", db.url()];
-    args.extend_from_slice(extra);
-    args
-}
-
 /// `purge <csv> --database-url <db> <extra…>`.
 fn purge_args<'a>(db: &'a TestDb, csv: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["purge", path_str(csv), "--database-url", db.url()];

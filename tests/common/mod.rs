@@ -787,6 +787,18 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// A path as the UTF-8 argument the binary takes.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// `seed <csv> --database-url <db> <extra…>`.
+pub fn seed_args<'a>(db: &'a TestDb, csv: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["seed", path_str(csv), "--database-url", db.url()];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A run of the binary in the background, its output collected; killed (SIGKILL) on drop if
 /// it is still running, so no test leaves one behind.
 pub struct Spawned {
@@ -801,6 +813,14 @@ impl Spawned {
         let mut cmd = bin_command();
         cmd.args(args);
         Spawned::spawn(cmd)
+    }
+
+    /// Starts `provisioner seed <csv> --database-url <url> <args…> --json`.
+    pub fn seed(csv: &Path, url: &str, args: &[&str]) -> Spawned {
+        let mut all = vec!["seed", path_str(csv), "--database-url", url];
+        all.extend_from_slice(args);
+        all.push("--json");
+        Spawned::start(&all)
     }
 
     /// Starts `sh -c <script>` (e.g. a printed resume command) with a cleared environment.
