@@ -76,3 +76,14 @@ def psql(url, *stmts):
 def build_release():
     log("building: cargo build --release --quiet")
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+
+
+def drop_or_keep(maint, db, url, keep):
+    """At the end of a run: drop the benchmark database, or say where the kept one is."""
+    if keep:
+        log(f"kept database {db} ({hide_passwords(url)})")
+        return
+    try:
+        run(["dropdb", *maint, "--if-exists", "--force", db])
+    except BenchError as e:
+        log(f"warning: could not drop database {db}: {e}")

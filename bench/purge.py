@@ -19,7 +19,7 @@ Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a s
 """
 import argparse, csv, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
-from benchlib import BenchError, log, hide_passwords, run, ROOT, BIN, COLS, require, bench_database, psql, build_release
+from benchlib import BenchError, log, run, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep
 
 BASELINE = "DELETE … USING (one statement)"
 
@@ -169,13 +169,8 @@ def main():
         print("provisioner elapsed_s (JSON) per run: " + "; ".join(
             f"{m}: {', '.join(f'{w:.2f}' for w in inner[m])}" for m in names if inner[m]))
     finally:
-        if created and not args.keep:
-            try:
-                run(["dropdb", *maint, "--if-exists", db])
-            except BenchError as e:
-                log(f"warning: could not drop database {db}: {e}")
-        elif created:
-            log(f"kept database {hide_passwords(db)} ({hide_passwords(url)})")
+        if created:
+            drop_or_keep(maint, db, url, args.keep)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -14,7 +14,7 @@ Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a s
 """
 import argparse, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
-from benchlib import BenchError, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release
+from benchlib import BenchError, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -135,13 +135,8 @@ def main():
         if stdin_line:
             print(stdin_line)
     finally:
-        if created and not args.keep:
-            try:
-                run(["dropdb", *maint, "--if-exists", db])
-            except BenchError as e:
-                log(f"warning: could not drop database {db}: {e}")
-        elif created:
-            log(f"kept database {db} ({url})")
+        if created:
+            drop_or_keep(maint, db, url, args.keep)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

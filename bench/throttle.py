@@ -30,7 +30,7 @@ create databases and to CHECKPOINT (a superuser, or pg_checkpoint on PostgreSQL 
 import argparse, datetime, glob, json, math, os, re, shutil, signal, subprocess, sys, tempfile
 import threading, time
 
-from benchlib import BenchError, log, hide_passwords, run, ROOT, BIN, require, bench_database, psql, build_release
+from benchlib import BenchError, log, hide_passwords, run, ROOT, BIN, require, bench_database, psql, build_release, drop_or_keep
 
 # How long a seed may take to stop after SIGINT (it lets its in-flight batches commit).
 STOP_TIMEOUT_S = 120
@@ -275,13 +275,8 @@ def main():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if created and not args.keep:
-            try:
-                run(["dropdb", *maint, "--if-exists", "--force", db])
-            except BenchError as e:
-                log(f"warning: could not drop database {db}: {e}")
-        elif created:
-            log(f"kept database {db} ({hide_passwords(url)})")
+        if created:
+            drop_or_keep(maint, db, url, args.keep)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
