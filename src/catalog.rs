@@ -1,7 +1,15 @@
 //! The target table as the catalog describes it: columns, types, defaults and unique keys,
-//! read once before any data moves. Also the one place identifiers are quoted.
+//! read once before any data moves; whether the current role holds the privileges a run
+//! needs, checked before any data moves too. Also the one place identifiers are quoted.
+//!
+//! Every statement here is one round trip on the unnamed statement (`query_typed`), outside
+//! any transaction: safe behind a transaction-mode pooler, which may run each on a different
+//! server connection.
+
+use tokio_postgres::types::Type;
 
 use crate::error::Error;
+use crate::write::OnConflict;
 
 /// Quotes an SQL identifier: `Acc "x"` becomes `"Acc ""x"""`. Every identifier that reaches
 /// SQL text goes through here; values never do (they travel as parameters or COPY data).
@@ -76,11 +84,11 @@ impl Table {
 pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Option<Table>, Error> {
     let ctx = |what: &str| format!("reading the catalog for {name} ({what})");
     let found = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT c.oid, n.nspname, c.relname FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')",
-            &[&name],
+            &[(&name, Type::TEXT)],
         )
         .await;
     let row = match found {
@@ -97,12 +105,12 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
     };
     let oid: u32 = row.get(0);
     let columns = client
-        .query(
+        .query_typed(
             "SELECT attname::text, atttypid, format_type(atttypid, atttypmod), attnotnull, \
                     atthasdef OR attidentity <> '', attgenerated <> '' \
              FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
              ORDER BY attnum",
-            &[&oid],
+            &[(&oid, Type::OID)],
         )
         .await
         .map_err(|e| Error::database(ctx("columns"), e))?
@@ -117,7 +125,7 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
         })
         .collect();
     let unique_keys = client
-        .query(
+        .query_typed(
             "SELECT i.indexrelid::regclass::text, i.indisprimary, \
                     array(SELECT a.attname::text \
                           FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) WITH ORDINALITY k(attnum, ord) \
@@ -126,7 +134,7 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
              FROM pg_index i \
              WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL \
              ORDER BY i.indisprimary DESC, i.indexrelid",
-            &[&oid],
+            &[(&oid, Type::OID)],
         )
         .await
         .map_err(|e| Error::database(ctx("unique keys"), e))?
@@ -192,7 +200,7 @@ pub async fn references(
     let mut seen = vec![table];
     while let Some((parent, via)) = frontier.pop() {
         let rows = client
-            .query(
+            .query_typed(
                 "SELECT con.conname::text, format('%I.%I', n.nspname, c.relname), \
                         n.nspname::text || '.' || c.relname::text, con.conrelid, \
                         array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o) \
@@ -209,7 +217,7 @@ pub async fn references(
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE con.contype = 'f' AND con.confrelid = $1 \
                  ORDER BY con.conname",
-                &[&parent],
+                &[(&parent, Type::OID)],
             )
             .await
             .map_err(|e| Error::database("reading the foreign keys that reference the table", e))?;
@@ -245,6 +253,251 @@ pub async fn references(
         }
     }
     Ok(found)
+}
+
+/// What a privilege is held on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// The current database.
+    Database,
+    /// The first schema of the search path (where an unqualified CREATE TABLE goes).
+    CurrentSchema,
+    Schema(String),
+    /// A table; with `columns`, a grant on just those columns is enough.
+    Table {
+        schema: String,
+        name: String,
+        columns: Vec<String>,
+    },
+}
+
+/// A privilege a run needs, e.g. `INSERT` on `public.accounts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privilege {
+    pub privilege: &'static str,
+    pub on: Object,
+}
+
+impl Privilege {
+    pub fn on_table(privilege: &'static str, table: &Table) -> Self {
+        Privilege::on_columns(privilege, table, &[])
+    }
+
+    pub fn on_columns(privilege: &'static str, table: &Table, columns: &[String]) -> Self {
+        Privilege {
+            privilege,
+            on: Object::Table {
+                schema: table.schema.clone(),
+                name: table.name.clone(),
+                columns: columns.to_vec(),
+            },
+        }
+    }
+
+    pub fn on_schema(privilege: &'static str, schema: &str) -> Self {
+        Privilege {
+            privilege,
+            on: Object::Schema(schema.to_string()),
+        }
+    }
+}
+
+/// What seeding `columns` (CSV order) of `table` needs: USAGE on its schema and INSERT on
+/// the columns; a staged merge (`skip`, `update`) also reads the table (SELECT), and
+/// `update` overwrites the columns outside the key (UPDATE).
+pub fn seed_privileges(
+    table: &Table,
+    columns: &[String],
+    mode: OnConflict,
+    key: Option<&[String]>,
+) -> Vec<Privilege> {
+    let mut needs = vec![
+        Privilege::on_schema("USAGE", &table.schema),
+        Privilege::on_columns("INSERT", table, columns),
+    ];
+    if mode != OnConflict::Error {
+        needs.push(Privilege::on_table("SELECT", table));
+    }
+    if let (OnConflict::Update, Some(key)) = (mode, key) {
+        let updated: Vec<String> = columns
+            .iter()
+            .filter(|c| !key.contains(c))
+            .cloned()
+            .collect();
+        if !updated.is_empty() {
+            needs.push(Privilege::on_columns("UPDATE", table, &updated));
+        }
+    }
+    needs
+}
+
+/// What purging `table` needs: USAGE on its schema, SELECT (the keys are joined, pages and
+/// predicates read) and, unless it is a dry run, DELETE.
+pub fn purge_privileges(table: &Table, dry_run: bool) -> Vec<Privilege> {
+    let mut needs = vec![
+        Privilege::on_schema("USAGE", &table.schema),
+        Privilege::on_table("SELECT", table),
+    ];
+    if !dry_run {
+        needs.push(Privilege::on_table("DELETE", table));
+    }
+    needs
+}
+
+/// What `--cascade` needs on the referencing tables it deletes from first (none in a dry
+/// run, which only counts the target's rows): USAGE, SELECT and DELETE, like the target.
+pub fn cascade_privileges(children: &[Reference], dry_run: bool) -> Vec<Privilege> {
+    if dry_run {
+        return Vec::new();
+    }
+    let mut needs: Vec<Privilege> = Vec::new();
+    for r in children.iter().filter(|r| r.removes_children()) {
+        let (schema, name) = r.child.split_once('.').unwrap_or(("", &r.child));
+        let table = Object::Table {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            columns: Vec::new(),
+        };
+        for (privilege, on) in [
+            ("USAGE", Object::Schema(schema.to_string())),
+            ("SELECT", table.clone()),
+            ("DELETE", table),
+        ] {
+            let need = Privilege { privilege, on };
+            if !needs.contains(&need) {
+                needs.push(need);
+            }
+        }
+    }
+    needs
+}
+
+/// Refuses the run (a usage error, exit 2) when the current role lacks any of `needs`,
+/// naming each missing privilege with the GRANT that gives it. Checked with the server's
+/// `has_*_privilege` functions, so grants through role membership and superusers count.
+pub async fn require(client: &tokio_postgres::Client, needs: &[Privilege]) -> Result<(), Error> {
+    // One row per check: table-level, or one per column where a column grant is enough.
+    let mut rows: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, &str)> = Vec::new();
+    for need in needs {
+        let p = need.privilege;
+        match &need.on {
+            Object::Database => rows.push(("database", None, None, None, p)),
+            Object::CurrentSchema => rows.push(("current schema", None, None, None, p)),
+            Object::Schema(s) => rows.push(("schema", Some(s), None, None, p)),
+            Object::Table {
+                schema,
+                name,
+                columns,
+            } if columns.is_empty() => rows.push(("table", Some(schema), Some(name), None, p)),
+            Object::Table {
+                schema,
+                name,
+                columns,
+            } => rows.extend(columns.iter().map(|c| {
+                (
+                    "column",
+                    Some(schema.as_str()),
+                    Some(name.as_str()),
+                    Some(c.as_str()),
+                    p,
+                )
+            })),
+        }
+    }
+    let column = |i: usize| -> Vec<Option<&str>> {
+        rows.iter()
+            .map(|r| match i {
+                0 => Some(r.0),
+                1 => r.1,
+                2 => r.2,
+                3 => r.3,
+                _ => Some(r.4),
+            })
+            .collect()
+    };
+    let (kinds, schemas, tables, columns, privileges) =
+        (column(0), column(1), column(2), column(3), column(4));
+    let row = client
+        .query_typed_one(
+            "SELECT current_user::text, current_database()::text, current_schema()::text, \
+                    array_agg(coalesce(CASE x.k \
+                      WHEN 'database' THEN has_database_privilege(current_database(), x.p) \
+                      WHEN 'current schema' THEN has_schema_privilege(current_schema(), x.p) \
+                      WHEN 'schema' THEN has_schema_privilege(n.oid, x.p) \
+                      WHEN 'table' THEN has_table_privilege(r.oid, x.p) \
+                      ELSE has_column_privilege(r.oid, x.c, x.p) END, false) ORDER BY x.i) \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                    WITH ORDINALITY AS x(k, s, t, c, p, i) \
+             LEFT JOIN pg_namespace n ON n.nspname = x.s \
+             LEFT JOIN pg_class r ON r.relnamespace = n.oid AND r.relname = x.t",
+            &[
+                (&kinds, Type::TEXT_ARRAY),
+                (&schemas, Type::TEXT_ARRAY),
+                (&tables, Type::TEXT_ARRAY),
+                (&columns, Type::TEXT_ARRAY),
+                (&privileges, Type::TEXT_ARRAY),
+            ],
+        )
+        .await
+        .map_err(|e| Error::database("checking the role's privileges", e))?;
+    let (role, database, current_schema): (String, String, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    let held: Vec<bool> = row.get::<_, Option<Vec<bool>>>(3).unwrap_or_default();
+    let grantee = quote_ident(&role);
+    let mut lacking = Vec::new();
+    let mut at = 0;
+    for need in needs {
+        let p = need.privilege;
+        // A table need with columns held one row per column: it fails where any did.
+        let checked: &[String] = match &need.on {
+            Object::Table { columns, .. } => columns,
+            _ => &[],
+        };
+        let n = checked.len().max(1);
+        let failed: Vec<usize> = (0..n)
+            .filter(|j| !held.get(at + j).copied().unwrap_or(false))
+            .collect();
+        at += n;
+        if failed.is_empty() {
+            continue;
+        }
+        let (object, grant) = match &need.on {
+            Object::Database => (
+                format!("database {database}"),
+                format!("DATABASE {}", quote_ident(&database)),
+            ),
+            Object::CurrentSchema => {
+                let schema = current_schema
+                    .as_deref()
+                    .unwrap_or("(none: empty search_path)");
+                (
+                    format!("schema {schema}"),
+                    format!("SCHEMA {}", quote_ident(schema)),
+                )
+            }
+            Object::Schema(s) => (format!("schema {s}"), format!("SCHEMA {}", quote_ident(s))),
+            Object::Table { schema, name, .. } => (
+                format!("table {schema}.{name}"),
+                format!("{}.{}", quote_ident(schema), quote_ident(name)),
+            ),
+        };
+        let columns = if failed.len() < checked.len() {
+            let names: Vec<&str> = failed.iter().map(|&j| checked[j].as_str()).collect();
+            format!(" (columns {})", names.join(", "))
+        } else {
+            String::new()
+        };
+        lacking.push(format!(
+            "role {role} lacks {p} on {object}{columns}: GRANT {p} ON {grant} TO {grantee}"
+        ));
+    }
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{}\nNothing was written.",
+        lacking.join("\n")
+    )))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! equality on a unique key, pages by the predicate); a batch commits at most once (its
 //! ledger row is claimed first, as for seeding); a dry run counts and rolls back.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 
@@ -14,8 +16,8 @@ use crate::batch::Batch;
 use crate::catalog::{Reference, Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
-use crate::ledger::{BatchId, BatchLedger};
-use crate::pipeline::{Outcome, Sink, Unit, copy_payload};
+use crate::ledger::{BatchId, BatchLedger, begin_batch};
+use crate::pipeline::{Outcome, Sink, Unit, copy_payload, on_connection};
 use crate::write::batch_error;
 
 /// One purge batch.
@@ -265,13 +267,11 @@ impl Deleter {
         }
     }
 
-    pub async fn delete(&self, unit: &PurgeUnit) -> Result<Outcome, Error> {
-        let mut client = self.pool.get().await.map_err(Error::Pool)?;
-        let result = self.delete_on(&mut client, unit).await;
-        if result.is_err() {
-            drop(deadpool_postgres::Object::take(client));
-        }
-        result
+    pub async fn delete(&self, unit: &PurgeUnit, limit: Duration) -> Result<Outcome, Error> {
+        on_connection(&self.pool, limit, unit, async |client| {
+            self.delete_on(client, unit).await
+        })
+        .await
     }
 
     async fn delete_on(
@@ -282,13 +282,13 @@ impl Deleter {
         let fail = |e| unit.error(e);
         let p = &*self.plan;
         let tx = client.transaction().await.map_err(fail)?;
-        if let Some(ledger) = &self.ledger
-            && let Some(done) = ledger.claim(&tx, unit.id()).await.map_err(fail)?
+        if let Some(done) = begin_batch(&tx, &p.session, self.ledger.as_deref(), unit.id())
+            .await
+            .map_err(fail)?
         {
             tx.rollback().await.map_err(fail)?;
             return Ok(done);
         }
-        tx.batch_execute(&p.session).await.map_err(fail)?;
         let (keys, deleted) = match (unit, &p.delete_pages) {
             (PurgeUnit::Pages { first, end, .. }, Some(direct)) => {
                 let range = [format!("({first},0)"), format!("({end},0)")];
@@ -357,8 +357,8 @@ impl Deleter {
                     Format::Binary => &p.copy_binary,
                     Format::Csv => &p.copy_csv,
                 };
-                let stmt = tx.prepare_cached(sql).await.map_err(fail)?;
-                let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(fail)?;
+                // Prepared (named) and closed inside the transaction: nothing outlives it.
+                let sink = tx.copy_in::<_, Bytes>(sql.as_str()).await.map_err(fail)?;
                 copy_payload(sink, &batch.payload).await.map_err(fail)
             }
             PurgeUnit::Recorded {
@@ -382,7 +382,8 @@ impl Sink<PurgeUnit> for Deleter {
     fn write(
         &self,
         unit: &PurgeUnit,
+        limit: Duration,
     ) -> impl std::future::Future<Output = Result<Outcome, Error>> + Send {
-        self.delete(unit)
+        self.delete(unit, limit)
     }
 }

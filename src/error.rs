@@ -61,6 +61,18 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A batch outlived `--batch-timeout`: its connection was dropped (and its transaction
+    /// with it). Retried like a lost connection.
+    #[error(
+        "batch {seq} ({span}) did not finish within --batch-timeout ({}s); its connection was dropped",
+        limit.as_secs_f64()
+    )]
+    BatchTimeout {
+        seq: u64,
+        span: String,
+        limit: std::time::Duration,
+    },
+
     /// The connection pool could not hand out a connection.
     #[error("{}", describe_pool(.0))]
     Pool(deadpool_postgres::PoolError),

@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
-use crate::catalog::quote_ident;
+use crate::catalog::{self, Object, Privilege, quote_ident};
 use crate::error::Error;
 use crate::pipeline::Outcome;
 
@@ -131,8 +132,9 @@ pub struct BatchId {
 }
 
 /// A run's ledger rows as seen from inside a batch's transaction: claim the batch first,
-/// record what it did last, in the same transaction as its data. The statements are
-/// prepared once per connection (a round trip saved on each, every batch).
+/// record what it did last, in the same transaction as its data. Each statement is one round
+/// trip on the unnamed statement (`query_typed`): a named statement prepared once per
+/// connection would outlive its transaction, which a transaction-mode pooler cannot carry.
 #[derive(Debug, Clone)]
 pub struct BatchLedger {
     run_id: i64,
@@ -153,15 +155,15 @@ impl BatchLedger {
     ) -> Result<Option<Outcome>, tokio_postgres::Error> {
         let seq = id.seq as i64;
         let claimed = tx
-            .execute(
-                &tx.prepare_cached(&self.claim).await?,
+            .execute_typed(
+                &self.claim,
                 &[
-                    &self.run_id,
-                    &seq,
-                    &(id.first_line as i64),
-                    &(id.last_line as i64),
-                    &(id.rows as i64),
-                    &(id.content_hash as i64),
+                    (&self.run_id, Type::INT8),
+                    (&seq, Type::INT8),
+                    (&(id.first_line as i64), Type::INT8),
+                    (&(id.last_line as i64), Type::INT8),
+                    (&(id.rows as i64), Type::INT8),
+                    (&(id.content_hash as i64), Type::INT8),
                 ],
             )
             .await?;
@@ -169,9 +171,9 @@ impl BatchLedger {
             return Ok(None);
         }
         let row = tx
-            .query_one(
-                &tx.prepare_cached(&self.lookup).await?,
-                &[&self.run_id, &seq],
+            .query_typed_one(
+                &self.lookup,
+                &[(&self.run_id, Type::INT8), (&seq, Type::INT8)],
             )
             .await?;
         let n = |i| row.get::<_, i64>(i) as u64;
@@ -196,28 +198,51 @@ impl BatchLedger {
     ) -> Result<(), tokio_postgres::Error> {
         let seq = seq as i64;
         let n = |v: u64| v as i64;
-        tx.execute(
-            &tx.prepare_cached(&self.record).await?,
+        tx.execute_typed(
+            &self.record,
             &[
-                &self.run_id,
-                &seq,
-                &n(outcome.inserted),
-                &n(outcome.updated),
-                &n(outcome.skipped),
-                &n(outcome.deleted),
-                &n(outcome.missing),
+                (&self.run_id, Type::INT8),
+                (&seq, Type::INT8),
+                (&n(outcome.inserted), Type::INT8),
+                (&n(outcome.updated), Type::INT8),
+                (&n(outcome.skipped), Type::INT8),
+                (&n(outcome.deleted), Type::INT8),
+                (&n(outcome.missing), Type::INT8),
             ],
         )
         .await?;
         if let Some(keys) = inserted_keys {
-            tx.execute(
-                &tx.prepare_cached(&self.record_keys).await?,
-                &[&self.run_id, &seq, &keys],
+            tx.execute_typed(
+                &self.record_keys,
+                &[
+                    (&self.run_id, Type::INT8),
+                    (&seq, Type::INT8),
+                    (&keys, Type::TEXT),
+                ],
             )
             .await?;
         }
         Ok(())
     }
+}
+
+/// Starts a batch's work in its transaction: its `SET LOCAL` settings and, with a ledger,
+/// its claim, sent together (pipelined) so that both cost one round trip. `Some(outcome)`:
+/// the batch had already committed (see [`BatchLedger::claim`]).
+pub async fn begin_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    settings: &str,
+    ledger: Option<&BatchLedger>,
+    id: BatchId,
+) -> Result<Option<Outcome>, tokio_postgres::Error> {
+    let claim = async {
+        match ledger {
+            Some(ledger) => ledger.claim(tx, id).await,
+            None => Ok(None),
+        }
+    };
+    let ((), done) = tokio::try_join!(tx.batch_execute(settings), claim)?;
+    Ok(done)
 }
 
 /// The ledger in one schema of the target database.
@@ -226,12 +251,70 @@ pub struct Ledger {
     schema: String,
 }
 
+/// The ledger tables and the privileges the runs need on them (besides USAGE on the
+/// schema): what the README's least-privilege GRANTs give.
+const GRANTS: &[(&str, &[&str])] = &[
+    ("migrations", &["SELECT"]),
+    ("runs", &["SELECT", "INSERT", "UPDATE"]),
+    ("batches", &["SELECT", "INSERT", "UPDATE"]),
+    ("inserted_keys", &["SELECT", "INSERT"]),
+];
+
 impl Ledger {
-    /// Creates the schema and applies pending migrations (serialised by an advisory lock, so
-    /// two runs starting at once do not race).
+    /// The ledger in `schema`, created or migrated first when it is missing or behind (then
+    /// serialised by an advisory lock, so two runs starting at once do not race). A ledger
+    /// already current is only read: no DDL, so a role without CREATE can use it. Refuses
+    /// (exit 2) a role that lacks the privileges the runs need on it, naming them.
     pub async fn open(client: &mut Client, schema: &str) -> Result<Ledger, Error> {
+        let ledger = match Ledger::existing(client, schema).await? {
+            Some(ledger) => ledger,
+            None => Ledger::migrate(client, schema).await?,
+        };
+        let mut needs = vec![Privilege::on_schema("USAGE", schema)];
+        for (table, privileges) in GRANTS {
+            for privilege in privileges.iter() {
+                needs.push(Privilege {
+                    privilege,
+                    on: Object::Table {
+                        schema: schema.to_string(),
+                        name: table.to_string(),
+                        columns: Vec::new(),
+                    },
+                });
+            }
+        }
+        catalog::require(client, &needs).await?;
+        Ok(ledger)
+    }
+
+    /// Creates the schema (only when missing: CREATE SCHEMA IF NOT EXISTS would need CREATE
+    /// on the database even then) and applies pending migrations.
+    async fn migrate(client: &mut Client, schema: &str) -> Result<Ledger, Error> {
         let q = quote_ident(schema);
         let ctx = |what: &str| format!("preparing the ledger in schema {schema} ({what})");
+        let exists: bool = client
+            .query_typed_one(
+                "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
+                &[(&schema, Type::TEXT)],
+            )
+            .await
+            .map_err(|e| Error::database(ctx("schema"), e))?
+            .get(0);
+        // The privilege to create what is missing, named before the server refuses it.
+        let creates = if exists {
+            Privilege::on_schema("CREATE", schema)
+        } else {
+            Privilege {
+                privilege: "CREATE",
+                on: Object::Database,
+            }
+        };
+        catalog::require(client, &[creates]).await.map_err(|e| {
+            Error::Usage(format!(
+                "{e}\nThe ledger in schema {schema} is missing or behind: create or migrate it \
+                 once as a role that may (or run with --no-ledger)."
+            ))
+        })?;
         let tx = client
             .transaction()
             .await
@@ -243,9 +326,14 @@ impl Ledger {
         tx.batch_execute("SET LOCAL client_min_messages = warning")
             .await
             .map_err(|e| Error::database(ctx("settings"), e))?;
+        // Another run may have created it meanwhile.
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {q}"))
+                .await
+                .map_err(|e| Error::database(ctx("schema"), e))?;
+        }
         tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {q}; \
-             CREATE TABLE IF NOT EXISTS {q}.migrations \
+            "CREATE TABLE IF NOT EXISTS {q}.migrations \
                (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         ))
         .await
@@ -279,19 +367,36 @@ impl Ledger {
     pub async fn existing(client: &Client, schema: &str) -> Result<Option<Ledger>, Error> {
         let q = quote_ident(schema);
         let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
-        let current: bool = client
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&format!("{q}.migrations")],
+        // From the catalog, which needs no privilege on the schema.
+        let found: bool = client
+            .query_typed_one(
+                "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                                WHERE n.nspname = $1 AND c.relname = 'migrations')",
+                &[(&schema, Type::TEXT)],
             )
             .await
             .map_err(|e| Error::database("looking for the ledger", e))?
             .get(0);
-        if !current {
+        if !found {
             return Ok(None);
         }
+        catalog::require(
+            client,
+            &[
+                Privilege::on_schema("USAGE", schema),
+                Privilege {
+                    privilege: "SELECT",
+                    on: Object::Table {
+                        schema: schema.to_string(),
+                        name: "migrations".into(),
+                        columns: Vec::new(),
+                    },
+                },
+            ],
+        )
+        .await?;
         let version: Option<i32> = client
-            .query_one(&format!("SELECT max(version) FROM {q}.migrations"), &[])
+            .query_typed_one(&format!("SELECT max(version) FROM {q}.migrations"), &[])
             .await
             .map_err(|e| Error::database("reading the ledger's version", e))?
             .get(0);
@@ -344,12 +449,12 @@ impl Ledger {
         table: &str,
     ) -> Result<Vec<String>, Error> {
         let row = client
-            .query_opt(
+            .query_typed_opt(
                 &format!(
                     "SELECT command, target_table, options->'recorded_key' FROM {}.runs WHERE id = $1",
                     self.s()
                 ),
-                &[&run],
+                &[(&run, Type::INT8)],
             )
             .await
             .map_err(|e| Error::database("looking up the seed run", e))?
@@ -373,13 +478,13 @@ impl Ledger {
     /// How many keys a seed run recorded.
     pub async fn recorded_count(&self, client: &Client, run: i64) -> Result<u64, Error> {
         let row = client
-            .query_one(
+            .query_typed_one(
                 &format!(
                     "SELECT coalesce(sum(jsonb_array_length(keys->0)), 0)::bigint \
                      FROM {}.inserted_keys WHERE run_id = $1",
                     self.s()
                 ),
-                &[&run],
+                &[(&run, Type::INT8)],
             )
             .await
             .map_err(|e| Error::database("counting the run's recorded keys", e))?;
@@ -393,13 +498,13 @@ impl Ledger {
         run: i64,
     ) -> Result<Vec<(i64, u64)>, Error> {
         Ok(client
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT seq, jsonb_array_length(keys->0)::bigint FROM {}.inserted_keys \
                      WHERE run_id = $1 ORDER BY seq",
                     self.s()
                 ),
-                &[&run],
+                &[(&run, Type::INT8)],
             )
             .await
             .map_err(|e| Error::database("listing the run's recorded keys", e))?
@@ -442,7 +547,7 @@ impl Ledger {
     ) -> Result<i64, Error> {
         let host = whoami::hostname().ok();
         client
-            .query_one(
+            .query_typed_one(
                 &format!(
                     "INSERT INTO {}.runs (command, target_table, input_path, input_size, \
                        input_fingerprint, options, command_line, status, host) \
@@ -450,14 +555,14 @@ impl Ledger {
                     self.s()
                 ),
                 &[
-                    &key.command,
-                    &key.target_table,
-                    &key.input_path,
-                    &key.input_size,
-                    &key.input_fingerprint,
-                    &key.options,
-                    &command_line,
-                    &host,
+                    (&key.command, Type::TEXT),
+                    (&key.target_table, Type::TEXT),
+                    (&key.input_path, Type::TEXT),
+                    (&key.input_size, Type::INT8),
+                    (&key.input_fingerprint, Type::TEXT),
+                    (&key.options, Type::JSONB),
+                    (&command_line, Type::TEXT_ARRAY),
+                    (&host, Type::TEXT),
                 ],
             )
             .await
@@ -475,7 +580,7 @@ impl Ledger {
         id: Option<i64>,
     ) -> Result<i64, Error> {
         let rows = client
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT id, status, target_table, input_path, input_size, input_fingerprint, options \
                      FROM {}.runs WHERE command = $1 AND ($2::bigint IS NULL AND target_table = $3 \
@@ -483,7 +588,13 @@ impl Ledger {
                      ORDER BY id DESC LIMIT 1",
                     self.s()
                 ),
-                &[&key.command, &id, &key.target_table, &key.input_path, &key.options],
+                &[
+                    (&key.command, Type::TEXT),
+                    (&id, Type::INT8),
+                    (&key.target_table, Type::TEXT),
+                    (&key.input_path, Type::TEXT),
+                    (&key.options, Type::JSONB),
+                ],
             )
             .await
             .map_err(|e| Error::database("looking up the run to resume", e))?;
@@ -543,13 +654,13 @@ impl Ledger {
             )));
         }
         client
-            .execute(
+            .execute_typed(
                 &format!(
                     "UPDATE {}.runs SET status = 'running', attempts = attempts + 1, error = NULL, \
                      finished_at = NULL, updated_at = now() WHERE id = $1",
                     self.s()
                 ),
-                &[&run_id],
+                &[(&run_id, Type::INT8)],
             )
             .await
             .map_err(|e| Error::database("marking the run as resumed", e))?;
@@ -563,12 +674,12 @@ impl Ledger {
         run_id: i64,
     ) -> Result<HashMap<u64, u64>, Error> {
         Ok(client
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT seq, content_hash FROM {}.batches WHERE run_id = $1",
                     self.s()
                 ),
-                &[&run_id],
+                &[(&run_id, Type::INT8)],
             )
             .await
             .map_err(|e| Error::database("reading the run's committed batches", e))?
@@ -587,14 +698,19 @@ impl Ledger {
         error: Option<&str>,
     ) -> Result<(), Error> {
         client
-            .execute(
+            .execute_typed(
                 &format!(
                     "UPDATE {}.runs SET status = $2, error = $3, rows_read = greatest(rows_read, $4), \
                        updated_at = now(), finished_at = CASE WHEN $2 = 'completed' THEN now() END \
                      WHERE id = $1",
                     self.s()
                 ),
-                &[&run_id, &status.as_str(), &error, &(rows_read as i64)],
+                &[
+                    (&run_id, Type::INT8),
+                    (&status.as_str(), Type::TEXT),
+                    (&error, Type::TEXT),
+                    (&(rows_read as i64), Type::INT8),
+                ],
             )
             .await
             .map_err(|e| Error::database("recording the end of the run", e))?;
@@ -609,7 +725,7 @@ impl Ledger {
         limit: i64,
     ) -> Result<Vec<Run>, Error> {
         let rows = client
-            .query(
+            .query_typed(
                 &format!(
                     // Counts come from the batches, so an unfinished run shows what committed.
                     "SELECT r.id, r.command, r.target_table, r.input_path, r.input_size, r.status, \
@@ -627,7 +743,7 @@ impl Ledger {
                      WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
                     s = self.s()
                 ),
-                &[&id, &limit],
+                &[(&id, Type::INT8), (&limit, Type::INT8)],
             )
             .await
             .map_err(|e| Error::database("listing runs", e))?;

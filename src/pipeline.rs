@@ -65,9 +65,43 @@ pub trait Unit: Send + Sync + 'static {
     fn span(&self) -> String;
 }
 
-/// Writes one unit in one transaction; returns what it did.
+/// Writes one unit in one transaction; returns what it did. `limit` is the unit's deadline
+/// (`--batch-timeout`), kept by [`on_connection`].
 pub trait Sink<U>: Clone + Send + Sync + 'static {
-    fn write(&self, unit: &U) -> impl Future<Output = Result<Outcome, Error>> + Send;
+    fn write(
+        &self,
+        unit: &U,
+        limit: Duration,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+}
+
+/// Runs one unit's `work` on a pooled connection within `limit`. A connection whose work
+/// failed or ran out of time is discarded, never handed out again: its session's state is
+/// not trusted, and a transaction left on a stalled connection dies with it (the server
+/// rolls it back when the socket closes). The deadline is kept here, on the client, because
+/// a `COPY … FROM STDIN` waiting for the client's data ignores `statement_timeout`; a unit
+/// that misses it is replayed like one whose connection was lost, which the ledger's claim
+/// makes safe.
+pub async fn on_connection<T>(
+    pool: &Pool,
+    limit: Duration,
+    unit: &impl Unit,
+    work: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut client = pool.get().await.map_err(Error::Pool)?;
+    let result = tokio::time::timeout(limit, work(&mut client))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::BatchTimeout {
+                seq: unit.seq(),
+                span: unit.span(),
+                limit,
+            })
+        });
+    if result.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
+    result
 }
 
 /// How the producer stopped.
@@ -91,6 +125,8 @@ pub struct RunOptions {
     pub throttle: crate::throttle::ThrottleOptions,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
+    /// A unit's deadline on the client (`--batch-timeout`), see [`on_connection`].
+    pub batch_timeout: Duration,
     /// The command line, password removed: stored with the run to print its resume command.
     pub command_line: Vec<String>,
 }
@@ -110,6 +146,7 @@ impl RunOptions {
     pub fn workers(&self, pool: &Pool, progress: Arc<Progress>) -> Workers {
         Workers {
             connections: self.connections,
+            batch_timeout: self.batch_timeout,
             retry: self.retry,
             progress,
             stop: Arc::new(AtomicBool::new(false)),
@@ -140,6 +177,7 @@ impl RunOptions {
 #[derive(Clone)]
 pub struct Workers {
     pub connections: usize,
+    pub batch_timeout: Duration,
     pub retry: RetryPolicy,
     pub progress: Arc<Progress>,
     /// Set by the first signal: producers check it between units.
@@ -230,7 +268,7 @@ impl Workers {
     async fn write<U: Unit, S: Sink<U>>(&self, sink: &S, unit: &U) -> Result<Outcome, Error> {
         self.retry
             .run(
-                || sink.write(unit),
+                || sink.write(unit, self.batch_timeout),
                 |attempt, cause, delay| {
                     self.progress.retried();
                     tracing::warn!(

@@ -311,7 +311,7 @@ async fn check_predicate(
     one_expression(predicate).map_err(|why| Error::Usage(format!("--where: {why}")))?;
     // The extended protocol runs exactly one statement.
     client
-        .execute(
+        .execute_typed(
             &format!(
                 "EXPLAIN SELECT 1 FROM {} WHERE ({predicate})",
                 table.quoted()
@@ -458,7 +458,7 @@ async fn estimate(
         ),
         Target::Where(predicate) => {
             let row = client
-                .query_one(
+                .query_typed_one(
                     &format!(
                         "SELECT count(*) FROM {} WHERE ({predicate})",
                         table.quoted()
@@ -530,11 +530,11 @@ async fn units(
             .collect(),
         Target::Where(_) => {
             let row = client
-                .query_one(
+                .query_typed_one(
                     "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
                             c.reltuples::float8, greatest(c.relpages, 1)::float8 \
                      FROM pg_class c WHERE c.oid = $1",
-                    &[&table.oid],
+                    &[(&table.oid, tokio_postgres::types::Type::OID)],
                 )
                 .await
                 .map_err(|e| Error::database("reading the table's size", e))?;
@@ -546,7 +546,7 @@ async fn units(
                 reltuples / relpages
             } else {
                 let counted = client
-                    .query_one(&format!("SELECT count(*) FROM {}", table.quoted()), &[])
+                    .query_typed_one(&format!("SELECT count(*) FROM {}", table.quoted()), &[])
                     .await
                     .map_err(|e| Error::database("counting the table's rows", e))?;
                 counted.get::<_, i64>(0) as f64 / pages.max(1) as f64

@@ -2,7 +2,8 @@
 //!
 //! This is the one place errors are classified. Transient: serialization failures,
 //! deadlocks, lock timeouts, server shutdowns and restarts, too many connections, connection
-//! exceptions (`08xxx`), a closed socket or I/O error, a pool timeout. Everything else —
+//! exceptions (`08xxx`), a closed socket or I/O error, a pool timeout, a batch that outlived
+//! `--batch-timeout` (its connection was dropped). Everything else —
 //! data and constraint errors, syntax and privileges, and anything unknown — is permanent:
 //! replaying it would fail the same way, or worse, succeed differently.
 //!
@@ -86,6 +87,7 @@ pub fn classify(err: &Error) -> Verdict {
             }
             _ => Verdict::Permanent,
         },
+        Error::BatchTimeout { .. } => Verdict::Transient("--batch-timeout expired".into()),
         _ => Verdict::Permanent,
     }
 }

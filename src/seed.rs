@@ -163,7 +163,10 @@ async fn create_example_table(client: &tokio_postgres::Client, table: &str) -> R
         )));
     }
     let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&EXAMPLE_TABLE])
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&EXAMPLE_TABLE, tokio_postgres::types::Type::TEXT)],
+        )
         .await
         .map_err(|e| Error::database("looking for the example table", e))?
         .get(0);

@@ -285,7 +285,7 @@ async fn watch_replica_lag(
         tick.tick().await;
         let lag = async {
             let client = pool.get().await.ok()?;
-            let row = client.query_one(query, &[]).await.ok()?;
+            let row = client.query_typed_one(query, &[]).await.ok()?;
             Some(row.get::<_, Option<f64>>(0))
         }
         .await;

@@ -8,6 +8,8 @@
 //! first in the same transaction, so a batch commits at most once however often it is
 //! replayed; a connection that failed is never handed out again.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 
@@ -15,8 +17,8 @@ use crate::batch::Batch;
 use crate::catalog::{Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
-use crate::ledger::BatchLedger;
-use crate::pipeline::{Outcome, Sink, copy_payload};
+use crate::ledger::{BatchLedger, begin_batch};
+use crate::pipeline::{Outcome, Sink, copy_payload, on_connection};
 use crate::retry::Verdict;
 
 /// What to do with a row whose key already exists.
@@ -190,13 +192,11 @@ impl Writer {
     /// Writes one batch in its own transaction. A batch the ledger shows committed (by an
     /// earlier attempt whose COMMIT reply was lost) is not written again: its recorded
     /// outcome is returned.
-    pub async fn write(&self, batch: &Batch) -> Result<Outcome, Error> {
-        let mut client = self.pool.get().await.map_err(Error::Pool)?;
-        let mut result = self.write_on(&mut client, batch).await;
-        if result.is_err() {
-            // Whatever state the session is in, it is not trusted with another batch.
-            drop(deadpool_postgres::Object::take(client));
-        }
+    pub async fn write(&self, batch: &Batch, limit: Duration) -> Result<Outcome, Error> {
+        let mut result = on_connection(&self.pool, limit, batch, async |client| {
+            self.write_on(client, batch).await
+        })
+        .await;
         if let Err(Error::Batch {
             line: line @ None,
             source,
@@ -264,8 +264,11 @@ impl Writer {
             Format::Binary => &st.copy_binary,
             Format::Csv => &st.copy_csv,
         };
-        let stmt = tx.prepare_cached(copy_sql).await.map_err(fail)?;
-        let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(fail)?;
+        // Prepared (named) and closed inside the transaction: nothing outlives it.
+        let sink = tx
+            .copy_in::<_, Bytes>(copy_sql.as_str())
+            .await
+            .map_err(fail)?;
         copy_payload(sink, &batch.payload).await.map_err(fail)
     }
 
@@ -276,9 +279,9 @@ impl Writer {
     ) -> Result<Outcome, Error> {
         let fail = |source| batch_error(batch, source);
         let tx = client.transaction().await.map_err(fail)?;
-        tx.batch_execute(&self.session).await.map_err(fail)?;
-        if let Some(ledger) = &self.ledger
-            && let Some(done) = ledger.claim(&tx, batch.id()).await.map_err(fail)?
+        if let Some(done) = begin_batch(&tx, &self.session, self.ledger.as_deref(), batch.id())
+            .await
+            .map_err(fail)?
         {
             tx.rollback().await.map_err(fail)?;
             tracing::info!(
@@ -333,8 +336,9 @@ impl Sink<Batch> for Writer {
     fn write(
         &self,
         batch: &Batch,
+        limit: Duration,
     ) -> impl std::future::Future<Output = Result<Outcome, Error>> + Send {
-        Writer::write(self, batch)
+        Writer::write(self, batch, limit)
     }
 }
 

@@ -192,6 +192,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub statement_timeout: u64,
 
+    /// Longest time one batch may take on the client's clock, however the server's timeouts
+    /// are set: past it the batch's connection is dropped (its transaction dies with it) and
+    /// the batch is retried. Guards against a COPY stalled on the network, which
+    /// statement_timeout does not end.
+    #[arg(long, default_value_t = DEFAULT_BATCH_TIMEOUT_S, value_name = "SECONDS",
+          value_parser = parse_seconds)]
+    pub batch_timeout: f64,
+
     /// Rows per second at most, across all connections: a smooth global cap.
     #[arg(long, value_name = "ROWS_PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
@@ -243,6 +251,7 @@ impl RunArgs {
             },
             lock_timeout: Duration::from_millis(self.lock_timeout),
             statement_timeout: Duration::from_millis(self.statement_timeout),
+            batch_timeout: Duration::from_secs_f64(self.batch_timeout),
             command_line: redacted_command_line(),
         })
     }
@@ -255,6 +264,19 @@ fn parse_resume(s: &str) -> Result<Resume, String> {
             .parse()
             .map(Resume::Run)
             .map_err(|_| format!("expected a run id, got {id:?}")),
+    }
+}
+
+/// `--batch-timeout`'s default: far beyond a healthy batch (a 5,000-row batch commits in
+/// well under a second), short enough that a stalled one does not hold the run for long.
+pub const DEFAULT_BATCH_TIMEOUT_S: f64 = 300.0;
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 86_400.0 => Ok(n),
+        _ => Err(format!(
+            "expected seconds, more than 0 and at most 86400, got {s:?}"
+        )),
     }
 }
 

@@ -52,7 +52,7 @@ fn server_bin_dir() -> PathBuf {
         .expect("no /usr/lib/postgresql/*/bin/initdb: set PROVISIONER_TEST_PG_BIN")
 }
 
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -61,7 +61,7 @@ fn running_as_root() -> bool {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("find a free port on 127.0.0.1")

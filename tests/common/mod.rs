@@ -11,6 +11,7 @@
 //! physical lines; it does not share code with `src/read.rs` on purpose.
 #![allow(dead_code)]
 
+pub mod bouncer;
 pub mod cluster;
 pub mod proxy;
 
