@@ -6,7 +6,11 @@
 //! - loses the reply to the next K `COMMIT`s ([`Proxy::lose_commit_replies`]): the simple-query
 //!   message `COMMIT` is forwarded, the server's whole reply (up to ReadyForQuery) is read and
 //!   thrown away, and only then are both sockets closed. The server has committed; the client
-//!   only knows its connection broke during COMMIT.
+//!   only knows its connection broke during COMMIT;
+//! - stalls the next K COPY streams ([`Proxy::stall_copies`]): from a connection's first
+//!   `CopyData` on, nothing more it sends is forwarded, while its sockets stay open, so the
+//!   server waits for the data forever (`statement_timeout` does not apply) and the client
+//!   for a reply, as on a network that silently drops packets.
 //!
 //! The client→server stream is parsed into protocol messages (the startup packet, possibly
 //! preceded by SSLRequest/GSSENCRequest, has no type byte; every later message is one type
@@ -44,6 +48,9 @@ struct Shared {
     commits_to_lose: AtomicUsize,
     /// COMMIT replies thrown away whose tag said the server did commit.
     commit_replies_lost: AtomicUsize,
+    /// COPY streams still to be stalled, and stalled so far.
+    copies_to_stall: AtomicUsize,
+    copies_stalled: AtomicUsize,
 }
 
 /// A proxied connection: clones of both sockets, to shut them down from outside.
@@ -71,6 +78,8 @@ impl Proxy {
             commits_seen: AtomicUsize::new(0),
             commits_to_lose: AtomicUsize::new(0),
             commit_replies_lost: AtomicUsize::new(0),
+            copies_to_stall: AtomicUsize::new(0),
+            copies_stalled: AtomicUsize::new(0),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -120,6 +129,16 @@ impl Proxy {
         self.shared.commits_to_lose.fetch_add(k, SeqCst);
     }
 
+    /// Stalls the next `k` COPY streams (added to any still pending).
+    pub fn stall_copies(&self, k: usize) {
+        self.shared.copies_to_stall.fetch_add(k, SeqCst);
+    }
+
+    /// COPY streams stalled so far.
+    pub fn copies_stalled(&self) -> usize {
+        self.shared.copies_stalled.load(SeqCst)
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(SeqCst)
@@ -160,10 +179,15 @@ impl Shared {
 
     /// Takes one of the COMMITs to lose, if any is left.
     fn take_commit_to_lose(&self) -> bool {
-        self.commits_to_lose
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        take_one(&self.commits_to_lose)
     }
+}
+
+/// Takes one from a counter of faults still to inject, if any is left.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// Per-connection state shared by its two pumps.
@@ -175,6 +199,8 @@ struct Link {
     opaque: AtomicBool,
     /// A COMMIT whose reply is to be lost was forwarded.
     losing: AtomicBool,
+    /// A COPY stream was stalled: nothing more from the client is forwarded.
+    stalled: AtomicBool,
 }
 
 /// Serves one client: connects upstream and runs the two pumps.
@@ -247,7 +273,7 @@ fn client_to_server(
             continue;
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut pos = 0;
+        let (mut pos, mut forward) = (0, 0);
         while let Some(len) = frontend_len(&buf[pos..], startup) {
             let msg = &buf[pos..pos + len];
             if startup {
@@ -263,10 +289,19 @@ fn client_to_server(
                 if shared.take_commit_to_lose() {
                     link.losing.store(true, SeqCst);
                 }
+            } else if msg[0] == b'd'
+                && !link.stalled.load(SeqCst)
+                && take_one(&shared.copies_to_stall)
+            {
+                link.stalled.store(true, SeqCst);
+                shared.copies_stalled.fetch_add(1, SeqCst);
             }
             pos += len;
+            if !link.stalled.load(SeqCst) {
+                forward = pos;
+            }
         }
-        if server.write_all(&buf[..pos]).is_err() {
+        if server.write_all(&buf[..forward]).is_err() {
             break;
         }
         buf.drain(..pos);
