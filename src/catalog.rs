@@ -161,6 +161,9 @@ pub struct Reference {
     /// The referencing (child) table, quoted, and for messages.
     pub child_quoted: String,
     pub child: String,
+    /// Its schema and name, unquoted.
+    pub child_schema: String,
+    pub child_name: String,
     pub child_oid: u32,
     pub child_columns: Vec<String>,
     /// The referenced (parent) table's oid and columns.
@@ -211,7 +214,7 @@ pub async fn references(
                         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = con.conrelid \
                                 AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] @> con.conkey \
                                 AND cardinality(con.conkey) <= i.indnkeyatts), \
-                        greatest(c.reltuples, 0)::bigint \
+                        greatest(c.reltuples, 0)::bigint, n.nspname::text, c.relname::text \
                  FROM pg_constraint con \
                  JOIN pg_class c ON c.oid = con.conrelid \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -227,6 +230,8 @@ pub async fn references(
                 constraint: r.get(0),
                 child_quoted: r.get(1),
                 child: r.get(2),
+                child_schema: r.get(9),
+                child_name: r.get(10),
                 child_oid: r.get(3),
                 child_columns: r.get(4),
                 parent_oid: parent,
@@ -302,9 +307,15 @@ impl Privilege {
     }
 }
 
+/// Temporary tables (the staged rows, the purge's keys); PUBLIC holds it by default.
+const TEMPORARY: Privilege = Privilege {
+    privilege: "TEMPORARY",
+    on: Object::Database,
+};
+
 /// What seeding `columns` (CSV order) of `table` needs: USAGE on its schema and INSERT on
-/// the columns; a staged merge (`skip`, `update`) also reads the table (SELECT), and
-/// `update` overwrites the columns outside the key (UPDATE).
+/// the columns; a staged merge (`skip`, `update`) also reads the table (SELECT) from a
+/// temporary table, and `update` overwrites the columns outside the key (UPDATE).
 pub fn seed_privileges(
     table: &Table,
     columns: &[String],
@@ -317,6 +328,7 @@ pub fn seed_privileges(
     ];
     if mode != OnConflict::Error {
         needs.push(Privilege::on_table("SELECT", table));
+        needs.push(TEMPORARY);
     }
     if let (OnConflict::Update, Some(key)) = (mode, key) {
         let updated: Vec<String> = columns
@@ -332,11 +344,12 @@ pub fn seed_privileges(
 }
 
 /// What purging `table` needs: USAGE on its schema, SELECT (the keys are joined, pages and
-/// predicates read) and, unless it is a dry run, DELETE.
+/// predicates read), temporary tables (the keys) and, unless it is a dry run, DELETE.
 pub fn purge_privileges(table: &Table, dry_run: bool) -> Vec<Privilege> {
     let mut needs = vec![
         Privilege::on_schema("USAGE", &table.schema),
         Privilege::on_table("SELECT", table),
+        TEMPORARY,
     ];
     if !dry_run {
         needs.push(Privilege::on_table("DELETE", table));
@@ -352,14 +365,13 @@ pub fn cascade_privileges(children: &[Reference], dry_run: bool) -> Vec<Privileg
     }
     let mut needs: Vec<Privilege> = Vec::new();
     for r in children.iter().filter(|r| r.removes_children()) {
-        let (schema, name) = r.child.split_once('.').unwrap_or(("", &r.child));
         let table = Object::Table {
-            schema: schema.to_string(),
-            name: name.to_string(),
+            schema: r.child_schema.clone(),
+            name: r.child_name.clone(),
             columns: Vec::new(),
         };
         for (privilege, on) in [
-            ("USAGE", Object::Schema(schema.to_string())),
+            ("USAGE", Object::Schema(r.child_schema.clone())),
             ("SELECT", table.clone()),
             ("DELETE", table),
         ] {
@@ -377,46 +389,42 @@ pub fn cascade_privileges(children: &[Reference], dry_run: bool) -> Vec<Privileg
 /// `has_*_privilege` functions, so grants through role membership and superusers count.
 pub async fn require(client: &tokio_postgres::Client, needs: &[Privilege]) -> Result<(), Error> {
     // One row per check: table-level, or one per column where a column grant is enough.
-    let mut rows: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, &str)> = Vec::new();
-    for need in needs {
-        let p = need.privilege;
-        match &need.on {
-            Object::Database => rows.push(("database", None, None, None, p)),
-            Object::CurrentSchema => rows.push(("current schema", None, None, None, p)),
-            Object::Schema(s) => rows.push(("schema", Some(s), None, None, p)),
-            Object::Table {
-                schema,
-                name,
-                columns,
-            } if columns.is_empty() => rows.push(("table", Some(schema), Some(name), None, p)),
-            Object::Table {
-                schema,
-                name,
-                columns,
-            } => rows.extend(columns.iter().map(|c| {
-                (
-                    "column",
-                    Some(schema.as_str()),
-                    Some(name.as_str()),
-                    Some(c.as_str()),
-                    p,
-                )
-            })),
+    // Columns of the rows: kind, schema, table, column, privilege.
+    let mut cols: [Vec<Option<&str>>; 5] = Default::default();
+    fn push<'a>(cols: &mut [Vec<Option<&'a str>>; 5], row: [Option<&'a str>; 5]) {
+        for (col, value) in cols.iter_mut().zip(row) {
+            col.push(value);
         }
     }
-    let column = |i: usize| -> Vec<Option<&str>> {
-        rows.iter()
-            .map(|r| match i {
-                0 => Some(r.0),
-                1 => r.1,
-                2 => r.2,
-                3 => r.3,
-                _ => Some(r.4),
-            })
-            .collect()
-    };
-    let (kinds, schemas, tables, columns, privileges) =
-        (column(0), column(1), column(2), column(3), column(4));
+    for need in needs {
+        let p = Some(need.privilege);
+        match &need.on {
+            Object::Database => push(&mut cols, [Some("database"), None, None, None, p]),
+            Object::CurrentSchema => push(&mut cols, [Some("current schema"), None, None, None, p]),
+            Object::Schema(s) => push(&mut cols, [Some("schema"), Some(s), None, None, p]),
+            Object::Table {
+                schema,
+                name,
+                columns,
+            } if columns.is_empty() => push(
+                &mut cols,
+                [Some("table"), Some(schema), Some(name), None, p],
+            ),
+            Object::Table {
+                schema,
+                name,
+                columns,
+            } => {
+                for c in columns {
+                    push(
+                        &mut cols,
+                        [Some("column"), Some(schema), Some(name), Some(c), p],
+                    );
+                }
+            }
+        }
+    }
+    let [kinds, schemas, tables, columns, privileges] = cols;
     let row = client
         .query_typed_one(
             "SELECT current_user::text, current_database()::text, current_schema()::text, \
@@ -495,7 +503,7 @@ pub async fn require(client: &tokio_postgres::Client, needs: &[Privilege]) -> Re
         return Ok(());
     }
     Err(Error::Usage(format!(
-        "{}\nNothing was written.",
+        "{}\nNothing was written or deleted.",
         lacking.join("\n")
     )))
 }

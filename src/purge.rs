@@ -62,6 +62,7 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
     let table = catalog::describe(&client, &opts.table)
         .await?
         .ok_or_else(|| Error::Usage(format!("table {} does not exist", opts.table)))?;
+    catalog::require(&client, &catalog::purge_privileges(&table, opts.dry_run)).await?;
     let ledger = match &opts.run.ledger_schema {
         // A dry run changes nothing, the ledger included: it only reads one that exists.
         Some(schema) if opts.dry_run => Ledger::existing(&client, schema).await?,
@@ -119,6 +120,11 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
 
     let references = catalog::references(&client, table.oid).await?;
     let children = plan_references(&table, &references, opts.cascade)?;
+    catalog::require(
+        &client,
+        &catalog::cascade_privileges(&children, opts.dry_run),
+    )
+    .await?;
     if !children.is_empty() && key.is_empty() {
         return Err(Error::Usage(format!(
             "--cascade needs a primary key or unique index on {} to find the referencing rows",

@@ -95,6 +95,9 @@ pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Fi
         );
     }
     tracing::debug!(table = %table.display(), columns = ?plan.columns, key = ?plan.key, "plan");
+    let needs =
+        catalog::seed_privileges(&table, &plan.columns, opts.on_conflict, plan.key.as_deref());
+    catalog::require(&client, &needs).await?;
 
     let key = RunKey {
         command: "seed",
@@ -171,6 +174,11 @@ async fn create_example_table(client: &tokio_postgres::Client, table: &str) -> R
         .map_err(|e| Error::database("looking for the example table", e))?
         .get(0);
     if !exists {
+        let create = catalog::Privilege {
+            privilege: "CREATE",
+            on: catalog::Object::CurrentSchema,
+        };
+        catalog::require(client, &[create]).await?;
         client
             .batch_execute(EXAMPLE_TABLE_SQL)
             .await
