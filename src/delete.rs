@@ -1,4 +1,6 @@
-//! Deleting: each purge batch is one short transaction on a pooled connection. Its keys go
+//! Deleting: each purge batch is one short transaction on a pooled connection. Its statements
+//! run on the unnamed statement, one round trip each (the keys' COPY on a statement closed
+//! before the commit), so nothing outlives the transaction. Its keys go
 //! into a temporary table (`ON COMMIT DROP`), rows that reference them are deleted first
 //! when `--cascade` asks, then the target's rows. `SET LOCAL lock_timeout` bounds every wait
 //! on the application's locks; a lock timeout is retried like any transient failure.
@@ -11,6 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
+use tokio_postgres::types::{ToSql, Type};
+
+/// A statement parameter.
+type PgParam = dyn ToSql + Sync;
 
 use crate::batch::Batch;
 use crate::catalog::{Reference, Table, quote_ident, quote_list};
@@ -291,17 +297,16 @@ impl Deleter {
         }
         let (keys, deleted) = match (unit, &p.delete_pages) {
             (PurgeUnit::Pages { first, end, .. }, Some(direct)) => {
-                let range = [format!("({first},0)"), format!("({end},0)")];
+                let (from, to) = (format!("({first},0)"), format!("({end},0)"));
+                let range = [(&from as &PgParam, Type::TEXT), (&to, Type::TEXT)];
                 let n = if self.dry_run {
                     let row = tx
-                        .query_one(p.count_pages.as_str(), &[&range[0], &range[1]])
+                        .query_typed_one(&p.count_pages, &range)
                         .await
                         .map_err(fail)?;
                     row.get::<_, i64>(0) as u64
                 } else {
-                    tx.execute(direct.as_str(), &[&range[0], &range[1]])
-                        .await
-                        .map_err(fail)?
+                    tx.execute_typed(direct, &range).await.map_err(fail)?
                 };
                 (n, n)
             }
@@ -313,13 +318,13 @@ impl Deleter {
                     .await
                     .map_err(fail)?;
                 let deleted = if self.dry_run {
-                    let row = tx.query_one(p.count.as_str(), &[]).await.map_err(fail)?;
+                    let row = tx.query_typed_one(&p.count, &[]).await.map_err(fail)?;
                     row.get::<_, i64>(0) as u64
                 } else {
                     for child in &p.children {
-                        tx.execute(child.as_str(), &[]).await.map_err(fail)?;
+                        tx.execute_typed(child, &[]).await.map_err(fail)?;
                     }
-                    tx.execute(p.delete.as_str(), &[]).await.map_err(fail)?
+                    tx.execute_typed(&p.delete, &[]).await.map_err(fail)?
                 };
                 (keys, deleted)
             }
@@ -364,13 +369,19 @@ impl Deleter {
             PurgeUnit::Recorded {
                 seed_run, seed_seq, ..
             } => tx
-                .execute(p.fill_recorded.as_str(), &[seed_run, seed_seq])
+                .execute_typed(
+                    &p.fill_recorded,
+                    &[(seed_run, Type::INT8), (seed_seq, Type::INT8)],
+                )
                 .await
                 .map_err(fail),
             PurgeUnit::Pages { first, end, .. } => tx
-                .execute(
-                    p.fill_pages.as_str(),
-                    &[&format!("({first},0)"), &format!("({end},0)")],
+                .execute_typed(
+                    &p.fill_pages,
+                    &[
+                        (&format!("({first},0)"), Type::TEXT),
+                        (&format!("({end},0)"), Type::TEXT),
+                    ],
                 )
                 .await
                 .map_err(fail),
