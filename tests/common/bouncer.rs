@@ -2,7 +2,10 @@
 //! fresh temporary directory, a free port on 127.0.0.1, every database of the test server
 //! (`* = host=… port=…`), trust authentication for the admin user, and fewer server
 //! connections per database (`default_pool_size = 2`) than the runs open client connections,
-//! so server connections really are shared between clients transaction by transaction.
+//! so server connections really are shared between clients transaction by transaction. Both
+//! are kept open (`min_pool_size`) and handed out in turn (`server_round_robin`), so even a
+//! lone client's two consecutive round trips outside a transaction land on different server
+//! connections: a named statement prepared in one and used in the next fails at once.
 //!
 //! The binary is `PROVISIONER_TEST_PGBOUNCER` or `pgbouncer` on PATH or `/usr/sbin/pgbouncer`
 //! (Debian: `apt-get install pgbouncer`); without it the test fails and says so. PgBouncer
@@ -99,6 +102,8 @@ impl Bouncer {
              auth_file = {dir}/userlist.txt\n\
              pool_mode = transaction\n\
              max_client_conn = 200\n\
+             server_round_robin = 1\n\
+             min_pool_size = {POOL_SIZE}\n\
              default_pool_size = {POOL_SIZE}\n\
              ignore_startup_parameters = extra_float_digits\n\
              logfile = {dir}/pgbouncer.log\n\
