@@ -208,7 +208,11 @@ impl TlsOptions {
                     "name mismatch (sslmode={} expects {}; the certificate is for {})",
                     self.mode.name(),
                     expected.to_str(),
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|name| bare_name(name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 CertificateError::NotValidForName => format!(
                     "name mismatch (sslmode={} checks the host name)",
@@ -235,6 +239,14 @@ impl TlsOptions {
         };
         format!("certificate verify failed: {why}")
     }
+}
+
+/// `localhost` from rustls's `DnsName("localhost")` (or `IpAddress(…)`).
+fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map_or(presented, |inner| inner.trim_matches('"'))
 }
 
 fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
@@ -400,6 +412,13 @@ mod tests {
             root_cert: root,
             client_cert: None,
         }
+    }
+
+    #[test]
+    fn presented_names_are_shown_bare() {
+        assert_eq!(bare_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(bare_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(bare_name("plain"), "plain");
     }
 
     #[test]
