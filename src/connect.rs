@@ -32,7 +32,7 @@ const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Endpoint {
     /// What tokio-postgres understands; its `sslmode` only says whether TLS is asked for.
     pub config: Config,
     /// What the server's certificate must prove, and the client certificate.
@@ -41,7 +41,7 @@ pub struct Target {
 
 /// Builds the target from `url` (`postgres://…` or `key=value …`), filling what it leaves
 /// unset from `env` (the `PG*` variables, `HOME`) and then from libpq's defaults.
-pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Target, Error> {
+pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Endpoint, Error> {
     // Messages about the string never echo it: it may hold a password.
     let invalid = |e: String| Error::Usage(format!("invalid database URL: {e}"));
     let split = match url {
@@ -116,7 +116,7 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
             .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs);
         cfg.connect_timeout(timeout);
     }
-    Ok(Target { config: cfg, tls })
+    Ok(Endpoint { config: cfg, tls })
 }
 
 /// `sslmode`, `sslrootcert`, `sslcert`, `sslkey` from the string, else `PGSSL*`, else
@@ -276,7 +276,7 @@ fn startup_timeout(cfg: &Config) -> Duration {
 /// A pool of at most `size` connections, all made with the target's TLS settings. Broken
 /// connections are noticed when they are taken back out (`RecyclingMethod::Fast` checks that
 /// the socket is still open).
-pub fn pool(target: Target, size: usize) -> Result<Pool, Error> {
+pub fn pool(target: Endpoint, size: usize) -> Result<Pool, Error> {
     let connector = target.tls.connector()?;
     let startup = startup_timeout(&target.config);
     let manager = Manager::from_config(
@@ -297,16 +297,18 @@ pub fn pool(target: Target, size: usize) -> Result<Pool, Error> {
 
 /// Takes one connection from the pool to prove the target answers, with a one-line error
 /// naming it when it does not.
-pub async fn check(pool: &Pool, target: &Target) -> Result<deadpool_postgres::Object, Error> {
+pub async fn check(pool: &Pool, target: &Endpoint) -> Result<deadpool_postgres::Object, Error> {
     pool.get().await.map_err(|e| Error::Connect {
         target: describe(&target.config),
         cause: match &e {
             PoolError::Backend(pg) => target.tls.describe_failure(pg).unwrap_or_else(|| {
-                if pg.to_string().ends_with("password missing") {
-                    "the server asks for a password and none was given (URL, PGPASSWORD,                      PGPASSFILE or ~/.pgpass)"
+                let cause = crate::error::describe_pg(pg);
+                if cause.ends_with("password missing") {
+                    "the server asks for a password and none was given (URL, PGPASSWORD, \
+                     PGPASSFILE or ~/.pgpass)"
                         .into()
                 } else {
-                    crate::error::describe_pg(pg)
+                    cause
                 }
             }),
             PoolError::Timeout(TimeoutType::Create) => format!(

@@ -54,7 +54,7 @@ pub struct PurgeOptions {
 }
 
 pub async fn purge(
-    db: connect::Target,
+    db: connect::Endpoint,
     opts: PurgeOptions,
     console: &Console,
 ) -> Result<Finished, Error> {

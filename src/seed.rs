@@ -48,7 +48,7 @@ pub struct SeedOptions {
 /// Seeds `opts.table` from `opts.source`. `Err` means nothing was written (bad flags, header,
 /// unreachable server); a run that started returns `Finished`, with its error if it failed.
 pub async fn seed(
-    db: connect::Target,
+    db: connect::Endpoint,
     opts: SeedOptions,
     console: &Console,
 ) -> Result<Finished, Error> {

@@ -72,7 +72,7 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    fn config(&self) -> Result<connect::Target, Error> {
+    fn config(&self) -> Result<connect::Endpoint, Error> {
         let mut target = connect::resolve(self.database_url.as_deref(), connect::process_env)?;
         if let Some(seconds) = self.connect_timeout {
             target.config.connect_timeout(Duration::from_secs(seconds));
