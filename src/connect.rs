@@ -39,7 +39,7 @@ pub struct Endpoint {
     pub tls: TlsOptions,
 }
 
-/// Builds the target from `url` (`postgres://…` or `key=value …`), filling what it leaves
+/// Builds the endpoint from `url` (`postgres://…` or `key=value …`), filling what it leaves
 /// unset from `env` (the `PG*` variables, `HOME`) and then from libpq's defaults.
 pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Endpoint, Error> {
     // Messages about the string never echo it: it may hold a password.
@@ -273,14 +273,14 @@ fn startup_timeout(cfg: &Config) -> Duration {
         * hosts as u32
 }
 
-/// A pool of at most `size` connections, all made with the target's TLS settings. Broken
+/// A pool of at most `size` connections, all made with the endpoint's TLS settings. Broken
 /// connections are noticed when they are taken back out (`RecyclingMethod::Fast` checks that
 /// the socket is still open).
-pub fn pool(target: Endpoint, size: usize) -> Result<Pool, Error> {
-    let connector = target.tls.connector()?;
-    let startup = startup_timeout(&target.config);
+pub fn pool(endpoint: Endpoint, size: usize) -> Result<Pool, Error> {
+    let connector = endpoint.tls.connector()?;
+    let startup = startup_timeout(&endpoint.config);
     let manager = Manager::from_config(
-        target.config,
+        endpoint.config,
         connector,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -295,13 +295,13 @@ pub fn pool(target: Endpoint, size: usize) -> Result<Pool, Error> {
         .map_err(|e| Error::Usage(format!("cannot build the connection pool: {e}")))
 }
 
-/// Takes one connection from the pool to prove the target answers, with a one-line error
+/// Takes one connection from the pool to prove the endpoint answers, with a one-line error
 /// naming it when it does not.
-pub async fn check(pool: &Pool, target: &Endpoint) -> Result<deadpool_postgres::Object, Error> {
+pub async fn check(pool: &Pool, endpoint: &Endpoint) -> Result<deadpool_postgres::Object, Error> {
     pool.get().await.map_err(|e| Error::Connect {
-        target: describe(&target.config),
+        target: describe(&endpoint.config),
         cause: match &e {
-            PoolError::Backend(pg) => target.tls.describe_failure(pg).unwrap_or_else(|| {
+            PoolError::Backend(pg) => endpoint.tls.describe_failure(pg).unwrap_or_else(|| {
                 let cause = crate::error::describe_pg(pg);
                 if cause.ends_with("password missing") {
                     "the server asks for a password and none was given (URL, PGPASSWORD, \
@@ -313,7 +313,7 @@ pub async fn check(pool: &Pool, target: &Endpoint) -> Result<deadpool_postgres::
             }),
             PoolError::Timeout(TimeoutType::Create) => format!(
                 "no answer within {} s (--connect-timeout)",
-                startup_timeout(&target.config).as_secs()
+                startup_timeout(&endpoint.config).as_secs()
             ),
             other => other.to_string(),
         },

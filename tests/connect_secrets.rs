@@ -143,7 +143,7 @@ fn no_subcommand_shows_the_password_at_any_log_level_in_success_or_failure() {
         // Success: seed (watching itself as the "replica", whose URL holds the password
         // too), the ledger listed and shown, the run purged.
         let seed = run_checked(
-            &source,
+            source,
             &home,
             &[
                 "seed",
