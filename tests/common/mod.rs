@@ -722,11 +722,12 @@ pub fn server_tcp_addr() -> std::net::SocketAddr {
 }
 
 impl TestDb {
-    /// This database's conninfo, but reaching the server over TCP at `addr` (a proxy).
+    /// This database's conninfo, but reaching the server over TCP at `addr` (a proxy), in
+    /// clear text (`sslmode=disable`): the proxy must see the protocol to find COMMITs.
     pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
         let cfg = admin_config();
         let mut out = format!(
-            "host={} port={} user={} dbname={}",
+            "host={} port={} user={} dbname={} sslmode=disable",
             addr.ip(),
             addr.port(),
             conninfo_value(cfg.get_user().unwrap_or_default()),
