@@ -50,8 +50,19 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
     };
     let mut cfg = Config::from_str(&split.rest).map_err(|e| invalid(e.to_string()))?;
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
-    if cfg.get_hosts().is_empty() && cfg.get_hostaddrs().is_empty() {
+    if cfg.get_hosts().is_empty() {
+        let hostaddrs: Vec<String> = cfg
+            .get_hostaddrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         match env("PGHOST") {
+            // hostaddr alone: the addresses are the names too, which TLS needs.
+            _ if !hostaddrs.is_empty() => {
+                for addr in hostaddrs {
+                    cfg.host(addr);
+                }
+            }
             Some(hosts) => {
                 for host in hosts.split(',') {
                     add_host(&mut cfg, host);
@@ -102,8 +113,7 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
     }
     let tls = tls_options(&split, &env)?;
     // libpq ignores sslmode on unix sockets, where the server never speaks TLS.
-    let sockets_only = cfg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_)))
-        && cfg.get_hostaddrs().is_empty();
+    let sockets_only = cfg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_)));
     cfg.ssl_mode(if sockets_only {
         SslMode::Disable.negotiation()
     } else {
@@ -188,16 +198,8 @@ fn tls_options(
 /// the default directory also matches `localhost`, as in libpq.
 fn password_from_file(cfg: &Config, file: &Path) -> Option<String> {
     let ports = cfg.get_ports();
-    let hosts: Vec<String> = if cfg.get_hosts().is_empty() {
-        cfg.get_hostaddrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    } else {
-        cfg.get_hosts().iter().map(host_name).collect()
-    };
     let mut names: Vec<(String, String)> = Vec::new();
-    for (i, host) in hosts.into_iter().enumerate() {
+    for (i, host) in cfg.get_hosts().iter().map(host_name).enumerate() {
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         if host == default_socket_dir() {
             names.push(("localhost".into(), port.to_string()));
@@ -266,7 +268,7 @@ pub fn describe(cfg: &Config) -> String {
 /// How long one connection's whole start-up (TCP, TLS, authentication) may take: the
 /// connect timeout for each host tried. tokio-postgres bounds only the TCP connect itself.
 fn startup_timeout(cfg: &Config) -> Duration {
-    let hosts = cfg.get_hosts().len().max(cfg.get_hostaddrs().len()).max(1);
+    let hosts = cfg.get_hosts().len().max(1);
     cfg.get_connect_timeout()
         .copied()
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
@@ -385,6 +387,16 @@ mod tests {
             describe(cfg),
             "host=/run/pg port=5432 user=carol dbname=carol"
         );
+    }
+
+    #[test]
+    fn hostaddr_alone_is_the_host_name_too() {
+        let env = env_of(&[("PGHOST", "elsewhere"), ("PGUSER", "u")]);
+        let cfg = resolve(Some("hostaddr=127.0.0.1 port=5"), &env)
+            .unwrap()
+            .config;
+        assert_eq!(cfg.get_hosts(), &[Host::Tcp("127.0.0.1".into())]);
+        assert_eq!(describe(&cfg), "host=127.0.0.1 port=5 user=u dbname=u");
     }
 
     #[test]
