@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::tls::run_with_env;
+use common::tls::{error_line, run_with_env};
 use common::{Run, TestDb, fixture_path, path_str};
 
 /// A TCP port that accepts connections and never answers: the start-up packet (or TLS
@@ -40,18 +40,6 @@ fn seed(url: &str, extra: &[&str], env: &[(&str, &str)]) -> (Run, Duration) {
     let started = Instant::now();
     let run = run_with_env(&args, env);
     (run, started.elapsed())
-}
-
-/// The run failed with exit 1 and exactly one `error:` line, which is `expected`.
-#[track_caller]
-fn assert_one_line_failure(run: &Run, expected: &str) {
-    run.expect_code(1);
-    let errors: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors, [expected], "stderr:\n{}", run.stderr);
 }
 
 #[test]
@@ -91,7 +79,7 @@ fn a_server_that_never_answers_fails_within_the_connect_timeout() {
         ),
     ] {
         let (run, took) = seed(&url, &extra, &env);
-        assert_one_line_failure(&run, &expected);
+        assert_eq!(error_line(&run), expected, "stderr:\n{}", run.stderr);
         assert!(
             took >= Duration::from_secs(2) && took < Duration::from_secs(10),
             "{what}: took {took:?}"
@@ -103,7 +91,7 @@ fn a_server_that_never_answers_fails_within_the_connect_timeout() {
         &["runs", "--connect-timeout", "2", "--database-url", &url],
         &[],
     );
-    assert_one_line_failure(&run, &expected);
+    assert_eq!(error_line(&run), expected, "stderr:\n{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -112,12 +100,7 @@ fn refused_connections_and_unknown_databases_name_the_target_in_one_line() {
     let port = closed_port();
     let url = format!("postgres://someone:pw-9e2a@127.0.0.1:{port}/somedb");
     let (run, took) = seed(&url, &[], &[]);
-    run.expect_code(1);
-    let line = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_default();
+    let line = error_line(&run);
     assert!(
         line.starts_with(&format!(
             "error: could not connect to host=127.0.0.1 port={port} user=someone dbname=somedb: "
@@ -132,12 +115,7 @@ fn refused_connections_and_unknown_databases_name_the_target_in_one_line() {
     let db = TestDb::new();
     let missing = db.url().replace(db.name(), "prov_no_such_database");
     let (run, _) = seed(&missing, &[], &[]);
-    run.expect_code(1);
-    let line = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_default();
+    let line = error_line(&run);
     assert!(
         line.contains("dbname=prov_no_such_database: database \"prov_no_such_database\" does not exist [SQLSTATE 3D000]"),
         "{}",

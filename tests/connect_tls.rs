@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::cluster::{Cluster, SUPERUSER};
-use common::tls::{CERT_USER, Pki, run_with_env, ssl_cluster};
+use common::tls::{CERT_USER, Pki, error_line, run_with_env, ssl_cluster};
 use common::{Run, fixture_path, fixture_records, path_str};
 
 /// `host=<host> port=… user=<user> dbname=<db> application_name=<app> <extra>`.
@@ -24,19 +24,6 @@ fn seed(url: &str, home: &Path) -> Run {
         &["seed", path_str(&fixture_path()), "--database-url", url],
         &[("HOME", path_str(home))],
     )
-}
-
-/// The one `error:` line of a failed run, which must exit 1.
-#[track_caller]
-fn failure(run: &Run) -> String {
-    run.expect_code(1);
-    let errors: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line expected:\n{}", run.stderr);
-    errors[0].to_string()
 }
 
 fn accounts(cluster: &Cluster, db: &str) -> i64 {
@@ -93,7 +80,7 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
         "x",
         &other_ca,
     );
-    let line = failure(&seed(&format!("{wrong} sslmode=verify-full"), &home));
+    let line = error_line(&seed(&format!("{wrong} sslmode=verify-full"), &home));
     let target = format!(
         "could not connect to host=localhost port={} user={SUPERUSER} dbname=full_other_ca",
         cluster.port()
@@ -108,7 +95,7 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
     // verify-full by IP address: the certificate names only localhost.
     cluster.create_database_with_accounts("by_ip");
     let by_ip = url(&cluster, "127.0.0.1", SUPERUSER, "by_ip", "tls_by_ip", &ca);
-    let line = failure(&seed(&format!("{by_ip} sslmode=verify-full"), &home));
+    let line = error_line(&seed(&format!("{by_ip} sslmode=verify-full"), &home));
     assert!(
         line.contains("certificate verify failed: name mismatch (sslmode=verify-full expects 127.0.0.1; the certificate is for localhost)"),
         "{line}"
@@ -135,7 +122,7 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
     assert!(logged_with_tls(&cluster, "tls_require"));
 
     // require with a root certificate checks the chain, as libpq does (verify-ca).
-    let line = failure(&seed(
+    let line = error_line(&seed(
         &format!("{require} sslmode=require {other_ca}"),
         &home,
     ));
@@ -238,7 +225,7 @@ fn without_tls_on_the_server_prefer_connects_in_plain_and_require_refuses() {
     assert_eq!(accounts(&cluster, "prefer"), fixture_records().len() as i64);
     cluster.create_database_with_accounts("require");
     let require = url(&cluster, "127.0.0.1", SUPERUSER, "require", "plain", "");
-    let line = failure(&seed(&format!("{require} sslmode=require"), &home));
+    let line = error_line(&seed(&format!("{require} sslmode=require"), &home));
     assert!(
         line.ends_with(&format!(
             "could not connect to host=127.0.0.1 port={} user={SUPERUSER} dbname=require: \

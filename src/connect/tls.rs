@@ -132,25 +132,25 @@ impl TlsOptions {
     /// The connector for tokio-postgres: reads the certificate files, refusing (as a usage
     /// error) those that are missing, unreadable, empty or, for keys, readable by others.
     pub fn connector(&self) -> Result<MakeRustlsConnect, Error> {
+        self.validate()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match self.check() {
-            Check::Nothing => Arc::new(AnyCertificate(provider.clone())),
-            check => {
-                let roots = match &self.root_cert {
-                    Some(root) => load_roots(root)?,
-                    None => unreachable!("validate() refuses verification without roots"),
-                };
-                let webpki =
-                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .build()
-                        .map_err(|e| Error::Usage(format!("sslrootcert: {e}")))?;
-                if check == Check::Chain {
-                    Arc::new(ChainOnly(webpki))
-                } else {
-                    webpki
-                }
-            }
+        // validate() made sure the modes that verify have roots.
+        let chain = match (self.check(), &self.root_cert) {
+            (Check::Nothing, _) | (_, None) => None,
+            (_, Some(root)) => Some(
+                WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(load_roots(root)?),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| Error::Usage(format!("sslrootcert: {e}")))?,
+            ),
         };
+        let verifier = Arc::new(Verifier {
+            chain,
+            check_name: self.check() == Check::ChainAndName,
+            provider: provider.clone(),
+        });
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Usage(format!("TLS: {e}")))?
@@ -303,12 +303,19 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
         .map_err(|e| Error::Usage(format!("sslkey {}: {e}", path.display())))
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name is not checked. rustls checks
-/// the name only after the chain, so a name mismatch means the chain was good.
+/// The server certificate check for every mode. Without `chain`, any certificate is taken
+/// (the connection is encrypted, not authenticated); with it, the chain must lead to a
+/// trusted root, and the name must match only if `check_name` (rustls checks the name after
+/// the chain, so a name mismatch means the chain was good). The handshake signatures are
+/// always checked, so the peer holds the key of the certificate it shows.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -317,56 +324,15 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without a root certificate: any certificate is accepted (the
-/// connection is encrypted, not authenticated), but the handshake signatures are still
-/// checked, so the peer holds the key of the certificate it shows.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -379,7 +345,7 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -393,12 +359,14 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -199,6 +199,19 @@ pub fn ssl_cluster(pki: &Pki) -> Cluster {
     cluster
 }
 
+/// The one `error:` line of a run that must have failed with exit 1.
+#[track_caller]
+pub fn error_line(run: &Run) -> String {
+    run.expect_code(1);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{}", run.stderr);
+    errors[0].to_string()
+}
+
 /// Runs `provisioner <args…>` with `HOME` and the extra variables `env` (the `PG*` of the
 /// test's environment removed), failing the test past 60 seconds.
 #[track_caller]
