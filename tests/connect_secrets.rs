@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::cluster::Cluster;
-use common::tls::{Pki, reconfigure, run_with_env};
+use common::tls::{Pki, accounts_in, reconfigure, run_with_env};
 use common::{Run, fixture_path, fixture_records, path_str};
 
 /// The role's password: a colon and an at sign (escaped in the password file, encoded in a
@@ -165,24 +165,24 @@ fn no_subcommand_shows_the_password_at_any_log_level_in_success_or_failure() {
         let run_id = seed.json()["run_id"]
             .as_i64()
             .unwrap_or_else(|| panic!("run_id in {}", seed.stdout));
-        let count: i64 = cluster
-            .client(&db)
-            .query_one("SELECT count(*) FROM accounts", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(count, rows, "{}: seeded rows", source.name);
+        assert_eq!(
+            accounts_in(&cluster, &db),
+            rows,
+            "{}: seeded rows",
+            source.name
+        );
         run_checked(source, &home, &["runs"]).expect_ok();
         run_checked(source, &home, &["runs", "--json"]).expect_ok();
         let id = run_id.to_string();
         run_checked(source, &home, &["runs", "show", &id]).expect_ok();
         run_checked(source, &home, &["runs", "show", &id, "--json"]).expect_ok();
         run_checked(source, &home, &["purge", "--run", &id, "--yes", "--json"]).expect_ok();
-        let count: i64 = cluster
-            .client(&db)
-            .query_one("SELECT count(*) FROM accounts", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(count, 0, "{}: purged rows", source.name);
+        assert_eq!(
+            accounts_in(&cluster, &db),
+            0,
+            "{}: purged rows",
+            source.name
+        );
 
         // Failures: a missing table, nobody listening, the password of another role.
         let missing = run_checked(
@@ -275,14 +275,8 @@ fn the_password_file_logs_in_only_when_private() {
     // Readable by its owner only: the first matching line logs in.
     let private = passfile(&pki.path(""), "private", &line, 0o600);
     seed(&private).expect_ok();
-    assert_eq!(
-        cluster
-            .client("pgpass")
-            .query_one("SELECT count(*) FROM accounts", &[])
-            .unwrap()
-            .get::<_, i64>(0),
-        fixture_records().len() as i64
-    );
+    let rows = fixture_records().len() as i64;
+    assert_eq!(accounts_in(&cluster, "pgpass"), rows);
 
     // Readable by the group: ignored with libpq's warning; the login then fails clearly.
     let shared = passfile(&pki.path(""), "shared", &line, 0o640);
@@ -308,7 +302,7 @@ fn the_password_file_logs_in_only_when_private() {
 
     // ~/.pgpass is the default.
     cluster.create_database_with_accounts("home_pgpass");
-    let home_file = passfile(
+    passfile(
         &home,
         ".pgpass",
         &format!(
@@ -317,11 +311,11 @@ fn the_password_file_logs_in_only_when_private() {
         ),
         0o600,
     );
-    assert!(home_file.exists());
     let home_url = url.replace("dbname=pgpass", "dbname=home_pgpass");
     run_with_env(
         &["seed", &fixture, "--database-url", &home_url],
         &[("HOME", path_str(&home))],
     )
     .expect_ok();
+    assert_eq!(accounts_in(&cluster, "home_pgpass"), rows);
 }

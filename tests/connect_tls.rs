@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 
 use common::cluster::{Cluster, SUPERUSER};
-use common::tls::{CERT_USER, Pki, error_line, run_with_env, ssl_cluster};
+use common::tls::{
+    CERT_USER, Pki, SCRAM_PASSWORD, SCRAM_USER, accounts_in, error_line, run_with_env, ssl_cluster,
+};
 use common::{Run, fixture_path, fixture_records, path_str};
 
 /// `host=<host> port=… user=<user> dbname=<db> application_name=<app> <extra>`.
@@ -24,14 +26,6 @@ fn seed(url: &str, home: &Path) -> Run {
         &["seed", path_str(&fixture_path()), "--database-url", url],
         &[("HOME", path_str(home))],
     )
-}
-
-fn accounts(cluster: &Cluster, db: &str) -> i64 {
-    cluster
-        .client(db)
-        .query_one("SELECT count(*) FROM accounts", &[])
-        .expect("count accounts")
-        .get(0)
 }
 
 /// Whether the server logged `app`'s connection as encrypted (`log_connections`).
@@ -63,7 +57,7 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
         &ca,
     );
     seed(&format!("{ok} sslmode=verify-full"), &home).expect_ok();
-    assert_eq!(accounts(&cluster, "full_ok"), rows);
+    assert_eq!(accounts_in(&cluster, "full_ok"), rows);
     assert!(
         logged_with_tls(&cluster, "tls_full_ok"),
         "the server did not log the seed's connection as TLS:\n{}",
@@ -90,7 +84,7 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
         line.contains("TLS: certificate verify failed: unknown issuer"),
         "{line}"
     );
-    assert_eq!(accounts(&cluster, "full_other_ca"), 0);
+    assert_eq!(accounts_in(&cluster, "full_other_ca"), 0);
 
     // verify-full by IP address: the certificate names only localhost.
     cluster.create_database_with_accounts("by_ip");
@@ -100,11 +94,11 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
         line.contains("certificate verify failed: name mismatch (sslmode=verify-full expects 127.0.0.1; the certificate is for localhost)"),
         "{line}"
     );
-    assert_eq!(accounts(&cluster, "by_ip"), 0);
+    assert_eq!(accounts_in(&cluster, "by_ip"), 0);
 
     // verify-ca by IP address: the chain is all it checks.
     seed(&format!("{by_ip} sslmode=verify-ca"), &home).expect_ok();
-    assert_eq!(accounts(&cluster, "by_ip"), rows);
+    assert_eq!(accounts_in(&cluster, "by_ip"), rows);
     assert!(logged_with_tls(&cluster, "tls_by_ip"));
 
     // require without a CA: encrypted, nothing verified.
@@ -118,7 +112,7 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
         "",
     );
     seed(&format!("{require} sslmode=require"), &home).expect_ok();
-    assert_eq!(accounts(&cluster, "require"), rows);
+    assert_eq!(accounts_in(&cluster, "require"), rows);
     assert!(logged_with_tls(&cluster, "tls_require"));
 
     // require with a root certificate checks the chain, as libpq does (verify-ca).
@@ -140,7 +134,7 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
         ],
     )
     .expect_ok();
-    assert_eq!(accounts(&cluster, "from_env"), rows);
+    assert_eq!(accounts_in(&cluster, "from_env"), rows);
     assert!(logged_with_tls(&cluster, "tls_env"));
 }
 
@@ -182,6 +176,15 @@ fn the_pool_encrypts_when_asked_and_logs_in_with_a_client_certificate() {
         assert_eq!(got.as_deref(), Ok(encrypted), "sslmode={mode}");
     }
 
+    // SCRAM over TLS binds the login to this TLS channel (SCRAM-SHA-256-PLUS).
+    let scram = url(&cluster, "localhost", SCRAM_USER, "postgres", "scram", &ca);
+    let who = query_through_pool(
+        &format!("{scram} sslmode=verify-full password={SCRAM_PASSWORD} channel_binding=require"),
+        &home,
+        "SELECT current_user",
+    );
+    assert_eq!(who.as_deref(), Ok(SCRAM_USER));
+
     // hostssl … cert: the certificate's CN is the user.
     let cert_url = url(&cluster, "localhost", CERT_USER, "postgres", "cert", &ca);
     let client_files = format!(
@@ -222,7 +225,10 @@ fn without_tls_on_the_server_prefer_connects_in_plain_and_require_refuses() {
     cluster.create_database_with_accounts("prefer");
     let prefer = url(&cluster, "127.0.0.1", SUPERUSER, "prefer", "plain", "");
     seed(&prefer, &home).expect_ok();
-    assert_eq!(accounts(&cluster, "prefer"), fixture_records().len() as i64);
+    assert_eq!(
+        accounts_in(&cluster, "prefer"),
+        fixture_records().len() as i64
+    );
     cluster.create_database_with_accounts("require");
     let require = url(&cluster, "127.0.0.1", SUPERUSER, "require", "plain", "");
     let line = error_line(&seed(&format!("{require} sslmode=require"), &home));
@@ -234,5 +240,5 @@ fn without_tls_on_the_server_prefer_connects_in_plain_and_require_refuses() {
         )),
         "{line}"
     );
-    assert_eq!(accounts(&cluster, "require"), 0);
+    assert_eq!(accounts_in(&cluster, "require"), 0);
 }

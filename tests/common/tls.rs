@@ -15,6 +15,9 @@ use super::{Run, Spawned, bin_command};
 
 /// A role that logs in with a client certificate (`hostssl … cert`).
 pub const CERT_USER: &str = "certuser";
+/// A role that logs in over TLS with a password (`hostssl … scram-sha-256`), [`SCRAM_PASSWORD`].
+pub const SCRAM_USER: &str = "scramuser";
+pub const SCRAM_PASSWORD: &str = "scram-over-tls";
 
 /// A certificate authority and what it signed, in a scratch directory removed on drop.
 pub struct Pki {
@@ -170,7 +173,8 @@ pub fn reconfigure(cluster: &Cluster, conf: &str, hba: &str) {
 
 /// A private cluster with `ssl = on`, serving `pki`'s `localhost` certificate, trusting
 /// its CA for client certificates, logging every connection. pg_hba: [`CERT_USER`] must log
-/// in over TLS with a certificate; everyone else is trusted, over TLS or not.
+/// in over TLS with a certificate, [`SCRAM_USER`] over TLS with a password; everyone else is
+/// trusted, over TLS or not.
 pub fn ssl_cluster(pki: &Pki) -> Cluster {
     let cluster = Cluster::start();
     for (file, mode) in [
@@ -189,14 +193,28 @@ pub fn ssl_cluster(pki: &Pki) -> Cluster {
             "local all all trust\n\
              hostssl all {CERT_USER} 127.0.0.1/32 cert\n\
              host all {CERT_USER} 127.0.0.1/32 reject\n\
+             hostssl all {SCRAM_USER} 127.0.0.1/32 scram-sha-256\n\
+             host all {SCRAM_USER} 127.0.0.1/32 reject\n\
              host all all 127.0.0.1/32 trust\n"
         ),
     );
     cluster
         .client("postgres")
-        .batch_execute(&format!("CREATE ROLE {CERT_USER} LOGIN SUPERUSER"))
-        .expect("create the certificate role");
+        .batch_execute(&format!(
+            "CREATE ROLE {CERT_USER} LOGIN SUPERUSER; \
+             CREATE ROLE {SCRAM_USER} LOGIN PASSWORD '{SCRAM_PASSWORD}'"
+        ))
+        .expect("create the certificate and password roles");
     cluster
+}
+
+/// `SELECT count(*) FROM accounts` in the cluster's database `db`.
+pub fn accounts_in(cluster: &Cluster, db: &str) -> i64 {
+    cluster
+        .client(db)
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .unwrap_or_else(|e| panic!("count accounts in {db}: {e}"))
+        .get(0)
 }
 
 /// The one `error:` line of a run that must have failed with exit 1.
