@@ -48,7 +48,7 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         Some(url) => conninfo::split(url).map_err(invalid)?,
         None => conninfo::Split::default(),
     };
-    let mut cfg = Config::from_str(&split.rest).map_err(|e| invalid(e.to_string()))?;
+    let mut cfg = Config::from_str(&split.rest).map_err(|e| invalid(crate::error::describe_pg(&e)))?;
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
     if cfg.get_hosts().is_empty() {
         let hostaddrs: Vec<String> = cfg
@@ -471,6 +471,11 @@ mod tests {
             let err = resolve(Some(bad), &env).unwrap_err();
             assert!(matches!(err, Error::Usage(_)), "{bad}: {err}");
         }
+        let err = resolve(Some("host=h sslcrl=/crl.pem"), &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid database URL: invalid connection string: unknown option `sslcrl`"
+        );
     }
 
     #[test]
