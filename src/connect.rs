@@ -48,7 +48,8 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         Some(url) => conninfo::split(url).map_err(invalid)?,
         None => conninfo::Split::default(),
     };
-    let mut cfg = Config::from_str(&split.rest).map_err(|e| invalid(crate::error::describe_pg(&e)))?;
+    let mut cfg =
+        Config::from_str(&split.rest).map_err(|e| invalid(crate::error::describe_pg(&e)))?;
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
     if cfg.get_hosts().is_empty() {
         let hostaddrs: Vec<String> = cfg
