@@ -176,6 +176,20 @@ fn no_subcommand_shows_the_password_at_any_log_level_in_success_or_failure() {
         let id = run_id.to_string();
         run_checked(source, &home, &["runs", "show", &id]).expect_ok();
         run_checked(source, &home, &["runs", "show", &id, "--json"]).expect_ok();
+        // A run that fails on its data is recorded with its error and a resume command.
+        let again = run_checked(source, &home, &["seed", &fixture, "--json"]);
+        again.expect_code(1);
+        let failed = again.json()["run_id"]
+            .as_i64()
+            .expect("the failed run's id");
+        let failed = failed.to_string();
+        let shown = run_checked(source, &home, &["runs", "show", &failed]);
+        assert!(
+            shown.stdout.contains("--database-url"),
+            "{}: runs show prints the command line:\n{}",
+            source.name,
+            shown.stdout
+        );
         run_checked(source, &home, &["purge", "--run", &id, "--yes", "--json"]).expect_ok();
         assert_eq!(
             accounts_in(&cluster, &db),

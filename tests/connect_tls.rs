@@ -85,6 +85,13 @@ fn verify_full_needs_the_right_ca_and_host_name_and_verify_ca_only_the_ca() {
         "{line}"
     );
     assert_eq!(accounts_in(&cluster, "full_other_ca"), 0);
+    // sslrootcert=system (verify-full by default): the system's roots did not sign it either.
+    let system = url(&cluster, "localhost", SUPERUSER, "full_other_ca", "x", "");
+    let line = error_line(&seed(&format!("{system} sslrootcert=system"), &home));
+    assert!(
+        line.contains("unknown issuer: not signed by a CA in the system's trusted roots"),
+        "{line}"
+    );
 
     // verify-full by IP address: the certificate names only localhost.
     cluster.create_database_with_accounts("by_ip");
