@@ -77,6 +77,13 @@ fn a_server_that_never_answers_fails_within_the_connect_timeout() {
             vec!["--connect-timeout", "2"],
             vec![],
         ),
+        // Without TLS the wait is for the login's reply, not the TLS answer: bounded too.
+        (
+            "sslmode=disable",
+            format!("{url} sslmode=disable"),
+            vec!["--connect-timeout", "2"],
+            vec![],
+        ),
     ] {
         let (run, took) = seed(&url, &extra, &env);
         assert_eq!(error_line(&run), expected, "stderr:\n{}", run.stderr);
