@@ -217,6 +217,22 @@ fn the_pool_encrypts_when_asked_and_logs_in_with_a_client_certificate() {
     );
     assert_eq!(who.as_deref(), Ok("certuser"));
     std::fs::remove_dir_all(&dot).unwrap();
+    // A certificate from a CA the server does not trust: refused in the handshake.
+    let stranger = Pki::new("stranger");
+    let err = query_through_pool(
+        &format!(
+            "{cert_url} sslmode=verify-full sslcert={} sslkey={}",
+            path_str(&stranger.path("client.crt")),
+            path_str(&stranger.path("client.key"))
+        ),
+        &home,
+        "1",
+    )
+    .expect_err("a client certificate from an unknown CA");
+    assert!(
+        err.contains("TLS: the server refused the handshake (UnknownCA); does it trust the CA of the client certificate"),
+        "{err}"
+    );
     // Without a certificate the server refuses the login.
     let err = query_through_pool(&format!("{cert_url} sslmode=verify-full"), &home, "1")
         .expect_err("no client certificate");

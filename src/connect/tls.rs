@@ -230,10 +230,14 @@ impl TlsOptions {
                 other => format!("{other:?}"),
             },
             rustls::Error::AlertReceived(alert) => {
-                return format!(
-                    "the server ended the handshake ({alert:?}); does it want a client \
-                     certificate (sslcert, sslkey)?"
-                );
+                let hint = match &self.client_cert {
+                    Some((cert, _)) => format!(
+                        "; does it trust the CA of the client certificate {}?",
+                        cert.display()
+                    ),
+                    None => String::new(),
+                };
+                return format!("the server refused the handshake ({alert:?}){hint}");
             }
             other => return other.to_string(),
         };
