@@ -73,11 +73,13 @@ pub struct ConnectArgs {
 
 impl ConnectArgs {
     fn config(&self) -> Result<connect::Endpoint, Error> {
-        let mut target = connect::resolve(self.database_url.as_deref(), connect::process_env)?;
+        let mut endpoint = connect::resolve(self.database_url.as_deref(), connect::process_env)?;
         if let Some(seconds) = self.connect_timeout {
-            target.config.connect_timeout(Duration::from_secs(seconds));
+            endpoint
+                .config
+                .connect_timeout(Duration::from_secs(seconds));
         }
-        Ok(target)
+        Ok(endpoint)
     }
 }
 

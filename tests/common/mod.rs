@@ -77,7 +77,7 @@ fn admin_config() -> &'static tokio_postgres::Config {
     CFG.get_or_init(|| {
         let url = std::env::var("DATABASE_URL").ok();
         provisioner::connect::resolve(url.as_deref(), provisioner::connect::process_env)
-            .map(|target| target.config)
+            .map(|endpoint| endpoint.config)
             .unwrap_or_else(|e| panic!("cannot resolve the admin connection: {e}"))
     })
 }
