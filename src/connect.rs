@@ -1,17 +1,27 @@
 //! Connecting like psql: a URL or conninfo string, else the libpq environment variables,
-//! else psql's defaults (the OS user, the local socket). `tokio_postgres::Config` reads no
-//! environment, so this module is the one place that merges them.
+//! else psql's defaults (the OS user, the local socket); the password from the URL,
+//! PGPASSWORD or the password file; TLS with libpq's `sslmode` ([`tls`]).
+//! `tokio_postgres::Config` reads no environment, no password file and knows only three
+//! `sslmode`s, so [`resolve`] is the one place that merges all of it, and [`pool`] the one
+//! place connections are made.
 //!
 //! Passwords stay inside `tokio_postgres::Config` (whose `Debug` redacts them); every
 //! description of a target this module produces leaves them out.
 
-use std::path::Path;
+mod conninfo;
+mod pgpass;
+pub mod tls;
+
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Config, NoTls};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, TimeoutType};
+use tokio_postgres::Config;
+use tokio_postgres::config::Host;
+
+pub use conninfo::redact;
+use tls::{RootCert, SslMode, TlsOptions};
 
 use crate::error::Error;
 
@@ -20,18 +30,40 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Writers never outnumber connections, so a long wait for one means something is stuck.
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Builds the connection config from `url` (`postgres://…` or `key=value …`), filling what it
-/// leaves unset from `env` (the `PG*` variables) and then from psql's defaults.
-pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
-    let mut cfg = match url {
-        Some(url) => Config::from_str(url).map_err(|e| {
-            // The parser's message never echoes the string, which may hold a password.
-            Error::Usage(format!("invalid database URL: {e}"))
-        })?,
-        None => Config::new(),
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// What tokio-postgres understands; its `sslmode` only says whether TLS is asked for.
+    pub config: Config,
+    /// What the server's certificate must prove, and the client certificate.
+    pub tls: TlsOptions,
+}
+
+/// Builds the endpoint from `url` (`postgres://…` or `key=value …`), filling what it leaves
+/// unset from `env` (the `PG*` variables, `HOME`) and then from libpq's defaults.
+pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Endpoint, Error> {
+    // Messages about the string never echo it: it may hold a password.
+    let invalid = |e: String| Error::Usage(format!("invalid database URL: {e}"));
+    let split = match url {
+        Some(url) => conninfo::split(url).map_err(invalid)?,
+        None => conninfo::Split::default(),
     };
+    let mut cfg =
+        Config::from_str(&split.rest).map_err(|e| invalid(crate::error::describe_pg(&e)))?;
+    let env = |name: &str| env(name).filter(|v| !v.is_empty());
     if cfg.get_hosts().is_empty() {
-        match env("PGHOST").filter(|h| !h.is_empty()) {
+        let hostaddrs: Vec<String> = cfg
+            .get_hostaddrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        match env("PGHOST") {
+            // hostaddr alone: the addresses are the names too, which TLS needs.
+            _ if !hostaddrs.is_empty() => {
+                for addr in hostaddrs {
+                    cfg.host(addr);
+                }
+            }
             Some(hosts) => {
                 for host in hosts.split(',') {
                     add_host(&mut cfg, host);
@@ -43,7 +75,7 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         }
     }
     if cfg.get_ports().is_empty()
-        && let Some(ports) = env("PGPORT").filter(|p| !p.is_empty())
+        && let Some(ports) = env("PGPORT")
     {
         for port in ports.split(',') {
             let port = port
@@ -55,36 +87,39 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
     }
     if cfg.get_user().is_none() {
         let user = env("PGUSER")
-            .filter(|u| !u.is_empty())
             .or_else(|| whoami::username().ok())
             .ok_or_else(|| Error::Usage("no user name: set PGUSER or a URL".into()))?;
         cfg.user(user);
     }
     if cfg.get_dbname().is_none() {
-        let db = env("PGDATABASE")
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| cfg.get_user().unwrap_or_default().to_string());
+        let db =
+            env("PGDATABASE").unwrap_or_else(|| cfg.get_user().unwrap_or_default().to_string());
         cfg.dbname(db);
     }
-    if cfg.get_password().is_none()
-        && let Some(pw) = env("PGPASSWORD")
-    {
-        cfg.password(pw);
+    if cfg.get_password().is_none() {
+        let from_file = || {
+            let file = split
+                .get("passfile")
+                .map(PathBuf::from)
+                .or_else(|| env("PGPASSFILE").map(PathBuf::from))
+                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
+            password_from_file(&cfg, &file)
+        };
+        if let Some(pw) = env("PGPASSWORD").or_else(from_file) {
+            cfg.password(pw);
+        }
     }
     if cfg.get_application_name().is_none() {
         cfg.application_name(env("PGAPPNAME").unwrap_or_else(|| DEFAULT_APPLICATION_NAME.into()));
     }
-    if url.is_none_or(|u| !u.contains("sslmode"))
-        && let Some(mode) = env("PGSSLMODE")
-    {
-        cfg.ssl_mode(parse_ssl_mode(&mode)?);
-    }
-    if cfg.get_ssl_mode() == SslMode::Require {
-        return Err(Error::Usage(
-            "sslmode=require: TLS connections are not supported yet; use sslmode=disable or prefer"
-                .into(),
-        ));
-    }
+    let tls = tls_options(&split, &env)?;
+    // libpq ignores sslmode on unix sockets, where the server never speaks TLS.
+    let sockets_only = cfg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_)));
+    cfg.ssl_mode(if sockets_only {
+        SslMode::Disable.negotiation()
+    } else {
+        tls.mode.negotiation()
+    });
     if cfg.get_connect_timeout().is_none() {
         let timeout = env("PGCONNECT_TIMEOUT")
             .and_then(|t| t.parse().ok())
@@ -92,7 +127,96 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
             .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs);
         cfg.connect_timeout(timeout);
     }
-    Ok(cfg)
+    Ok(Endpoint { config: cfg, tls })
+}
+
+/// `sslmode`, `sslrootcert`, `sslcert`, `sslkey` from the string, else `PGSSL*`, else
+/// libpq's defaults: `prefer`, and the files in `~/.postgresql/` when they exist.
+fn tls_options(
+    split: &conninfo::Split,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<TlsOptions, Error> {
+    let setting = |key: &str, var: &str| split.get(key).map(str::to_string).or_else(|| env(var));
+    let home_file = |name: &str| {
+        env("HOME")
+            .map(|h| Path::new(&h).join(".postgresql").join(name))
+            .filter(|p| p.exists())
+    };
+    // A file named explicitly must exist: a typo must not quietly turn verification off.
+    let named_file = |key: &str, var: &str| -> Result<Option<PathBuf>, Error> {
+        match setting(key, var) {
+            Some(path) if !Path::new(&path).exists() => {
+                Err(Error::Usage(format!("{key} file {path} does not exist")))
+            }
+            other => Ok(other.map(PathBuf::from)),
+        }
+    };
+    let root_cert = match setting("sslrootcert", "PGSSLROOTCERT").as_deref() {
+        Some("system") => Some(RootCert::System),
+        _ => named_file("sslrootcert", "PGSSLROOTCERT")?
+            .or_else(|| home_file("root.crt"))
+            .map(RootCert::File),
+    };
+    let mode = match setting("sslmode", "PGSSLMODE") {
+        Some(mode) => SslMode::parse(&mode)
+            .ok_or_else(|| Error::Usage(format!("unknown sslmode {mode:?}")))?,
+        None if root_cert == Some(RootCert::System) => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if mode == SslMode::Disable {
+        return Ok(TlsOptions {
+            mode,
+            root_cert: None,
+            client_cert: None,
+        });
+    }
+    let cert = named_file("sslcert", "PGSSLCERT")?.or_else(|| home_file("postgresql.crt"));
+    let client_cert = match cert {
+        Some(cert) => {
+            let key = setting("sslkey", "PGSSLKEY")
+                .map(PathBuf::from)
+                .or_else(|| home_file("postgresql.key"))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "client certificate {} has no key: set sslkey (or PGSSLKEY)",
+                        cert.display()
+                    ))
+                })?;
+            Some((cert, key))
+        }
+        None => None,
+    };
+    let tls = TlsOptions {
+        mode,
+        root_cert,
+        client_cert,
+    };
+    tls.validate()?;
+    Ok(tls)
+}
+
+/// The password file's entry for the first of the target's hosts that has one. A socket in
+/// the default directory also matches `localhost`, as in libpq.
+fn password_from_file(cfg: &Config, file: &Path) -> Option<String> {
+    let ports = cfg.get_ports();
+    let mut names: Vec<(String, String)> = Vec::new();
+    for (i, host) in cfg.get_hosts().iter().map(host_name).enumerate() {
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        if host == default_socket_dir() {
+            names.push(("localhost".into(), port.to_string()));
+        }
+        names.push((host, port.to_string()));
+    }
+    let keys: Vec<pgpass::Key<'_>> = names
+        .iter()
+        .map(|(host, port)| pgpass::Key {
+            host,
+            port,
+            database: cfg.get_dbname().unwrap_or_default(),
+            user: cfg.get_user().unwrap_or_default(),
+        })
+        .collect();
+    pgpass::lookup(file, &keys)
 }
 
 /// The process environment, for [`resolve`].
@@ -109,6 +233,13 @@ fn add_host(cfg: &mut Config, host: &str) {
     }
 }
 
+fn host_name(host: &Host) -> String {
+    match host {
+        Host::Tcp(name) => name.clone(),
+        Host::Unix(path) => path.display().to_string(),
+    }
+}
+
 fn default_socket_dir() -> &'static str {
     // Debian's libpq looks in /var/run/postgresql; upstream's default is /tmp.
     if Path::new("/var/run/postgresql").is_dir() {
@@ -118,57 +249,9 @@ fn default_socket_dir() -> &'static str {
     }
 }
 
-fn parse_ssl_mode(mode: &str) -> Result<SslMode, Error> {
-    match mode {
-        "disable" | "allow" => Ok(SslMode::Disable),
-        "prefer" => Ok(SslMode::Prefer),
-        "require" | "verify-ca" | "verify-full" => Ok(SslMode::Require),
-        other => Err(Error::Usage(format!(
-            "PGSSLMODE: unknown sslmode {other:?}"
-        ))),
-    }
-}
-
-/// A connection string with its password removed, for anything that is stored or shown:
-/// `postgres://u:pw@h/db` → `postgres://u@h/db`, `host=h password=pw` → `host=h`.
-pub fn redact(conn: &str) -> String {
-    if let Some((scheme, rest)) = conn.split_once("://") {
-        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => {
-                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                format!("{user}@{hosts}")
-            }
-            None => authority.to_string(),
-        };
-        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
-        let params: Vec<&str> = query
-            .split('&')
-            .filter(|p| !p.is_empty() && !p.starts_with("password="))
-            .collect();
-        let query = if params.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", params.join("&"))
-        };
-        return format!("{scheme}://{authority}{path}{query}");
-    }
-    conn.split_whitespace()
-        .filter(|kv| !kv.starts_with("password="))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// `host=… port=… user=… dbname=…`, never the password.
 pub fn describe(cfg: &Config) -> String {
-    let hosts: Vec<String> = cfg
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            Host::Tcp(name) => name.clone(),
-            Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
+    let hosts: Vec<String> = cfg.get_hosts().iter().map(host_name).collect();
     let ports: Vec<String> = cfg.get_ports().iter().map(u16::to_string).collect();
     format!(
         "host={} port={} user={} dbname={}",
@@ -183,12 +266,25 @@ pub fn describe(cfg: &Config) -> String {
     )
 }
 
-/// A pool of at most `size` connections. Broken connections are noticed when they are taken
-/// back out (`RecyclingMethod::Fast` checks that the socket is still open).
-pub fn pool(cfg: Config, size: usize) -> Result<Pool, Error> {
+/// How long one connection's whole start-up (TCP, TLS, authentication) may take: the
+/// connect timeout for each host tried. tokio-postgres bounds only the TCP connect itself.
+fn startup_timeout(cfg: &Config) -> Duration {
+    let hosts = cfg.get_hosts().len().max(1);
+    cfg.get_connect_timeout()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+        * hosts as u32
+}
+
+/// A pool of at most `size` connections, all made with the endpoint's TLS settings. Broken
+/// connections are noticed when they are taken back out (`RecyclingMethod::Fast` checks that
+/// the socket is still open).
+pub fn pool(endpoint: Endpoint, size: usize) -> Result<Pool, Error> {
+    let connector = endpoint.tls.connector()?;
+    let startup = startup_timeout(&endpoint.config);
     let manager = Manager::from_config(
-        cfg,
-        NoTls,
+        endpoint.config,
+        connector,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -197,22 +293,34 @@ pub fn pool(cfg: Config, size: usize) -> Result<Pool, Error> {
         .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+        .create_timeout(Some(startup))
         .build()
         .map_err(|e| Error::Usage(format!("cannot build the connection pool: {e}")))
 }
 
-/// Takes one connection from the pool to prove the target answers, with a one-line error
+/// Takes one connection from the pool to prove the endpoint answers, with a one-line error
 /// naming it when it does not.
-pub async fn check(pool: &Pool, cfg: &Config) -> Result<deadpool_postgres::Object, Error> {
-    pool.get()
-        .await
-        .map_err(|e: deadpool_postgres::PoolError| Error::Connect {
-            target: describe(cfg),
-            cause: match &e {
-                deadpool_postgres::PoolError::Backend(pg) => crate::error::describe_pg(pg),
-                other => other.to_string(),
-            },
-        })
+pub async fn check(pool: &Pool, endpoint: &Endpoint) -> Result<deadpool_postgres::Object, Error> {
+    pool.get().await.map_err(|e| Error::Connect {
+        target: describe(&endpoint.config),
+        cause: match &e {
+            PoolError::Backend(pg) => endpoint.tls.describe_failure(pg).unwrap_or_else(|| {
+                let cause = crate::error::describe_pg(pg);
+                if cause.ends_with("password missing") {
+                    "the server asks for a password and none was given (URL, PGPASSWORD, \
+                     PGPASSFILE or ~/.pgpass)"
+                        .into()
+                } else {
+                    cause
+                }
+            }),
+            PoolError::Timeout(TimeoutType::Create) => format!(
+                "no answer within {} s (--connect-timeout)",
+                startup_timeout(&endpoint.config).as_secs()
+            ),
+            other => other.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -220,12 +328,19 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("connect_{name}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(".postgresql")).unwrap();
+        dir
     }
 
     #[test]
@@ -237,17 +352,20 @@ mod tests {
             ("PGDATABASE", "envdb"),
             ("PGPASSWORD", "s3cret"),
         ]);
-        let cfg = resolve(Some("postgres://bob@127.0.0.1/urldb"), &env).unwrap();
+        let cfg = resolve(Some("postgres://bob@127.0.0.1/urldb"), &env)
+            .unwrap()
+            .config;
         assert_eq!(cfg.get_hosts(), &[Host::Tcp("127.0.0.1".into())]);
         // tokio-postgres gives a URL host without a port 5432; PGPORT fills only a URL without hosts.
         assert_eq!(cfg.get_ports(), &[5432]);
-        let hostless = resolve(Some("postgres:///urldb"), &env).unwrap();
+        let hostless = resolve(Some("postgres:///urldb"), &env).unwrap().config;
         assert_eq!(hostless.get_hosts(), &[Host::Tcp("db.example".into())]);
         assert_eq!(hostless.get_ports(), &[6543]);
         assert_eq!(cfg.get_user(), Some("bob"));
         assert_eq!(cfg.get_dbname(), Some("urldb"));
         assert_eq!(cfg.get_password(), Some(&b"s3cret"[..]));
         assert_eq!(cfg.get_application_name(), Some("provisioner"));
+        assert_eq!(cfg.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
     }
 
     #[test]
@@ -256,47 +374,162 @@ mod tests {
             ("PGHOST", "/run/pg"),
             ("PGUSER", "carol"),
             ("PGAPPNAME", "x"),
+            ("PGSSLMODE", "require"),
         ]);
-        let cfg = resolve(None, &env).unwrap();
+        let target = resolve(None, &env).unwrap();
+        let cfg = &target.config;
         assert_eq!(cfg.get_hosts(), &[Host::Unix("/run/pg".into())]);
         assert_eq!(cfg.get_dbname(), Some("carol"));
         assert_eq!(cfg.get_application_name(), Some("x"));
+        // No TLS on a unix socket, whatever sslmode says (as in libpq).
+        assert_eq!(cfg.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+        assert_eq!(target.tls.mode, SslMode::Require);
         assert_eq!(
-            describe(&cfg),
+            describe(cfg),
             "host=/run/pg port=5432 user=carol dbname=carol"
         );
     }
 
     #[test]
+    fn hostaddr_alone_is_the_host_name_too() {
+        let env = env_of(&[("PGHOST", "elsewhere"), ("PGUSER", "u")]);
+        let cfg = resolve(Some("hostaddr=127.0.0.1 port=5"), &env)
+            .unwrap()
+            .config;
+        assert_eq!(cfg.get_hosts(), &[Host::Tcp("127.0.0.1".into())]);
+        assert_eq!(describe(&cfg), "host=127.0.0.1 port=5 user=u dbname=u");
+    }
+
+    #[test]
     fn descriptions_and_errors_never_carry_the_password() {
         let cfg = resolve(Some("postgres://u:hunter2@h:1/d"), env_of(&[])).unwrap();
-        assert!(!describe(&cfg).contains("hunter2"));
+        assert!(!describe(&cfg.config).contains("hunter2"));
         assert!(!format!("{cfg:?}").contains("hunter2"));
-        let err = resolve(Some("postgres://u:hunter2@h:notaport/d"), env_of(&[])).unwrap_err();
-        assert!(!err.to_string().contains("hunter2"), "{err}");
+        for bad in [
+            "postgres://u:hunter2@h:notaport/d",
+            "host=h password=hunter2 port",
+            "host=h password='hunter2",
+            "host=h password=hunter2 nosuchoption=1",
+        ] {
+            let err = resolve(Some(bad), env_of(&[])).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[test]
-    fn redact_removes_passwords_from_urls_and_conninfo() {
+    fn sslmode_and_files_come_from_the_url_then_the_environment_then_home() {
+        use tokio_postgres::config::SslMode as Pg;
+        let home = scratch("tls");
+        let ca = home.join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let ca_str = ca.to_str().unwrap();
+        let env = env_of(&[("PGSSLMODE", "require"), ("PGSSLROOTCERT", ca_str)]);
+        let url = format!("host=h sslmode=verify-full sslrootcert={ca_str}");
+        let t = resolve(Some(&url), &env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::VerifyFull);
+        assert_eq!(t.config.get_ssl_mode(), Pg::Require);
+        assert_eq!(t.tls.root_cert, Some(RootCert::File(ca.clone())));
+        let t = resolve(Some("postgres://h/db?sslmode=verify-ca"), &env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::VerifyCa);
+        assert_eq!(t.tls.root_cert, Some(RootCert::File(ca.clone())));
+        let t = resolve(Some("host=h"), &env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Require);
+        // Defaults: prefer, and ~/.postgresql files only when they exist.
+        let home_env = env_of(&[("HOME", home.to_str().unwrap())]);
+        let t = resolve(Some("host=h"), &home_env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Prefer);
+        assert_eq!(t.config.get_ssl_mode(), Pg::Prefer);
+        assert_eq!(t.tls.root_cert, None);
+        assert_eq!(t.tls.client_cert, None);
+        let dot = home.join(".postgresql");
+        for f in ["root.crt", "postgresql.crt", "postgresql.key"] {
+            std::fs::write(dot.join(f), "x").unwrap();
+        }
+        let t = resolve(Some("host=h"), &home_env).unwrap();
+        assert_eq!(t.tls.root_cert, Some(RootCert::File(dot.join("root.crt"))));
         assert_eq!(
-            redact("postgres://u:pw@h:5/db?sslmode=disable"),
-            "postgres://u@h:5/db?sslmode=disable"
+            t.tls.client_cert,
+            Some((dot.join("postgresql.crt"), dot.join("postgresql.key")))
         );
-        assert_eq!(redact("postgres://u@h/db?password=pw"), "postgres://u@h/db");
-        assert_eq!(
-            redact("postgres://h/db?password=pw&sslmode=disable"),
-            "postgres://h/db?sslmode=disable"
-        );
-        assert_eq!(redact("postgresql:///db"), "postgresql:///db");
-        assert_eq!(redact("host=h password=pw dbname=d"), "host=h dbname=d");
+        let t = resolve(Some("host=h sslrootcert=system"), &home_env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::VerifyFull);
+        let t = resolve(Some("host=h sslmode=disable"), &home_env).unwrap();
+        assert_eq!(t.config.get_ssl_mode(), Pg::Disable);
+        assert_eq!(t.tls.root_cert, None);
+        std::fs::remove_dir_all(&home).unwrap();
     }
 
     #[test]
-    fn unsupported_sslmode_is_a_usage_error() {
-        let err = resolve(
-            None,
-            env_of(&[("PGSSLMODE", "verify-full"), ("PGUSER", "u")]),
+    fn impossible_tls_settings_are_usage_errors() {
+        let env = env_of(&[("PGUSER", "u")]);
+        for bad in [
+            "host=h sslmode=verify-full",
+            "host=h sslmode=sometimes",
+            "host=h sslmode=require sslrootcert=system",
+            "host=h sslmode=require sslrootcert=/nonexistent/ca.pem",
+            "host=h sslcert=/nonexistent/client.crt",
+        ] {
+            let err = resolve(Some(bad), &env).unwrap_err();
+            assert!(matches!(err, Error::Usage(_)), "{bad}: {err}");
+        }
+        let err = resolve(Some("host=h sslcrl=/crl.pem"), &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid database URL: invalid connection string: unknown option `sslcrl`"
         );
-        assert!(matches!(err, Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn the_password_file_is_read_after_the_url_and_pgpassword() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = scratch("pgpass");
+        let file = home.join(".pgpass");
+        std::fs::write(
+            &file,
+            "localhost:5432:db:u:socketpw\n127.0.0.1:6000:db:u:tcppw\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let home_str = home.to_str().unwrap();
+        let env = env_of(&[("HOME", home_str)]);
+        let pw = |url: &str, env: &dyn Fn(&str) -> Option<String>| {
+            resolve(Some(url), env)
+                .unwrap()
+                .config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        };
+        assert_eq!(
+            pw("host=127.0.0.1 port=6000 user=u dbname=db", &env).as_deref(),
+            Some("tcppw")
+        );
+        let socket = format!("host={} user=u dbname=db", default_socket_dir());
+        assert_eq!(pw(&socket, &env).as_deref(), Some("socketpw"));
+        assert_eq!(pw("host=127.0.0.1 port=6001 user=u dbname=db", &env), None);
+        assert_eq!(
+            pw(
+                "host=127.0.0.1 port=6000 user=u dbname=db password=url",
+                &env
+            )
+            .as_deref(),
+            Some("url")
+        );
+        let with_pgpassword = env_of(&[("HOME", home_str), ("PGPASSWORD", "envpw")]);
+        assert_eq!(
+            pw(
+                "host=127.0.0.1 port=6000 user=u dbname=db",
+                &with_pgpassword
+            )
+            .as_deref(),
+            Some("envpw")
+        );
+        let other = home.join("other");
+        std::fs::write(&other, "*:*:*:*:otherpw\n").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let passfile = format!("host=h user=u passfile={}", other.display());
+        assert_eq!(pw(&passfile, &env).as_deref(), Some("otherpw"));
+        let via_env = env_of(&[("HOME", home_str), ("PGPASSFILE", other.to_str().unwrap())]);
+        assert_eq!(pw("host=h user=u", &via_env).as_deref(), Some("otherpw"));
+        std::fs::remove_dir_all(&home).unwrap();
     }
 }

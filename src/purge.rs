@@ -12,8 +12,6 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio_postgres::Config;
-
 use crate::batch::Batcher;
 use crate::catalog::{self, Reference, Table, quote_ident};
 use crate::connect;
@@ -55,7 +53,11 @@ pub struct PurgeOptions {
     pub run: RunOptions,
 }
 
-pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
+pub async fn purge(
+    db: connect::Endpoint,
+    opts: PurgeOptions,
+    console: &Console,
+) -> Result<Finished, Error> {
     opts.run.check()?;
     let pool = connect::pool(db.clone(), opts.run.connections)?;
     let mut client = connect::check(&pool, &db).await?;

@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_postgres::Config;
-
 use crate::batch::Batcher;
 use crate::catalog;
 use crate::connect;
@@ -49,7 +47,11 @@ pub struct SeedOptions {
 
 /// Seeds `opts.table` from `opts.source`. `Err` means nothing was written (bad flags, header,
 /// unreachable server); a run that started returns `Finished`, with its error if it failed.
-pub async fn seed(db: Config, opts: SeedOptions, console: &Console) -> Result<Finished, Error> {
+pub async fn seed(
+    db: connect::Endpoint,
+    opts: SeedOptions,
+    console: &Console,
+) -> Result<Finished, Error> {
     opts.run.check()?;
     let input = read::open(&opts.source)?;
     let pool = connect::pool(db.clone(), opts.run.connections)?;

@@ -60,7 +60,7 @@ pub struct ThrottleOptions {
     pub max_replica_lag: Option<Duration>,
     /// The standby to watch (`--replica-url`); without it, the primary's
     /// `pg_stat_replication` is read for every standby at once.
-    pub replica: Option<tokio_postgres::Config>,
+    pub replica: Option<crate::connect::Endpoint>,
     pub pause_file: Option<PathBuf>,
 }
 

@@ -49,7 +49,8 @@ pub enum Command {
 }
 
 /// Where to connect. Anything the URL leaves out comes from PGHOST, PGPORT, PGUSER,
-/// PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME, PGCONNECT_TIMEOUT, then psql's defaults.
+/// PGPASSWORD, PGPASSFILE (or ~/.pgpass), PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT,
+/// PGSSLKEY, PGAPPNAME, PGCONNECT_TIMEOUT, then psql's defaults.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// postgres://user@host:port/db or "host=… dbname=…" [default: PG* variables, then the
@@ -62,11 +63,23 @@ pub struct ConnectArgs {
         global = true
     )]
     pub database_url: Option<String>,
+
+    /// Give up connecting after this many seconds: TCP connect, TLS and login together, per
+    /// host tried [default: connect_timeout in the URL, else PGCONNECT_TIMEOUT, else 30]
+    #[arg(long, value_name = "SECONDS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: Option<u64>,
 }
 
 impl ConnectArgs {
-    fn config(&self) -> Result<tokio_postgres::Config, Error> {
-        connect::resolve(self.database_url.as_deref(), connect::process_env)
+    fn config(&self) -> Result<connect::Endpoint, Error> {
+        let mut endpoint = connect::resolve(self.database_url.as_deref(), connect::process_env)?;
+        if let Some(seconds) = self.connect_timeout {
+            endpoint
+                .config
+                .connect_timeout(Duration::from_secs(seconds));
+        }
+        Ok(endpoint)
     }
 }
 

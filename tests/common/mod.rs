@@ -14,6 +14,7 @@
 pub mod bouncer;
 pub mod cluster;
 pub mod proxy;
+pub mod tls;
 
 use std::fs;
 use std::io::Write;
@@ -77,6 +78,7 @@ fn admin_config() -> &'static tokio_postgres::Config {
     CFG.get_or_init(|| {
         let url = std::env::var("DATABASE_URL").ok();
         provisioner::connect::resolve(url.as_deref(), provisioner::connect::process_env)
+            .map(|endpoint| endpoint.config)
             .unwrap_or_else(|e| panic!("cannot resolve the admin connection: {e}"))
     })
 }
@@ -721,11 +723,12 @@ pub fn server_tcp_addr() -> std::net::SocketAddr {
 }
 
 impl TestDb {
-    /// This database's conninfo, but reaching the server over TCP at `addr` (a proxy).
+    /// This database's conninfo, but reaching the server over TCP at `addr` (a proxy), in
+    /// clear text (`sslmode=disable`): the proxy must see the protocol to find COMMITs.
     pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
         let cfg = admin_config();
         let mut out = format!(
-            "host={} port={} user={} dbname={}",
+            "host={} port={} user={} dbname={} sslmode=disable",
             addr.ip(),
             addr.port(),
             conninfo_value(cfg.get_user().unwrap_or_default()),
