@@ -48,9 +48,12 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         Some(url) => conninfo::split(url).map_err(invalid)?,
         None => conninfo::Split::default(),
     };
-    let mut cfg =
-        Config::from_str(&split.rest).map_err(|e| invalid(crate::error::describe_pg(&e)))?;
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
+    let rest = match env("PGPORT") {
+        Some(ports) => conninfo::with_default_ports(&split.rest, &ports),
+        None => split.rest.clone(),
+    };
+    let mut cfg = Config::from_str(&rest).map_err(|e| invalid(crate::error::describe_pg(&e)))?;
     if cfg.get_hosts().is_empty() {
         let hostaddrs: Vec<String> = cfg
             .get_hostaddrs()
@@ -356,8 +359,10 @@ mod tests {
             .unwrap()
             .config;
         assert_eq!(cfg.get_hosts(), &[Host::Tcp("127.0.0.1".into())]);
-        // tokio-postgres gives a URL host without a port 5432; PGPORT fills only a URL without hosts.
-        assert_eq!(cfg.get_ports(), &[5432]);
+        // As in libpq, PGPORT fills in for a URL host that names no port, not for one that does.
+        assert_eq!(cfg.get_ports(), &[6543]);
+        let ported = resolve(Some("postgres://bob@127.0.0.1:7/urldb"), &env).unwrap();
+        assert_eq!(ported.config.get_ports(), &[7]);
         let hostless = resolve(Some("postgres:///urldb"), &env).unwrap().config;
         assert_eq!(hostless.get_hosts(), &[Host::Tcp("db.example".into())]);
         assert_eq!(hostless.get_ports(), &[6543]);

@@ -63,6 +63,47 @@ pub fn split(conn: &str) -> Result<Split, String> {
     }
 }
 
+/// `conn` with `ports` (PGPORT: one port, or one per host) given to the hosts of a
+/// `postgres://` URL that names no port, as libpq does; tokio-postgres would give them 5432.
+/// Anything else is returned as it is.
+pub fn with_default_ports(conn: &str, ports: &str) -> String {
+    let Some(url) = Url::parse(conn) else {
+        return conn.to_string();
+    };
+    let (hosts, path) = url.hosts_and_path.split_at(
+        url.hosts_and_path
+            .find('/')
+            .unwrap_or(url.hosts_and_path.len()),
+    );
+    let chunks: Vec<&str> = hosts.split(',').collect();
+    let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
+    let has_port = |c: &str| match c.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => c.contains(':'),
+    };
+    let port_param = url
+        .params()
+        .any(|p| p.split_once('=').is_some_and(|(k, _)| k == "port"));
+    if hosts.is_empty()
+        || port_param
+        || chunks.iter().any(|c| has_port(c))
+        || !(ports.len() == 1 || ports.len() == chunks.len())
+    {
+        return conn.to_string();
+    }
+    let hosts: Vec<String> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c}:{}", ports[i.min(ports.len() - 1)]))
+        .collect();
+    let params: Vec<&str> = url.params().collect();
+    Url {
+        hosts_and_path: &format!("{}{path}", hosts.join(",")),
+        ..url
+    }
+    .with_params(url.userinfo, &params)
+}
+
 /// A connection string with its password removed, for anything that is stored or shown:
 /// `postgres://u:pw@h/db` → `postgres://u@h/db`, `host=h password='p w'` → `host=h`.
 /// A string that does not parse is replaced whole: it may hold a password anywhere.
@@ -232,6 +273,33 @@ mod tests {
         assert!(split("host='h").is_err());
         let err = split("password=sekrit host").unwrap_err();
         assert!(!err.contains("sekrit"), "{err}");
+    }
+
+    #[test]
+    fn pgport_reaches_url_hosts_that_name_no_port() {
+        let d = |url| with_default_ports(url, "6543");
+        assert_eq!(d("postgres://u:p@h/db?x=1"), "postgres://u:p@h:6543/db?x=1");
+        assert_eq!(
+            d("postgres://h1,[::1]/db"),
+            "postgres://h1:6543,[::1]:6543/db"
+        );
+        assert_eq!(
+            with_default_ports("postgres://a,b", "1,2"),
+            "postgres://a:1,b:2"
+        );
+        for kept in [
+            "postgres://h:5/db",
+            "postgres://[::1]:5/db",
+            "postgres:///db",
+            "postgres://h/db?port=7",
+            "host=h",
+        ] {
+            assert_eq!(d(kept), kept);
+        }
+        assert_eq!(
+            with_default_ports("postgres://a,b", "1,2,3"),
+            "postgres://a,b"
+        );
     }
 
     #[test]
