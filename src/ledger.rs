@@ -21,6 +21,7 @@ pub const DEFAULT_SCHEMA: &str = "provisioner";
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/ledger/001_runs_and_batches.sql")),
     (2, include_str!("../sql/ledger/002_purge.sql")),
+    (3, include_str!("../sql/ledger/003_rejected.sql")),
 ];
 
 /// What identifies a run for `--resume`.
@@ -181,6 +182,7 @@ impl BatchLedger {
             skipped: n(2),
             deleted: n(3),
             missing: n(4),
+            rejected: n(5),
             binary: false,
         }))
     }
@@ -206,6 +208,7 @@ impl BatchLedger {
                 &n(outcome.skipped),
                 &n(outcome.deleted),
                 &n(outcome.missing),
+                &n(outcome.rejected),
             ],
         )
         .await?;
@@ -419,12 +422,12 @@ impl Ledger {
             ),
             record: format!(
                 "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, deleted = $6, \
-                   missing = $7, committed_at = clock_timestamp() \
+                   missing = $7, rejected = $8, committed_at = clock_timestamp() \
                  WHERE run_id = $1 AND seq = $2"
             ),
             lookup: format!(
                 "SELECT coalesce(inserted, 0), coalesce(updated, 0), coalesce(skipped, 0), \
-                        coalesce(deleted, 0), coalesce(missing, 0) \
+                        coalesce(deleted, 0), coalesce(missing, 0), coalesce(rejected, 0) \
                  FROM {s}.batches WHERE run_id = $1 AND seq = $2"
             ),
             record_keys: format!(
@@ -575,6 +578,22 @@ impl Ledger {
             .iter()
             .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
             .collect())
+    }
+
+    /// Rows the run's committed batches rejected (reject mode), for a resumed run's
+    /// summary and budget.
+    pub async fn rejected(&self, client: &Client, run_id: i64) -> Result<u64, Error> {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT coalesce(sum(rejected), 0)::bigint FROM {}.batches WHERE run_id = $1",
+                    self.s()
+                ),
+                &[&run_id],
+            )
+            .await
+            .map_err(|e| Error::database("counting the run's rejected rows", e))?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     /// Marks the run's end.

@@ -52,6 +52,8 @@ pub struct Outcome {
     pub deleted: u64,
     /// Keys that matched no row.
     pub missing: u64,
+    /// Rows set aside in reject mode (refused by a client-side check or by the server).
+    pub rejected: u64,
     /// Sent in binary COPY format.
     pub binary: bool,
 }

@@ -190,6 +190,8 @@ pub async fn purge(db: Config, opts: PurgeOptions, console: &Console) -> Result<
                 .collect();
             let batcher = Batcher {
                 encoder: RowEncoder::project(header.len(), fields, true),
+                checker: crate::check::Checker::width_only(header.len()),
+                rejects: None,
                 size: opts.run.batch_size,
                 committed,
                 collect_keys: None,

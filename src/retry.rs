@@ -9,6 +9,9 @@
 //! The `backoff` crate only computes the delays (exponential, with jitter). Its retry
 //! helpers are not used: they treat every `?` as transient and give up only after 15
 //! minutes. Swapping it out means changing [`RetryPolicy::delays`] alone.
+//!
+//! Among permanent failures, [`is_row_error`] picks those one row causes (data and
+//! integrity errors, a trigger's exception), which reject mode isolates instead of failing.
 
 use std::time::Duration;
 
@@ -45,6 +48,20 @@ pub fn classify_sqlstate(code: &str) -> Verdict {
         return Verdict::Transient(format!("SQLSTATE {code} ({name})"));
     }
     Verdict::Permanent
+}
+
+/// SQLSTATE classes of errors one row causes (data exceptions, integrity violations), and
+/// the code of a trigger's plain `RAISE EXCEPTION`: a batch that fails with one of these
+/// would load without the offending row, so reject mode sets that row aside.
+const ROW_CLASSES: &[&str] = &["22", "23"];
+const ROW_CODES: &[&str] = &["P0001"];
+
+/// Whether a permanent failure is one a single row causes (see [`ROW_CLASSES`]).
+pub fn is_row_error(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        ROW_CODES.contains(&code) || ROW_CLASSES.iter().any(|c| code.starts_with(c))
+    })
 }
 
 /// Classifies a driver error: by SQLSTATE when the server sent one, else by whether the
