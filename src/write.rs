@@ -239,13 +239,13 @@ impl Writer {
             let mut client = self.pool.get().await.ok()?;
             let mut tx = client.transaction().await.ok()?;
             tx.batch_execute(&self.session).await.ok()?;
-            let row = self.first_failing_row(&mut tx, batch).await.ok()??;
+            let found = self.first_failing_row(&mut tx, batch).await.ok()??;
             tx.rollback().await.ok()?;
-            Some(row)
+            Some(found)
         };
-        match (located.await, err) {
-            (Some(row), Error::Batch { source, .. }) => named_row_error(batch, row, source),
-            (_, err) => err,
+        match located.await {
+            Some((row, cause)) => named_row_error(batch, row, cause),
+            None => err,
         }
     }
 
@@ -337,11 +337,11 @@ impl Writer {
                 .as_db_error()
                 .and_then(|db| db.where_())
                 .and_then(copy_context);
-            let (row, column) =
+            let (row, column, err) =
                 match named.and_then(|(n, c)| Some((current.row_of_copy_line(n)?, c))) {
-                    Some(found) => found,
+                    Some((row, column)) => (row, column, err),
                     None => match self.first_failing_row(tx, current).await.map_err(fail)? {
-                        Some(row) => (row, None),
+                        Some((row, cause)) => (row, None, cause),
                         None => return Err(fail(err)),
                     },
                 };
@@ -367,40 +367,44 @@ impl Writer {
         }
     }
 
-    /// The first row of `batch` without which it would load: the end of the smallest
-    /// prefix of its rows that fails with a row-level error, found by bisection, each
-    /// probe in a savepoint of `tx` that is rolled back (so earlier work in `tx` counts, as
-    /// it would for the batch). `None` when the whole batch does not fail that way.
+    /// The first row of `batch` without which it would load, and the error it causes:
+    /// the end of the smallest prefix of its rows that fails with a row-level error, found
+    /// by bisection, each probe in a savepoint of `tx` that is rolled back (so earlier work
+    /// in `tx` counts, as it would for the batch). `None` when the whole batch does not
+    /// fail that way.
     async fn first_failing_row(
         &self,
         tx: &mut deadpool_postgres::Transaction<'_>,
         batch: &Batch,
-    ) -> Result<Option<usize>, tokio_postgres::Error> {
-        let mut fails = async |rows: usize| -> Result<bool, tokio_postgres::Error> {
+    ) -> Result<Option<(usize, tokio_postgres::Error)>, tokio_postgres::Error> {
+        let mut fails = async |rows: usize| {
             let prefix: Vec<usize> = (0..rows).collect();
             let probe = tx.transaction().await?;
-            let failed = match self.attempt(&probe, &batch.select(&prefix)).await {
-                Ok(_) => false,
-                Err(e) if crate::retry::is_row_error(&e) => true,
+            let failure = match self.attempt(&probe, &batch.select(&prefix)).await {
+                Ok(_) => None,
+                Err(e) if crate::retry::is_row_error(&e) => Some(e),
                 Err(e) => return Err(e),
             };
             probe.rollback().await?;
-            Ok(failed)
+            Ok(failure)
         };
         // A row fails alone or with the rows before it, never because of rows after it.
         let (mut lo, mut hi) = (1, batch.rows);
-        if hi == 0 || !fails(hi).await? {
+        if hi == 0 {
             return Ok(None);
         }
+        let Some(mut cause) = fails(hi).await? else {
+            return Ok(None);
+        };
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if fails(mid).await? {
-                hi = mid;
-            } else {
-                lo = mid + 1;
+            match fails(mid).await? {
+                Some(e) => (hi, cause) = (mid, e),
+                None => lo = mid + 1,
             }
         }
-        Ok(Some(lo - 1))
+        // The smallest failing prefix's own error: a larger one may fail on a later row first.
+        Ok(Some((lo - 1, cause)))
     }
 
     /// One try at the batch's rows in `tx`: COPY straight into the table, or into a fresh
@@ -487,11 +491,9 @@ impl Writer {
                         }
                         _ => None,
                     };
-                    return Err(match (located, e) {
-                        (Some(row), Error::Batch { source, .. }) => {
-                            named_row_error(&batch, row, source)
-                        }
-                        (_, e) => e,
+                    return Err(match located {
+                        Some((row, cause)) => named_row_error(&batch, row, cause),
+                        None => e,
                     });
                 }
             }
