@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod rejects;
 
 use std::fs;
 use std::io::Write;
