@@ -1,9 +1,13 @@
 //! Batching: groups records into fixed-size batches, encodes each into one COPY payload, and
 //! hands it to the writers through a bounded channel.
 //!
-//! Boundaries are deterministic (every `size` records), so a batch is the same batch on every
-//! run over the same input: that is what lets a resumed run skip the batches the ledger says
-//! committed, after checking their content hash. The channel's bound is what keeps memory
+//! Every record passes the client-side [checks](crate::check) first: in stop mode the first
+//! refused one ends the run before its batch is sent; in reject mode it travels with its
+//! batch, outside the payload, to the rejects file.
+//!
+//! Boundaries are deterministic (every `size` records, refused ones included), so a batch is
+//! the same batch on every run over the same input: that is what lets a resumed run skip the
+//! batches the ledger says committed, after checking their content hash. The channel's bound is what keeps memory
 //! constant: the reader blocks when the writers fall behind.
 
 use std::collections::HashMap;
@@ -155,6 +159,7 @@ impl Batcher {
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         // Records in the current batch: kept in `records[..filled]`, or refused.
         let (mut filled, mut taken) = (0, 0);
+        let mut resumed = false;
         let mut rejected = Vec::new();
         let mut hasher = Xxh3::new();
         let (mut first_line, mut last_line) = (0, 0);
@@ -174,12 +179,12 @@ impl Batcher {
                 rec.hash_into(&mut hasher);
                 if taken == 0 {
                     first_line = rec.line();
+                    // A batch an earlier attempt committed is not checked again: its rows
+                    // were loaded or rejected then.
+                    resumed = self.committed.contains_key(&(seq + 1));
                 }
                 last_line = rec.end_line();
                 taken += 1;
-                // A batch an earlier attempt committed is not checked again: its rows
-                // were loaded or rejected then.
-                let resumed = self.committed.contains_key(&(seq + 1));
                 match self.checker.check(rec) {
                     Err(mut rejection) if !resumed => match &self.rejects {
                         None => return Err(Error::Rejected(rejection)),

@@ -2,11 +2,17 @@
 //! `COPY … FROM STDIN`, straight into the table (`--on-conflict error`) or into a staging
 //! table that is merged with `INSERT … ON CONFLICT` (`skip`, `update`).
 //!
+//! In reject mode each try of a batch runs in a savepoint: a row the server refuses (named
+//! by COPY's error context, or found by bisecting on prefixes of the batch) is set aside
+//! and the rest tried again, in the same transaction. `seed --dry-run` loads every batch
+//! in a savepoint of one transaction that is rolled back at the end.
+//!
 //! Invariants: a COPY is always finished or its transaction rolled back; nothing outlives
 //! the transaction that made it (the staging table is `ON COMMIT DROP`), so the writers are
 //! safe behind a transaction-mode pooler; with a ledger, the batch's ledger row is claimed
 //! first in the same transaction, so a batch commits at most once however often it is
-//! replayed; a connection that failed is never handed out again.
+//! replayed; a batch's rejects reach the rejects file only after it committed; a
+//! connection that failed is never handed out again.
 
 use std::sync::Arc;
 
@@ -161,7 +167,8 @@ fn merge_sql(target: &str, columns: &[String], spec: MergeSpec) -> String {
 /// What loading one batch did, before its transaction commits.
 struct Loaded {
     outcome: Outcome,
-    /// The keys of the inserted rows, as JSON text, for the ledger.
+    /// The keys of the inserted rows, as JSON text, for the ledger; `None` when they are
+    /// the batch's own (a direct COPY of all its rows).
     keys: Option<String>,
     /// The batch's rejected rows: the client-side ones and those the server refused.
     rejected: Vec<Rejection>,
@@ -282,8 +289,9 @@ impl Writer {
         if let Some(ledger) = &self.ledger {
             // A direct COPY inserted every row sent, whose keys the reader collected; a
             // merge reports the keys of the rows it really inserted.
+            let keys = loaded.keys.as_deref().or(batch.keys.as_deref());
             ledger
-                .record(&tx, batch.seq, &loaded.outcome, loaded.keys.as_deref())
+                .record(&tx, batch.seq, &loaded.outcome, keys)
                 .await
                 .map_err(fail)?;
         }
@@ -323,7 +331,7 @@ impl Writer {
                     outcome.rejected = rejected.len() as u64;
                     return Ok(Loaded {
                         outcome,
-                        keys,
+                        keys: keys.or_else(|| current.keys.clone()),
                         rejected,
                     });
                 }
@@ -408,7 +416,8 @@ impl Writer {
     }
 
     /// One try at the batch's rows in `tx`: COPY straight into the table, or into a fresh
-    /// staging table that is then merged. Returns what it did and the inserted keys.
+    /// staging table that is then merged. Returns what it did and, for a merge, the keys
+    /// of the rows it inserted (a direct COPY inserted the batch's [`Batch::keys`]).
     async fn attempt(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -432,7 +441,7 @@ impl Writer {
                 binary,
                 ..Outcome::default()
             };
-            return Ok((outcome, batch.keys.clone()));
+            return Ok((outcome, None));
         };
         let row = tx.query_one(staged.merge.as_str(), &[]).await?;
         let (inserted, updated) = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
