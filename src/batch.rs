@@ -86,6 +86,14 @@ impl Batch {
         self.lines.get(self.row_of_copy_line(n)?).copied()
     }
 
+    /// [`Batch::keys`] of only the payload rows `rows` (reject mode, which keeps the
+    /// records; `None` otherwise).
+    pub fn keys_of(&self, rows: &[usize]) -> Option<String> {
+        let records = self.records.as_deref()?;
+        let fields = self.key_fields.as_deref()?;
+        Some(keys_json(rows.iter().map(|&i| &records[i]), fields))
+    }
+
     /// The same batch with only the payload rows `keep` (ascending): to send a prefix while
     /// looking for a failing row, or the rows left after one was rejected.
     pub fn select(&self, keep: &[usize]) -> Batch {
@@ -95,16 +103,12 @@ impl Batch {
             .records
             .as_ref()
             .map(|all| keep.iter().map(|&i| all[i].clone()).collect());
-        let keys = records
-            .as_deref()
-            .zip(self.key_fields.as_deref())
-            .map(|(rows, fields)| keys_json(rows, fields));
         Batch {
             rows: keep.len(),
             lines: keep.iter().map(|&i| self.lines[i]).collect(),
             layout,
             payload: payload.into(),
-            keys: keys.or_else(|| self.keys.clone()),
+            keys: self.keys_of(keep).or_else(|| self.keys.clone()),
             records,
             rejected: self.rejected.clone(),
             key_fields: self.key_fields.clone(),
@@ -254,9 +258,9 @@ impl Batcher {
 
 /// The values of `fields` in `rows`, column-major, as JSON text: `[["a","b"],["1","2"]]`.
 /// Rows with a NULL (or non-UTF-8) key are left out: no key, nothing to purge by.
-fn keys_json(rows: &[Record], fields: &[usize]) -> String {
+fn keys_json<'a>(rows: impl IntoIterator<Item = &'a Record>, fields: &[usize]) -> String {
     let keyed: Vec<Vec<&str>> = rows
-        .iter()
+        .into_iter()
         .filter_map(|r| {
             fields
                 .iter()

@@ -299,9 +299,9 @@ impl Writer {
         Ok((loaded.outcome, loaded.rejected))
     }
 
-    /// Loads `batch` in `tx`. In reject mode each attempt runs in a savepoint: when the
-    /// server refuses a row, that row is set aside (reserved against the budget, counted
-    /// in `reserved`) and the rest of the batch is tried again, until it loads.
+    /// Loads `batch` in `tx`. In reject mode each try runs in a savepoint: when the server
+    /// refuses a row, that row is set aside (reserved against the budget, counted in
+    /// `reserved`) and the rows not yet loaded are tried again, until they load.
     async fn load(
         &self,
         tx: &mut deadpool_postgres::Transaction<'_>,
@@ -320,39 +320,43 @@ impl Writer {
                 rejected,
             });
         };
-        let mut rest: Option<Batch> = None;
-        loop {
-            let current = rest.as_ref().unwrap_or(batch);
-            let fail = |source| batch_error(current, source);
-            let savepoint = tx.transaction().await.map_err(fail)?;
-            let err = match self.attempt(&savepoint, current).await {
-                Ok((mut outcome, keys)) => {
-                    savepoint.commit().await.map_err(fail)?;
-                    outcome.rejected = rejected.len() as u64;
-                    return Ok(Loaded {
-                        outcome,
-                        keys: keys.or_else(|| current.keys.clone()),
-                        rejected,
-                    });
+        let fail = |source| batch_error(batch, source);
+        let mut outcome = Outcome {
+            binary: batch.format == Format::Binary,
+            ..Outcome::default()
+        };
+        let (mut pending, mut loaded): (Vec<usize>, Vec<usize>) =
+            ((0..batch.rows).collect(), vec![]);
+        let mut merged_keys = None;
+        while !pending.is_empty() {
+            let current = batch.select(&pending);
+            let err = match self
+                .try_in_savepoint(tx, &current, true)
+                .await
+                .map_err(fail)?
+            {
+                Ok((done, keys)) => {
+                    add(&mut outcome, done);
+                    merged_keys = keys;
+                    loaded.append(&mut pending);
+                    break;
                 }
-                Err(e) => e,
+                Err(e) if crate::retry::is_row_error(&e) => e,
+                Err(e) => return Err(batch_error(&current, e)),
             };
-            savepoint.rollback().await.map_err(fail)?;
-            if !crate::retry::is_row_error(&err) {
-                return Err(fail(err));
-            }
             let named = err
                 .as_db_error()
                 .and_then(|db| db.where_())
-                .and_then(copy_context);
-            let (row, column, err) =
-                match named.and_then(|(n, c)| Some((current.row_of_copy_line(n)?, c))) {
-                    Some((row, column)) => (row, column, err),
-                    None => match self.first_failing_row(tx, current).await.map_err(fail)? {
-                        Some((row, cause)) => (row, None, cause),
-                        None => return Err(fail(err)),
-                    },
-                };
+                .and_then(copy_context)
+                .and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
+            let copy_named = named.is_some();
+            let (row, column, err) = match named {
+                Some((row, column)) => (row, column, err),
+                None => match self.first_failing_row(tx, &current).await.map_err(fail)? {
+                    Some((row, cause)) => (row, None, cause),
+                    None => return Err(batch_error(&current, err)),
+                },
+            };
             let db = err.as_db_error().expect("a row error is a server error");
             let rejection = Rejection {
                 line: current.lines[row],
@@ -370,9 +374,51 @@ impl Writer {
             *reserved += 1;
             tracing::debug!(%rejection, "row rejected by the server");
             rejected.push(rejection);
-            let keep: Vec<usize> = (0..current.rows).filter(|&i| i != row).collect();
-            rest = Some(current.select(&keep));
+            // The rows before one a direct COPY refused went in fine: load them now, so
+            // that each later rejection does not send them again.
+            if copy_named && self.statements.staged.is_none() && row > 0 {
+                let head = batch.select(&pending[..row]);
+                if let Ok((done, _)) = self.try_in_savepoint(tx, &head, true).await.map_err(fail)? {
+                    add(&mut outcome, done);
+                    loaded.extend(pending.drain(..row));
+                    pending.remove(0);
+                    continue;
+                }
+            }
+            pending.remove(row);
         }
+        outcome.rejected = rejected.len() as u64;
+        // A direct COPY inserted the rows loaded; unless that is all of them, their keys
+        // are not the batch's.
+        let keys = merged_keys.or_else(|| {
+            (loaded.len() < batch.rows)
+                .then(|| batch.keys_of(&loaded))
+                .flatten()
+        });
+        Ok(Loaded {
+            outcome,
+            keys,
+            rejected,
+        })
+    }
+
+    /// Tries `batch` in a savepoint of `tx`, kept when it loads and `keep` says so, rolled
+    /// back otherwise. The outer error is the savepoint's own; the inner, the try's.
+    async fn try_in_savepoint(
+        &self,
+        tx: &mut deadpool_postgres::Transaction<'_>,
+        batch: &Batch,
+        keep: bool,
+    ) -> Result<Result<(Outcome, Option<String>), tokio_postgres::Error>, tokio_postgres::Error>
+    {
+        let savepoint = tx.transaction().await?;
+        let result = self.attempt(&savepoint, batch).await;
+        if keep && result.is_ok() {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
+        }
+        Ok(result)
     }
 
     /// The first row of `batch` without which it would load, and the error it causes:
@@ -387,14 +433,14 @@ impl Writer {
     ) -> Result<Option<(usize, tokio_postgres::Error)>, tokio_postgres::Error> {
         let mut fails = async |rows: usize| {
             let prefix: Vec<usize> = (0..rows).collect();
-            let probe = tx.transaction().await?;
-            let failure = match self.attempt(&probe, &batch.select(&prefix)).await {
-                Ok(_) => None,
-                Err(e) if crate::retry::is_row_error(&e) => Some(e),
-                Err(e) => return Err(e),
-            };
-            probe.rollback().await?;
-            Ok(failure)
+            match self
+                .try_in_savepoint(tx, &batch.select(&prefix), false)
+                .await?
+            {
+                Ok(_) => Ok(None),
+                Err(e) if crate::retry::is_row_error(&e) => Ok(Some(e)),
+                Err(e) => Err(e),
+            }
         };
         // A row fails alone or with the rows before it, never because of rows after it.
         let (mut lo, mut hi) = (1, batch.rows);
@@ -520,6 +566,13 @@ impl Sink<Batch> for Writer {
     ) -> impl std::future::Future<Output = Result<Outcome, Error>> + Send {
         Writer::write(self, batch)
     }
+}
+
+/// Adds what one part of a batch did to what the batch did.
+fn add(total: &mut Outcome, part: Outcome) {
+    total.inserted += part.inserted;
+    total.updated += part.updated;
+    total.skipped += part.skipped;
 }
 
 /// A batch failure, naming the row `row` of the batch (found by bisection).

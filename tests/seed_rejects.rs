@@ -228,6 +228,14 @@ fn reject_mode_loads_the_good_rows_and_rejects_exactly_the_bad_ones() {
             want.len() as i64,
             "the ledger counts each batch's rejected rows"
         );
+        assert_eq!(
+            db.column_text(
+                "SELECT k FROM provisioner.inserted_keys, jsonb_array_elements_text(keys->0) k \
+                 ORDER BY k"
+            ),
+            [1, 6, 12, 13].map(|i| Some(uuid(i))),
+            "{args:?}: the ledger records the keys of exactly the rows inserted"
+        );
     }
 }
 
@@ -355,5 +363,51 @@ fn the_rejects_file_cannot_be_the_input() {
         std::fs::read(&file).unwrap(),
         format!("{COLS}\n{}\n", join(&[good(1)])).into_bytes(),
         "the input is untouched"
+    );
+}
+
+#[test]
+fn a_batch_with_many_refused_rows_loads_every_good_one() {
+    let db = target();
+    // One batch of 300 rows, every third refused by the server: a CHECK violation, the
+    // email of the row before it, or a username the trigger refuses.
+    let mut rows = Vec::new();
+    let mut bad_lines = Vec::new();
+    for i in 1..=300u32 {
+        let line = u64::from(i) + 1;
+        let raw = match i % 9 {
+            3 => format!("{},w{i}@example.test,w{i},W,wizard,red", uuid(i)),
+            6 => format!("{},g{}@example.test,d{i},D,user,red", uuid(i), i - 1),
+            0 => format!("{},b{i}@example.test,bot{i},B,user,red", uuid(i)),
+            _ => String::from_utf8(good(i)).unwrap(),
+        };
+        if i % 3 == 0 {
+            bad_lines.push(line);
+        }
+        rows.push(raw.into_bytes());
+    }
+    let file = db.write("many.csv", format!("{COLS}\n{}\n", join(&rows)));
+    let rejects = db.path("rejects.csv");
+    let run = db.seed(
+        &file,
+        &[
+            "--rejects",
+            path_str(&rejects),
+            "--batch-size",
+            "300",
+            "--json",
+        ],
+    );
+    run.expect_code(3);
+    assert_eq!(run.figure("rows_inserted"), 200);
+    assert_eq!(run.figure("rows_rejected"), 100);
+    assert_eq!(db.count("accounts"), 201);
+    let (_, got) = read_rejects(&rejects);
+    assert_eq!(got.iter().map(|r| r.line).collect::<Vec<_>>(), bad_lines);
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM accounts WHERE username LIKE 'g%' OR username = 'taken'"
+        ),
+        201
     );
 }
