@@ -192,15 +192,10 @@ fn reject_mode_loads_the_good_rows_and_rejects_exactly_the_bad_ones() {
         let db = target();
         let file = db.write("mixed.csv", &bytes);
         let rejects = db.path("rejects.csv");
-        let mut all = vec![
-            "--rejects",
-            path_str(&rejects),
-            "--batch-size",
-            "3",
-            "--connections",
-            "1",
-            "--json",
-        ];
+        let mut all = rejecting(
+            &rejects,
+            &["--batch-size", "3", "--connections", "1", "--json"],
+        );
         all.extend_from_slice(args);
         let run = db.seed(&file, &all);
         run.expect_code(3);
@@ -252,10 +247,7 @@ fn more_rejected_rows_than_max_errors_fail_the_run() {
     ];
     let file = db.write("three_bad.csv", format!("{COLS}\n{}\n", join(&rows)));
     let rejects = db.path("rejects.csv");
-    let run = db.seed(
-        &file,
-        &["--rejects", path_str(&rejects), "--max-errors", "2"],
-    );
+    let run = db.seed(&file, &rejecting(&rejects, &["--max-errors", "2"]));
     run.expect_code(1);
     assert!(
         run.stderr
@@ -273,13 +265,7 @@ fn more_rejected_rows_than_max_errors_fail_the_run() {
 
     let run = db.seed(
         &file,
-        &[
-            "--rejects",
-            path_str(&rejects),
-            "--max-errors",
-            "3",
-            "--json",
-        ],
+        &rejecting(&rejects, &["--max-errors", "3", "--json"]),
     );
     run.expect_code(3);
     assert_eq!(run.figure("rows_rejected"), 3);
@@ -287,6 +273,13 @@ fn more_rejected_rows_than_max_errors_fail_the_run() {
 
     // --max-errors means nothing without a rejects file.
     db.seed(&file, &["--max-errors", "3"]).expect_code(2);
+}
+
+/// `--rejects <rejects>` and `extra`.
+fn rejecting<'a>(rejects: &'a std::path::Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--rejects", path_str(rejects)];
+    args.extend_from_slice(extra);
+    args
 }
 
 fn join(rows: &[Vec<u8>]) -> String {
@@ -311,16 +304,8 @@ fn a_resumed_run_appends_each_rejected_row_once() {
     ];
     let file = db.write("resume.csv", format!("{COLS}\n{}\n", join(&rows)));
     let rejects = db.path("rejects.csv");
-    let base = [
-        "--rejects",
-        path_str(&rejects),
-        "--batch-size",
-        "2",
-        "--connections",
-        "1",
-        "--json",
-    ];
-    let mut first = base.to_vec();
+    let base = ["--batch-size", "2", "--connections", "1", "--json"];
+    let mut first = rejecting(&rejects, &base);
     first.extend(["--max-errors", "1"]);
     let run = db.seed(&file, &first);
     run.expect_code(1);
@@ -337,7 +322,7 @@ fn a_resumed_run_appends_each_rejected_row_once() {
         "the existing row and the first batch's"
     );
 
-    let mut resumed = base.to_vec();
+    let mut resumed = rejecting(&rejects, &base);
     resumed.extend(["--max-errors", "3", "--resume"]);
     let run = db.seed(&file, &resumed);
     run.expect_code(3);
@@ -390,13 +375,7 @@ fn a_batch_with_many_refused_rows_loads_every_good_one() {
     let rejects = db.path("rejects.csv");
     let run = db.seed(
         &file,
-        &[
-            "--rejects",
-            path_str(&rejects),
-            "--batch-size",
-            "300",
-            "--json",
-        ],
+        &rejecting(&rejects, &["--batch-size", "300", "--json"]),
     );
     run.expect_code(3);
     assert_eq!(run.figure("rows_inserted"), 200);
