@@ -50,6 +50,8 @@ pub struct Run {
     pub rows_inserted: i64,
     pub rows_updated: i64,
     pub rows_skipped: i64,
+    /// Rows set aside in reject mode.
+    pub rows_rejected: i64,
     pub batches: i64,
     pub attempts: i32,
     pub error: Option<String>,
@@ -636,11 +638,12 @@ impl Ledger {
                        to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
                        extract(epoch FROM coalesce(r.finished_at, greatest(r.updated_at, b.last_commit)) \
                                           - r.started_at)::float8, \
-                       r.command_line \
+                       r.command_line, b.rejected \
                      FROM {s}.runs r CROSS JOIN LATERAL \
                        (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
                                coalesce(sum(updated), 0)::bigint AS updated, \
                                coalesce(sum(skipped), 0)::bigint AS skipped, count(*) AS n, \
+                               coalesce(sum(rejected), 0)::bigint AS rejected, \
                                max(committed_at) AS last_commit \
                         FROM {s}.batches WHERE run_id = r.id) b \
                      WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
@@ -663,6 +666,7 @@ impl Ledger {
                 rows_inserted: r.get(7),
                 rows_updated: r.get(8),
                 rows_skipped: r.get(9),
+                rows_rejected: r.get(17),
                 batches: r.get(10),
                 attempts: r.get(11),
                 error: r.get(12),
