@@ -336,6 +336,9 @@ fn a_resumed_run_appends_each_rejected_row_once() {
     assert_eq!(got.iter().map(|r| r.line).collect::<Vec<_>>(), [3, 4, 7]);
     assert_eq!(got[1].sqlstate, "23514");
     assert_eq!(db.count("accounts"), 4);
+    let shown = run_bin(&["runs", "show", "1", "--database-url", db.url()], None);
+    shown.expect_ok();
+    assert!(shown.stdout.contains("3 rejected"), "{}", shown.stdout);
 }
 
 #[test]
