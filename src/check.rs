@@ -127,7 +127,10 @@ impl FieldCheck {
     /// (SQLSTATE the server would give, reason, whether to show the value apart from the
     /// reason) for a value the server would refuse.
     fn problem(&self, v: &[u8]) -> Option<(&'static str, String, bool)> {
-        if let Some(at) = v.iter().position(|&b| b == 0) {
+        // `contains` on bytes is memchr; the position is only needed for a message.
+        if v.contains(&0)
+            && let Some(at) = v.iter().position(|&b| b == 0)
+        {
             let reason = format!(
                 "NUL byte at byte {} of the value (PostgreSQL text cannot hold NUL)",
                 at + 1
