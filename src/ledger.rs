@@ -24,6 +24,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../sql/ledger/003_rejected.sql")),
 ];
 
+/// The oldest ledger version [`Ledger::existing`] reads: runs, batches and recorded keys
+/// are there from version 2; later versions only add what writers record (`rejected`).
+const READABLE_FROM: i32 = 2;
+
 /// What identifies a run for `--resume`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunKey {
@@ -279,11 +283,11 @@ impl Ledger {
         Ok(Ledger { schema: q })
     }
 
-    /// The ledger in `schema` if it is there and current, without creating or migrating
-    /// anything (for runs that must change nothing, like a dry run).
+    /// The ledger in `schema` if it is there and holds what a reader needs (version
+    /// [`READABLE_FROM`] on), without creating or migrating anything (for runs that must
+    /// change nothing, like a dry run).
     pub async fn existing(client: &Client, schema: &str) -> Result<Option<Ledger>, Error> {
         let q = quote_ident(schema);
-        let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
         let current: bool = client
             .query_one(
                 "SELECT to_regclass($1) IS NOT NULL",
@@ -300,7 +304,7 @@ impl Ledger {
             .await
             .map_err(|e| Error::database("reading the ledger's version", e))?
             .get(0);
-        Ok((version == Some(latest)).then_some(Ledger { schema: q }))
+        Ok((version >= Some(READABLE_FROM)).then_some(Ledger { schema: q }))
     }
 
     /// The ledger's schema, already quoted.
