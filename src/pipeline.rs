@@ -41,7 +41,7 @@ pub async fn copy_payload(
 }
 
 /// How long a stopped run waits for its producer to notice.
-const PRODUCER_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const PRODUCER_GRACE: Duration = Duration::from_millis(500);
 
 /// What one committed unit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_postgres::Config;
 
@@ -224,7 +223,7 @@ async fn dry_run(
     let written = writer.dry_run(rx, progress).await;
     let produced = match &written {
         // The producer stops at its next batch; one blocked on a quiet stdin is left behind.
-        Err(_) => tokio::time::timeout(Duration::from_millis(500), producer)
+        Err(_) => tokio::time::timeout(pipeline::PRODUCER_GRACE, producer)
             .await
             .unwrap_or(Ok(Ok(ProduceEnd::Stopped))),
         Ok(()) => producer.await,
