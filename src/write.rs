@@ -51,6 +51,7 @@ pub struct Statements {
 #[derive(Debug, Clone)]
 struct Staged {
     create: String,
+    /// Run between the batches of a dry run, which share one transaction.
     drop: String,
     /// Returns (inserted, updated, keys of the inserted rows as JSON text or NULL).
     merge: String,
