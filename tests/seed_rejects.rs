@@ -393,3 +393,35 @@ fn a_batch_with_many_refused_rows_loads_every_good_one() {
         201
     );
 }
+
+#[test]
+fn a_value_too_large_for_its_index_is_rejected() {
+    let db = target();
+    // 20,000 characters that do not compress: far over a btree entry's 2,704 bytes.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: String = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let huge = format!("{},{noise}@example.test,huge,H,user,red", uuid(2)).into_bytes();
+    let file = db.write(
+        "huge.csv",
+        format!("{COLS}\n{}\n", join(&[good(1), huge, good(3)])),
+    );
+    let rejects = db.path("rejects.csv");
+    let run = db.seed(&file, &rejecting(&rejects, &["--json"]));
+    run.expect_code(3);
+    assert_eq!(run.figure("rows_inserted"), 2);
+    let (_, got) = read_rejects(&rejects);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].line, got[0].sqlstate.as_str()),
+        (3, "54000"),
+        "{}",
+        got[0].reason
+    );
+}
