@@ -7,8 +7,8 @@
 //!
 //! Boundaries are deterministic (every `size` records, refused ones included), so a batch is
 //! the same batch on every run over the same input: that is what lets a resumed run skip the
-//! batches the ledger says committed, after checking their content hash. The channel's bound is what keeps memory
-//! constant: the reader blocks when the writers fall behind.
+//! batches the ledger says committed, after checking their content hash. The channel's bound
+//! is what keeps memory constant: the reader blocks when the writers fall behind.
 
 use std::collections::HashMap;
 use std::io::BufRead;

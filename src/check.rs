@@ -379,6 +379,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// No value makes a check or a message panic, and whatever a check refuses it
+        /// explains with a SQLSTATE of class 22.
+        #[test]
+        fn checks_never_panic(v in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let kinds = [
+                Kind::Any,
+                Kind::Chars(0),
+                Kind::Chars(3),
+                Kind::Bool,
+                Kind::Int(16),
+                Kind::Int(64),
+                Kind::Uuid,
+            ];
+            for kind in kinds {
+                if let Some((sqlstate, reason, _)) = field(kind).problem(&v) {
+                    proptest::prop_assert!(sqlstate.starts_with("22") && !reason.is_empty());
+                }
+            }
+            proptest::prop_assert!(shorten(&v).starts_with('"'));
+        }
+    }
+
     #[test]
     fn shortened_values_are_escaped_and_cut() {
         assert_eq!(shorten(b"a\"b\n"), "\"a\\\"b\\n\"");

@@ -648,6 +648,60 @@ mod tests {
         assert_eq!(parse_uuid(b"{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"), None);
     }
 
+    proptest::proptest! {
+        /// Any subset of a batch's rows, picked from its payload, is the payload those rows
+        /// would have on their own, in either format.
+        #[test]
+        fn selected_rows_are_the_payload_of_those_rows_alone(
+            text in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(
+                        vec![b'1', b'x', b',', b'"', b'\n', b'\r', 0, 0xff, b' ']
+                    ),
+                    proptest::num::u8::ANY,
+                ],
+                0..200,
+            ),
+            keep_mask in proptest::collection::vec(proptest::bool::ANY, 0..64),
+            binary in proptest::bool::ANY,
+        ) {
+            use crate::read::{CsvReader, Dialect};
+            let mut reader = CsvReader::new(&text[..], Dialect::default());
+            let mut rows = Vec::new();
+            let mut rec = Record::default();
+            while let Ok(true) = reader.read(&mut rec) {
+                if rec.len() == 2 {
+                    rows.push(rec.clone());
+                }
+            }
+            let encoders = if binary {
+                vec![Some(Encoder::Int4), Some(Encoder::Text)]
+            } else {
+                vec![None, None]
+            };
+            let enc = RowEncoder::new(encoders, true);
+            let (mut out, mut layout) = (Vec::new(), Layout::default());
+            let format = enc.encode(&rows, &mut out, &mut layout);
+            let keep: Vec<usize> = (0..rows.len())
+                .filter(|&i| keep_mask.get(i).copied().unwrap_or(true))
+                .collect();
+            let mut picked = Vec::new();
+            let picked_layout = select_rows(format, &out, &layout, &keep, &mut picked);
+            let alone: Vec<Record> = keep.iter().map(|&i| rows[i].clone()).collect();
+            let (mut want, mut want_layout) = (Vec::new(), Layout::default());
+            // In the batch's own format: the rows alone might be encodable in binary.
+            match format {
+                Format::Binary => {
+                    let encoded = enc.encode_binary(&alone, &mut want, &mut want_layout);
+                    proptest::prop_assert!(encoded.is_some());
+                }
+                Format::Csv => enc.encode_csv(&alone, &mut want, &mut want_layout),
+            }
+            proptest::prop_assert_eq!(picked, want);
+            proptest::prop_assert_eq!(picked_layout, want_layout);
+        }
+    }
+
     #[test]
     fn a_refused_value_sends_the_whole_batch_as_csv() {
         use crate::read::{CsvReader, Dialect};

@@ -111,7 +111,8 @@ fn print_run(run: &Run, resume: Option<String>) {
         run.duration_s, run.attempts
     );
     println!(
-        "  committed: {} batches: {} rows inserted, {} updated, {} skipped, {} rejected ({} rows read)",
+        "  committed: {} batches: {} rows inserted, {} updated, {} skipped, {} rejected \
+         ({} rows read)",
         run.batches,
         run.rows_inserted,
         run.rows_updated,
