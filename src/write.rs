@@ -350,7 +350,6 @@ impl Writer {
                 .and_then(|db| db.where_())
                 .and_then(copy_context)
                 .and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
-            let copy_named = named.is_some();
             let (row, column, err) = match named {
                 Some((row, column)) => (row, column, err),
                 None => match self.first_failing_row(tx, &current).await.map_err(fail)? {
@@ -375,9 +374,10 @@ impl Writer {
             *reserved += 1;
             tracing::debug!(%rejection, "row rejected by the server");
             rejected.push(rejection);
-            // The rows before one a direct COPY refused went in fine: load them now, so
-            // that each later rejection does not send them again.
-            if copy_named && self.statements.staged.is_none() && row > 0 {
+            // The rows before the refused one load without it (COPY got past them, or
+            // bisection tried them): with a direct COPY, load them now, so that later
+            // rejections do not send them again.
+            if self.statements.staged.is_none() && row > 0 {
                 let head = batch.select(&pending[..row]);
                 if let Ok((done, _)) = self.try_in_savepoint(tx, &head, true).await.map_err(fail)? {
                     add(&mut outcome, done);
