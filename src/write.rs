@@ -51,7 +51,7 @@ pub struct Statements {
 #[derive(Debug, Clone)]
 struct Staged {
     create: String,
-    /// Run between the batches of a dry run, which share one transaction.
+    /// Run right after the merge: see [`Writer::attempt`].
     drop: String,
     /// Returns (inserted, updated, keys of the inserted rows as JSON text or NULL).
     merge: String,
@@ -491,6 +491,9 @@ impl Writer {
             return Ok((outcome, None));
         };
         let row = tx.query_one(staged.merge.as_str(), &[]).await?;
+        // Gone as soon as it is merged: the next batch of a dry run stages again in the same
+        // transaction.
+        tx.batch_execute(&staged.drop).await?;
         let (inserted, updated) = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
         let outcome = Outcome {
             inserted,
@@ -527,10 +530,6 @@ impl Writer {
             match self.load(&mut savepoint, &batch, &mut reserved).await {
                 Ok(loaded) => {
                     savepoint.commit().await.map_err(fail)?;
-                    if let Some(staged) = &self.statements.staged {
-                        // The next batch stages again in the same transaction.
-                        tx.batch_execute(&staged.drop).await.map_err(fail)?;
-                    }
                     if let Some(rejects) = &self.rejects {
                         rejects.write(&loaded.rejected)?;
                     }

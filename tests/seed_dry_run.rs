@@ -108,6 +108,33 @@ fn a_dry_run_reports_what_would_happen_and_writes_nothing() {
     assert_eq!(run.figure("batches"), 1);
     assert_nothing_written(&db);
 
+    // Batches of one through the staging table, the first wholly rejected by a check:
+    // each batch stages on its own in the one transaction.
+    let partly = db.write(
+        "partly.csv",
+        format!(
+            "{COLS}\nnot-a-uuid,y@example.test,y,user\n{}\n",
+            row(2, "z@example.test", "user")
+        ),
+    );
+    let run = db.seed(
+        &partly,
+        &[
+            "--dry-run",
+            "--json",
+            "--on-conflict",
+            "skip",
+            "--batch-size",
+            "1",
+            "--rejects",
+            path_str(&rejects),
+        ],
+    );
+    run.expect_code(3);
+    assert_eq!(run.figure("rows_inserted"), 1);
+    assert_eq!(run.figure("rows_rejected"), 1);
+    assert_nothing_written(&db);
+
     // A dry run records nothing, so it has nothing to resume.
     db.seed(&file, &["--dry-run", "--resume"]).expect_code(2);
     assert_nothing_written(&db);
