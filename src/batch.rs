@@ -1,10 +1,14 @@
 //! Batching: groups records into fixed-size batches, encodes each into one COPY payload, and
 //! hands it to the writers through a bounded channel.
 //!
-//! Boundaries are deterministic (every `size` records), so a batch is the same batch on every
-//! run over the same input: that is what lets a resumed run skip the batches the ledger says
-//! committed, after checking their content hash. The channel's bound is what keeps memory
-//! constant: the reader blocks when the writers fall behind.
+//! Every record passes the client-side [checks](crate::check) first: in stop mode the first
+//! refused one ends the run before its batch is sent; in reject mode it travels with its
+//! batch, outside the payload, to the rejects file.
+//!
+//! Boundaries are deterministic (every `size` records, refused ones included), so a batch is
+//! the same batch on every run over the same input: that is what lets a resumed run skip the
+//! batches the ledger says committed, after checking their content hash. The channel's bound
+//! is what keeps memory constant: the reader blocks when the writers fall behind.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -14,11 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::encode::{Format, RowEncoder};
+use crate::check::Checker;
+use crate::encode::{Format, Layout, RowEncoder, select_rows};
 use crate::error::Error;
 use crate::ledger::BatchId;
 use crate::pipeline::{ProduceEnd, Unit};
 use crate::read::{CsvReader, Record};
+use crate::reject::{Rejection, Rejects};
 use crate::report::Progress;
 
 /// One batch: the unit of a COPY, a transaction, a ledger row and a retry.
@@ -26,21 +32,29 @@ use crate::report::Progress;
 pub struct Batch {
     /// 1-based position in the input.
     pub seq: u64,
+    /// Rows in the payload.
     pub rows: usize,
     pub first_line: u64,
     pub last_line: u64,
-    /// Physical line where each record starts, to name the line the server refuses.
+    /// Physical line where each row of the payload starts, to name the line the server
+    /// refuses.
     pub lines: Vec<u64>,
-    /// xxh3 of the batch's fields, as the ledger records it.
+    /// xxh3 of the fields of every record of the batch (rejected ones too), as the ledger
+    /// records it.
     pub content_hash: u64,
-    /// CSV batches: the COPY stream line each row starts on (empty for binary, where
-    /// COPY's line N is row N).
-    pub copy_lines: Vec<u64>,
+    /// Where each row sits in the payload (and, for CSV, on which COPY line).
+    pub layout: Layout,
     pub format: Format,
     pub payload: Bytes,
     /// The recorded key's values of every row, column-major JSON text, when the ledger
     /// records inserted keys and the rows go straight into the table.
     pub keys: Option<String>,
+    /// Reject mode: the payload's records (their text goes to the rejects file, their keys
+    /// into the ledger when only some of them are sent) and the fields of the recorded key.
+    pub records: Option<Arc<[Record]>>,
+    pub key_fields: Option<Arc<[usize]>>,
+    /// Reject mode: the batch's records the client-side checks refused (not in the payload).
+    pub rejected: Vec<Rejection>,
 }
 
 impl Batch {
@@ -49,21 +63,57 @@ impl Batch {
             seq: self.seq,
             first_line: self.first_line,
             last_line: self.last_line,
-            rows: self.rows as u64,
+            rows: (self.rows + self.rejected.len()) as u64,
             content_hash: self.content_hash,
         }
     }
 
-    /// The file line of the row on COPY's line `n` (as its error context counts).
-    pub fn line_of_copy_line(&self, n: u64) -> Option<u64> {
-        let row = if self.copy_lines.is_empty() {
+    /// The payload row on COPY's line `n` (as its error context counts).
+    pub fn row_of_copy_line(&self, n: u64) -> Option<usize> {
+        let row = if self.layout.copy_lines.is_empty() {
             usize::try_from(n.checked_sub(1)?).ok()?
         } else {
-            self.copy_lines
+            self.layout
+                .copy_lines
                 .partition_point(|&start| start <= n)
                 .checked_sub(1)?
         };
-        self.lines.get(row).copied()
+        (row < self.rows).then_some(row)
+    }
+
+    /// The file line of the row on COPY's line `n`.
+    pub fn line_of_copy_line(&self, n: u64) -> Option<u64> {
+        self.lines.get(self.row_of_copy_line(n)?).copied()
+    }
+
+    /// [`Batch::keys`] of only the payload rows `rows` (reject mode, which keeps the
+    /// records; `None` otherwise).
+    pub fn keys_of(&self, rows: &[usize]) -> Option<String> {
+        let records = self.records.as_deref()?;
+        let fields = self.key_fields.as_deref()?;
+        Some(keys_json(rows.iter().map(|&i| &records[i]), fields))
+    }
+
+    /// The same batch with only the payload rows `keep` (ascending): to send a prefix while
+    /// looking for a failing row, or the rows left after one was rejected.
+    pub fn select(&self, keep: &[usize]) -> Batch {
+        let mut payload = Vec::new();
+        let layout = select_rows(self.format, &self.payload, &self.layout, keep, &mut payload);
+        let records: Option<Arc<[Record]>> = self
+            .records
+            .as_ref()
+            .map(|all| keep.iter().map(|&i| all[i].clone()).collect());
+        Batch {
+            rows: keep.len(),
+            lines: keep.iter().map(|&i| self.lines[i]).collect(),
+            layout,
+            payload: payload.into(),
+            keys: self.keys_of(keep).or_else(|| self.keys.clone()),
+            records,
+            rejected: self.rejected.clone(),
+            key_fields: self.key_fields.clone(),
+            ..*self
+        }
     }
 }
 
@@ -84,6 +134,10 @@ impl Unit for Batch {
 /// Turns a CSV stream into batches for the writers.
 pub struct Batcher {
     pub encoder: RowEncoder,
+    /// The client-side checks every record passes before it joins a batch.
+    pub checker: Checker,
+    /// Reject mode: where refused records go instead of stopping the run.
+    pub rejects: Option<Arc<Rejects>>,
     pub size: usize,
     /// Batches a resumed run already committed: sequence number → content hash.
     pub committed: HashMap<u64, u64>,
@@ -95,16 +149,26 @@ pub struct Batcher {
 
 impl Batcher {
     /// Reads the rest of `csv` into batches and sends them; runs on a blocking thread.
+    ///
+    /// A batch is every `size` records, refused ones included, so its boundaries do not
+    /// depend on the mode. In stop mode the first refused record ends the run before its
+    /// batch is sent; in reject mode it travels with its batch, to be written to the
+    /// rejects file once the batch committed.
     pub fn run<R: BufRead, U: From<Batch>>(
         &self,
         mut csv: CsvReader<R>,
         tx: &async_channel::Sender<U>,
     ) -> Result<ProduceEnd, Error> {
+        csv.keep_raw(self.rejects.is_some());
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
-        let mut filled = 0;
+        // Records in the current batch: kept in `records[..filled]`, or refused.
+        let (mut filled, mut taken) = (0, 0);
+        let mut resumed = false;
+        let mut rejected = Vec::new();
+        let mut hasher = Xxh3::new();
+        let (mut first_line, mut last_line) = (0, 0);
         let mut seq = 0;
-        let (mut payload, mut copy_lines) = (Vec::new(), Vec::new());
-        let columns = self.encoder.width();
+        let (mut payload, mut layout) = (Vec::new(), Layout::default());
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(ProduceEnd::Stopped);
@@ -115,25 +179,31 @@ impl Batcher {
             let more = csv.read(&mut records[filled])?;
             if more {
                 let rec = &records[filled];
-                if rec.len() != columns {
-                    return Err(Error::Csv {
-                        line: rec.line(),
-                        reason: format!(
-                            "expected {columns} fields (as in the header), found {}",
-                            rec.len()
-                        ),
-                    });
-                }
-                filled += 1;
                 self.progress.row_read();
+                rec.hash_into(&mut hasher);
+                if taken == 0 {
+                    first_line = rec.line();
+                    // A batch an earlier attempt committed is not checked again: its rows
+                    // were loaded or rejected then.
+                    resumed = self.committed.contains_key(&(seq + 1));
+                }
+                last_line = rec.end_line();
+                taken += 1;
+                match self.checker.check(rec) {
+                    Err(mut rejection) if !resumed => match &self.rejects {
+                        None => return Err(Error::Rejected(rejection)),
+                        Some(rejects) => {
+                            rejects.reserve(&rejection)?;
+                            rejection.raw = rec.raw().to_vec();
+                            rejected.push(*rejection);
+                        }
+                    },
+                    _ => filled += 1,
+                }
             }
-            if filled == self.size || (!more && filled > 0) {
+            if taken == self.size || (!more && taken > 0) {
                 seq += 1;
-                let rows = &records[..filled];
-                let mut hasher = Xxh3::new();
-                rows.iter().for_each(|r| r.hash_into(&mut hasher));
                 let content_hash = hasher.digest();
-                let (first_line, last_line) = (rows[0].line(), rows[filled - 1].end_line());
                 if let Some(&committed_hash) = self.committed.get(&seq) {
                     if committed_hash != content_hash {
                         return Err(Error::InputChanged {
@@ -142,9 +212,11 @@ impl Batcher {
                             last_line,
                         });
                     }
-                    self.progress.resumed(filled as u64);
+                    self.progress.resumed(taken as u64);
                 } else {
-                    let format = self.encoder.encode(rows, &mut payload, &mut copy_lines);
+                    let rows = &records[..filled];
+                    let format = self.encoder.encode(rows, &mut payload, &mut layout);
+                    let keep_records = self.rejects.is_some();
                     let batch = Batch {
                         seq,
                         rows: filled,
@@ -152,16 +224,22 @@ impl Batcher {
                         last_line,
                         lines: rows.iter().map(Record::line).collect(),
                         content_hash,
-                        copy_lines: copy_lines.clone(),
+                        layout: layout.clone(),
                         keys: self.collect_keys.as_deref().map(|f| keys_json(rows, f)),
                         format,
                         payload: Bytes::copy_from_slice(&payload),
+                        records: keep_records.then(|| rows.iter().cloned().collect()),
+                        key_fields: keep_records
+                            .then(|| self.collect_keys.as_deref().map(Arc::from))
+                            .flatten(),
+                        rejected: std::mem::take(&mut rejected),
                     };
                     if tx.send_blocking(batch.into()).is_err() {
                         return Ok(ProduceEnd::Stopped);
                     }
                 }
-                filled = 0;
+                (filled, taken) = (0, 0);
+                hasher.reset();
             }
             if !more {
                 if let Some(&extra) = self.committed.keys().filter(|&&s| s > seq).min() {
@@ -180,9 +258,9 @@ impl Batcher {
 
 /// The values of `fields` in `rows`, column-major, as JSON text: `[["a","b"],["1","2"]]`.
 /// Rows with a NULL (or non-UTF-8) key are left out: no key, nothing to purge by.
-fn keys_json(rows: &[Record], fields: &[usize]) -> String {
+fn keys_json<'a>(rows: impl IntoIterator<Item = &'a Record>, fields: &[usize]) -> String {
     let keyed: Vec<Vec<&str>> = rows
-        .iter()
+        .into_iter()
         .filter_map(|r| {
             fields
                 .iter()

@@ -32,6 +32,8 @@ pub struct Column {
     pub type_oid: u32,
     /// `format_type` output, e.g. `character varying(64)`.
     pub type_name: String,
+    /// `atttypmod`: for `varchar(n)` and `char(n)` it is n + 4; -1 when there is none.
+    pub type_mod: i32,
     pub not_null: bool,
     /// A default, an identity or a generated expression supplies a value when none is given.
     pub has_default: bool,
@@ -107,7 +109,7 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
     let columns = client
         .query_typed(
             "SELECT attname::text, atttypid, format_type(atttypid, atttypmod), attnotnull, \
-                    atthasdef OR attidentity <> '', attgenerated <> '' \
+                    atthasdef OR attidentity <> '', attgenerated <> '', atttypmod \
              FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
              ORDER BY attnum",
             &[(&oid, Type::OID)],
@@ -122,6 +124,7 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
             not_null: r.get(3),
             has_default: r.get(4),
             generated: r.get(5),
+            type_mod: r.get(6),
         })
         .collect();
     let unique_keys = client

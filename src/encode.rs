@@ -95,6 +95,66 @@ impl Encoder {
     }
 }
 
+/// What starts and ends every binary COPY payload: signature, flags, header extension
+/// length; then the end-of-data marker.
+const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+const BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+/// Where each row of an encoded payload is: what picking a subset of a batch's rows needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// CSV: the COPY stream line each row starts on (empty for binary, where COPY's line N
+    /// is row N). COPY's error context counts newlines inside quoted values, so row and
+    /// line differ there.
+    pub copy_lines: Vec<u64>,
+    /// The byte offset in the payload where each row ends.
+    pub row_ends: Vec<usize>,
+}
+
+impl Layout {
+    fn clear(&mut self) {
+        self.copy_lines.clear();
+        self.row_ends.clear();
+    }
+}
+
+/// Writes into `out` (cleared first) a payload of `format` holding only the rows `keep`
+/// (indices, ascending) of `payload`, whose rows `layout` describes; returns their layout.
+pub fn select_rows(
+    format: Format,
+    payload: &[u8],
+    layout: &Layout,
+    keep: &[usize],
+    out: &mut Vec<u8>,
+) -> Layout {
+    out.clear();
+    let mut picked = Layout::default();
+    let first_start = match format {
+        Format::Binary => BINARY_HEADER.len(),
+        Format::Csv => 0,
+    };
+    if format == Format::Binary {
+        out.extend_from_slice(BINARY_HEADER);
+    }
+    let mut line = 1;
+    for &row in keep {
+        let start = row
+            .checked_sub(1)
+            .map_or(first_start, |prev| layout.row_ends[prev]);
+        let bytes = &payload[start..layout.row_ends[row]];
+        if format == Format::Csv {
+            picked.copy_lines.push(line);
+            line += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        out.extend_from_slice(bytes);
+        picked.row_ends.push(out.len());
+    }
+    if format == Format::Binary {
+        out.extend_from_slice(BINARY_TRAILER);
+    }
+    picked
+}
+
 /// Turns records into a COPY payload for one batch.
 #[derive(Debug, Clone)]
 pub struct RowEncoder {
@@ -135,24 +195,22 @@ impl RowEncoder {
         self.width
     }
 
-    /// Encodes `rows` into `out` (cleared first) and says which format it used. For CSV,
-    /// `copy_lines` receives the line of the COPY stream on which each row starts: COPY's
-    /// error context counts newlines inside quoted values, so row and line differ there.
-    pub fn encode(&self, rows: &[Record], out: &mut Vec<u8>, copy_lines: &mut Vec<u64>) -> Format {
+    /// Encodes `rows` into `out` (cleared first), describes where each row went in
+    /// `layout`, and says which format it used.
+    pub fn encode(&self, rows: &[Record], out: &mut Vec<u8>, layout: &mut Layout) -> Format {
         out.clear();
-        copy_lines.clear();
-        if self.prefer_binary && self.encode_binary(rows, out).is_some() {
+        layout.clear();
+        if self.prefer_binary && self.encode_binary(rows, out, layout).is_some() {
             return Format::Binary;
         }
         out.clear();
-        self.encode_csv(rows, out, copy_lines);
+        layout.clear();
+        self.encode_csv(rows, out, layout);
         Format::Csv
     }
 
-    fn encode_binary(&self, rows: &[Record], out: &mut Vec<u8>) -> Option<()> {
-        out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-        out.extend_from_slice(&0i32.to_be_bytes()); // flags
-        out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    fn encode_binary(&self, rows: &[Record], out: &mut Vec<u8>, layout: &mut Layout) -> Option<()> {
+        out.extend_from_slice(BINARY_HEADER);
         let ncols = i16::try_from(self.fields.len()).ok()?;
         for rec in rows {
             out.extend_from_slice(&ncols.to_be_bytes());
@@ -162,17 +220,18 @@ impl RowEncoder {
                     Some(v) => enc?.encode(v, out)?,
                 }
             }
+            layout.row_ends.push(out.len());
         }
-        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out.extend_from_slice(BINARY_TRAILER);
         Some(())
     }
 
     /// CSV in COPY's default dialect: every value quoted, so NULL (an empty unquoted field) and
     /// the empty string (`""`) stay apart whatever dialect the input used.
-    fn encode_csv(&self, rows: &[Record], out: &mut Vec<u8>, copy_lines: &mut Vec<u64>) {
+    fn encode_csv(&self, rows: &[Record], out: &mut Vec<u8>, layout: &mut Layout) {
         let mut line = 1;
         for rec in rows {
-            copy_lines.push(line);
+            layout.copy_lines.push(line);
             line += 1;
             for (n, &(i, _)) in self.fields.iter().enumerate() {
                 if n > 0 {
@@ -192,6 +251,7 @@ impl RowEncoder {
                 }
             }
             out.push(b'\n');
+            layout.row_ends.push(out.len());
         }
     }
 }
@@ -588,6 +648,60 @@ mod tests {
         assert_eq!(parse_uuid(b"{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"), None);
     }
 
+    proptest::proptest! {
+        /// Any subset of a batch's rows, picked from its payload, is the payload those rows
+        /// would have on their own, in either format.
+        #[test]
+        fn selected_rows_are_the_payload_of_those_rows_alone(
+            text in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(
+                        vec![b'1', b'x', b',', b'"', b'\n', b'\r', 0, 0xff, b' ']
+                    ),
+                    proptest::num::u8::ANY,
+                ],
+                0..200,
+            ),
+            keep_mask in proptest::collection::vec(proptest::bool::ANY, 0..64),
+            binary in proptest::bool::ANY,
+        ) {
+            use crate::read::{CsvReader, Dialect};
+            let mut reader = CsvReader::new(&text[..], Dialect::default());
+            let mut rows = Vec::new();
+            let mut rec = Record::default();
+            while let Ok(true) = reader.read(&mut rec) {
+                if rec.len() == 2 {
+                    rows.push(rec.clone());
+                }
+            }
+            let encoders = if binary {
+                vec![Some(Encoder::Int4), Some(Encoder::Text)]
+            } else {
+                vec![None, None]
+            };
+            let enc = RowEncoder::new(encoders, true);
+            let (mut out, mut layout) = (Vec::new(), Layout::default());
+            let format = enc.encode(&rows, &mut out, &mut layout);
+            let keep: Vec<usize> = (0..rows.len())
+                .filter(|&i| keep_mask.get(i).copied().unwrap_or(true))
+                .collect();
+            let mut picked = Vec::new();
+            let picked_layout = select_rows(format, &out, &layout, &keep, &mut picked);
+            let alone: Vec<Record> = keep.iter().map(|&i| rows[i].clone()).collect();
+            let (mut want, mut want_layout) = (Vec::new(), Layout::default());
+            // In the batch's own format: the rows alone might be encodable in binary.
+            match format {
+                Format::Binary => {
+                    let encoded = enc.encode_binary(&alone, &mut want, &mut want_layout);
+                    proptest::prop_assert!(encoded.is_some());
+                }
+                Format::Csv => enc.encode_csv(&alone, &mut want, &mut want_layout),
+            }
+            proptest::prop_assert_eq!(picked, want);
+            proptest::prop_assert_eq!(picked_layout, want_layout);
+        }
+    }
+
     #[test]
     fn a_refused_value_sends_the_whole_batch_as_csv() {
         use crate::read::{CsvReader, Dialect};
@@ -598,9 +712,19 @@ mod tests {
             rows.push(rec.clone());
         }
         let enc = RowEncoder::new(vec![Some(Encoder::Int4), Some(Encoder::Text)], true);
-        let (mut out, mut lines) = (Vec::new(), Vec::new());
-        assert_eq!(enc.encode(&rows, &mut out, &mut lines), Format::Binary);
-        assert!(lines.is_empty());
+        let (mut out, mut layout) = (Vec::new(), Layout::default());
+        assert_eq!(enc.encode(&rows, &mut out, &mut layout), Format::Binary);
+        assert!(layout.copy_lines.is_empty());
+        // Rows 1 and 3 alone are the payload of a batch of those two rows.
+        let mut picked = Vec::new();
+        let picked_layout = select_rows(Format::Binary, &out, &layout, &[0, 2], &mut picked);
+        let mut alone = Vec::new();
+        let alone_layout = {
+            let mut l = Layout::default();
+            enc.encode(&[rows[0].clone(), rows[2].clone()], &mut alone, &mut l);
+            l
+        };
+        assert_eq!((picked.clone(), picked_layout), (alone, alone_layout));
         rows[1] = {
             let mut r = Record::default();
             CsvReader::new(&b"0x10,\"\"\n"[..], Dialect::default())
@@ -608,9 +732,10 @@ mod tests {
                 .unwrap();
             r
         };
-        assert_eq!(enc.encode(&rows, &mut out, &mut lines), Format::Csv);
+        assert_eq!(enc.encode(&rows, &mut out, &mut layout), Format::Csv);
         assert_eq!(out, b"\"1\",\"x\"\n\"0x10\",\"\"\n\"3\",\n");
-        assert_eq!(lines, [1, 2, 3]);
+        assert_eq!(layout.copy_lines, [1, 2, 3]);
+        assert_eq!(layout.row_ends, [8, 18, 23]);
     }
 
     #[test]
@@ -624,8 +749,12 @@ mod tests {
             rows.push(rec.clone());
         }
         let enc = RowEncoder::new(vec![Some(Encoder::Int4), None], true);
-        let (mut out, mut lines) = (Vec::new(), Vec::new());
-        assert_eq!(enc.encode(&rows, &mut out, &mut lines), Format::Csv);
-        assert_eq!(lines, [1, 4, 5]);
+        let (mut out, mut layout) = (Vec::new(), Layout::default());
+        assert_eq!(enc.encode(&rows, &mut out, &mut layout), Format::Csv);
+        assert_eq!(layout.copy_lines, [1, 4, 5]);
+        let mut picked = Vec::new();
+        let picked_layout = select_rows(Format::Csv, &out, &layout, &[1, 2], &mut picked);
+        assert_eq!(picked_layout.copy_lines, [1, 2]);
+        assert_eq!(picked, b"\"2\",\"x\"\n\"3\",\"\r\n\"\n");
     }
 }

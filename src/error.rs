@@ -12,6 +12,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 /// Exit code: usage or configuration error, detected before anything was written.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the run finished, but rows were rejected (reject mode, `--rejects`); they
+/// are in the rejects file.
+pub const EXIT_REJECTED: i32 = 3;
 /// Exit code: interrupted (Ctrl-C, SIGTERM); the run can be resumed.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -38,6 +41,24 @@ pub enum Error {
     /// A record the reader cannot turn into a row.
     #[error("line {line}: {reason}")]
     Csv { line: u64, reason: String },
+
+    /// A row a client-side check or the server refused, in stop mode.
+    #[error("{0}")]
+    Rejected(Box<crate::reject::Rejection>),
+
+    /// Reject mode: more rows were refused than `--max-errors` allows.
+    #[error("more than {limit} rows rejected (--max-errors {limit}); the one over: {last}")]
+    TooManyRejects {
+        limit: u64,
+        last: Box<crate::reject::Rejection>,
+    },
+
+    /// The rejects file could not be opened or written.
+    #[error("cannot write the rejects file {path}: {source}")]
+    RejectsFile {
+        path: String,
+        source: std::io::Error,
+    },
 
     /// No connection could be made at start-up.
     #[error("could not connect to {target}: {cause}")]
@@ -137,6 +158,18 @@ fn describe_batch_failure(err: &Error) -> String {
     out
 }
 
+/// The server's message, detail and hint, without the SQLSTATE.
+pub fn server_reason(db: &tokio_postgres::error::DbError) -> String {
+    let mut out = db.message().to_string();
+    if let Some(detail) = db.detail() {
+        let _ = write!(out, " ({detail})");
+    }
+    if let Some(hint) = db.hint() {
+        let _ = write!(out, " hint: {hint}");
+    }
+    out
+}
+
 fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
     match err {
         deadpool_postgres::PoolError::Backend(pg) => describe_pg(pg),
@@ -148,15 +181,7 @@ fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
 /// for a server error, the chain of causes otherwise.
 pub fn describe_pg(err: &tokio_postgres::Error) -> String {
     if let Some(db) = err.as_db_error() {
-        let mut out = db.message().to_string();
-        if let Some(detail) = db.detail() {
-            let _ = write!(out, " ({detail})");
-        }
-        if let Some(hint) = db.hint() {
-            let _ = write!(out, " hint: {hint}");
-        }
-        let _ = write!(out, " [SQLSTATE {}]", db.code().code());
-        return out;
+        return format!("{} [SQLSTATE {}]", server_reason(db), db.code().code());
     }
     let mut out = err.to_string();
     let mut cause = std::error::Error::source(err);

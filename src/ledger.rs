@@ -22,7 +22,12 @@ pub const DEFAULT_SCHEMA: &str = "provisioner";
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/ledger/001_runs_and_batches.sql")),
     (2, include_str!("../sql/ledger/002_purge.sql")),
+    (3, include_str!("../sql/ledger/003_rejected.sql")),
 ];
+
+/// The oldest ledger version [`Ledger::existing`] reads: runs, batches and recorded keys
+/// are there from version 2; later versions only add what writers record (`rejected`).
+const READABLE_FROM: i32 = 2;
 
 /// What identifies a run for `--resume`.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +55,8 @@ pub struct Run {
     pub rows_inserted: i64,
     pub rows_updated: i64,
     pub rows_skipped: i64,
+    /// Rows set aside in reject mode.
+    pub rows_rejected: i64,
     pub batches: i64,
     pub attempts: i32,
     pub error: Option<String>,
@@ -183,6 +190,7 @@ impl BatchLedger {
             skipped: n(2),
             deleted: n(3),
             missing: n(4),
+            rejected: n(5),
             binary: false,
         }))
     }
@@ -208,6 +216,7 @@ impl BatchLedger {
                 (&n(outcome.skipped), Type::INT8),
                 (&n(outcome.deleted), Type::INT8),
                 (&n(outcome.missing), Type::INT8),
+                (&n(outcome.rejected), Type::INT8),
             ],
         )
         .await?;
@@ -266,9 +275,13 @@ impl Ledger {
     /// already current is only read: no DDL, so a role without CREATE can use it. Refuses
     /// (exit 2) a role that lacks the privileges the runs need on it, naming them.
     pub async fn open(client: &mut Client, schema: &str) -> Result<Ledger, Error> {
-        let ledger = match Ledger::existing(client, schema).await? {
-            Some(ledger) => ledger,
-            None => Ledger::migrate(client, schema).await?,
+        let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let ledger = if Ledger::version(client, schema).await? == Some(latest) {
+            Ledger {
+                schema: quote_ident(schema),
+            }
+        } else {
+            Ledger::migrate(client, schema).await?
         };
         let mut needs = vec![Privilege::on_schema("USAGE", schema)];
         for (table, privileges) in GRANTS {
@@ -362,11 +375,19 @@ impl Ledger {
         Ok(Ledger { schema: q })
     }
 
-    /// The ledger in `schema` if it is there and current, without creating or migrating
-    /// anything (for runs that must change nothing, like a dry run).
+    /// The ledger in `schema` if it is there and holds what a reader needs (version
+    /// [`READABLE_FROM`] on), without creating or migrating anything (for runs that must
+    /// change nothing, like a dry run).
     pub async fn existing(client: &Client, schema: &str) -> Result<Option<Ledger>, Error> {
+        let version = Ledger::version(client, schema).await?;
+        Ok((version >= Some(READABLE_FROM)).then(|| Ledger {
+            schema: quote_ident(schema),
+        }))
+    }
+
+    /// The version of the ledger in `schema`; `None` when there is none.
+    async fn version(client: &Client, schema: &str) -> Result<Option<i32>, Error> {
         let q = quote_ident(schema);
-        let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
         // From the catalog, which needs no privilege on the schema.
         let found: bool = client
             .query_typed_one(
@@ -400,7 +421,7 @@ impl Ledger {
             .await
             .map_err(|e| Error::database("reading the ledger's version", e))?
             .get(0);
-        Ok((version == Some(latest)).then_some(Ledger { schema: q }))
+        Ok(version)
     }
 
     /// The ledger's schema, already quoted.
@@ -524,12 +545,12 @@ impl Ledger {
             ),
             record: format!(
                 "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, deleted = $6, \
-                   missing = $7, committed_at = clock_timestamp() \
+                   missing = $7, rejected = $8, committed_at = clock_timestamp() \
                  WHERE run_id = $1 AND seq = $2"
             ),
             lookup: format!(
                 "SELECT coalesce(inserted, 0), coalesce(updated, 0), coalesce(skipped, 0), \
-                        coalesce(deleted, 0), coalesce(missing, 0) \
+                        coalesce(deleted, 0), coalesce(missing, 0), coalesce(rejected, 0) \
                  FROM {s}.batches WHERE run_id = $1 AND seq = $2"
             ),
             record_keys: format!(
@@ -688,6 +709,22 @@ impl Ledger {
             .collect())
     }
 
+    /// Rows the run's committed batches rejected (reject mode), for a resumed run's
+    /// summary and budget.
+    pub async fn rejected(&self, client: &Client, run_id: i64) -> Result<u64, Error> {
+        let row = client
+            .query_typed_one(
+                &format!(
+                    "SELECT coalesce(sum(rejected), 0)::bigint FROM {}.batches WHERE run_id = $1",
+                    self.s()
+                ),
+                &[(&run_id, Type::INT8)],
+            )
+            .await
+            .map_err(|e| Error::database("counting the run's rejected rows", e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     /// Marks the run's end.
     pub async fn finish(
         &self,
@@ -733,11 +770,12 @@ impl Ledger {
                        to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
                        extract(epoch FROM coalesce(r.finished_at, greatest(r.updated_at, b.last_commit)) \
                                           - r.started_at)::float8, \
-                       r.command_line \
+                       r.command_line, b.rejected \
                      FROM {s}.runs r CROSS JOIN LATERAL \
                        (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
                                coalesce(sum(updated), 0)::bigint AS updated, \
                                coalesce(sum(skipped), 0)::bigint AS skipped, count(*) AS n, \
+                               coalesce(sum(rejected), 0)::bigint AS rejected, \
                                max(committed_at) AS last_commit \
                         FROM {s}.batches WHERE run_id = r.id) b \
                      WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
@@ -760,6 +798,7 @@ impl Ledger {
                 rows_inserted: r.get(7),
                 rows_updated: r.get(8),
                 rows_skipped: r.get(9),
+                rows_rejected: r.get(17),
                 batches: r.get(10),
                 attempts: r.get(11),
                 error: r.get(12),

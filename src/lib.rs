@@ -2,14 +2,16 @@
 //! duplicating a row.
 //!
 //! The data's path, one module a stage:
-//! [`read`] (CSV with COPY's semantics) → [`batch`] (fixed-size batches, encoded by
-//! [`encode`]) → [`write`] (one COPY per transaction over the [`connect`] pool) →
-//! [`ledger`] (runs and committed batches, in the target database) → [`report`] (progress,
-//! summary, JSON). [`catalog`] and [`plan`] check the target before any data moves;
-//! [`retry`] decides which failures are replayed; [`seed`] wires the stages together.
+//! [`read`] (CSV with COPY's semantics) → [`check`] (rows the server would refuse) →
+//! [`batch`] (fixed-size batches, encoded by [`encode`]) → [`write`] (one COPY per
+//! transaction over the [`connect`] pool) → [`ledger`] (runs and committed batches, in the
+//! target database) → [`report`] (progress, summary, JSON). [`catalog`] and [`plan`] check
+//! the target before any data moves; [`retry`] decides which failures are replayed;
+//! [`reject`] keeps refused rows aside in reject mode; [`seed`] wires the stages together.
 
 pub mod batch;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod connect;
 pub mod delete;
@@ -21,6 +23,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod purge;
 pub mod read;
+pub mod reject;
 pub mod report;
 pub mod retry;
 pub mod seed;

@@ -41,7 +41,7 @@ pub async fn copy_payload(
 }
 
 /// How long a stopped run waits for its producer to notice.
-const PRODUCER_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const PRODUCER_GRACE: Duration = Duration::from_millis(500);
 
 /// What one committed unit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub struct Outcome {
     pub deleted: u64,
     /// Keys that matched no row.
     pub missing: u64,
+    /// Rows set aside in reject mode (refused by a client-side check or by the server).
+    pub rejected: u64,
     /// Sent in binary COPY format.
     pub binary: bool,
 }

@@ -233,6 +233,7 @@ mod tests {
             name: name.into(),
             type_oid: oid,
             type_name: "t".into(),
+            type_mod: -1,
             not_null,
             has_default,
             generated: false,

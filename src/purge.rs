@@ -198,6 +198,8 @@ pub async fn purge(
                 .collect();
             let batcher = Batcher {
                 encoder: RowEncoder::project(header.len(), fields, true),
+                checker: crate::check::Checker::width_only(header.len()),
+                rejects: None,
                 size: opts.run.batch_size,
                 committed,
                 collect_keys: None,

@@ -165,13 +165,21 @@ pub fn header<R: BufRead>(
     match &opts.columns {
         Some(names) => {
             for name in names {
+                if !header.data.is_empty() {
+                    header.raw.push(opts.dialect.delimiter);
+                }
                 header.data.extend_from_slice(name.as_bytes());
                 header.ends.push(header.data.len());
                 header.nulls.push(false);
+                quote_into(&mut header.raw, name.as_bytes(), &opts.dialect);
             }
         }
         None => {
-            if !csv.read(&mut header)? {
+            // The header's own text heads a rejects file; one line, so always kept.
+            csv.keep_raw(true);
+            let found = csv.read(&mut header)?;
+            csv.keep_raw(false);
+            if !found {
                 return Err(Error::Usage(format!(
                     "{} is empty: expected a header line (or --no-header --columns)",
                     source.display()
@@ -182,6 +190,19 @@ pub fn header<R: BufRead>(
     Ok((csv, header))
 }
 
+/// Appends `value` to `out` as one field of `dialect`: quoted, with the quote and escape
+/// bytes escaped, so that the reader gives back exactly `value`.
+pub fn quote_into(out: &mut Vec<u8>, value: &[u8], dialect: &Dialect) {
+    out.push(dialect.quote);
+    for &b in value {
+        if b == dialect.quote || b == dialect.escape {
+            out.push(dialect.escape);
+        }
+        out.push(b);
+    }
+    out.push(dialect.quote);
+}
+
 /// One record, reused from one read to the next so the hot loop does not allocate.
 #[derive(Debug, Default, Clone)]
 pub struct Record {
@@ -190,6 +211,9 @@ pub struct Record {
     nulls: Vec<bool>,
     line: u64,
     end_line: u64,
+    /// The record's text as it was in the input, without its line end; only kept when the
+    /// reader is asked to ([`CsvReader::keep_raw`]), for the rejects file.
+    raw: Vec<u8>,
 }
 
 impl Record {
@@ -208,6 +232,11 @@ impl Record {
         }
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         Some(&self.data[start..self.ends[i]])
+    }
+
+    /// The record's text as it was in the input (empty unless the reader keeps it).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
     }
 
     /// Physical line where the record starts (1-based).
@@ -232,6 +261,7 @@ impl Record {
         self.data.clear();
         self.ends.clear();
         self.nulls.clear();
+        self.raw.clear();
     }
 }
 
@@ -259,6 +289,7 @@ pub struct CsvReader<R> {
     line: u64,
     prev_cr: bool,
     at_start: bool,
+    keep_raw: bool,
 }
 
 impl<R: BufRead> CsvReader<R> {
@@ -269,7 +300,14 @@ impl<R: BufRead> CsvReader<R> {
             line: 1,
             prev_cr: false,
             at_start: true,
+            keep_raw: false,
         }
+    }
+
+    /// Keep each record's text as it was in the input ([`Record::raw`]); off by default,
+    /// which keeps the hot loop free of the copy.
+    pub fn keep_raw(&mut self, on: bool) {
+        self.keep_raw = on;
     }
 
     /// Reads the next non-blank record into `rec`; `Ok(false)` at the end of the input.
@@ -333,6 +371,8 @@ impl<R: BufRead> CsvReader<R> {
             }
             let mut consumed = skip;
             let mut done = false;
+            // The part of this chunk that belongs to the record, for `raw`.
+            let (mut raw_from, mut raw_to) = (if started { skip } else { buf.len() }, None);
             for &b in &buf[skip..] {
                 consumed += 1;
                 // Line counting is independent of quoting: `\r\n` is one line end.
@@ -345,6 +385,7 @@ impl<R: BufRead> CsvReader<R> {
                     }
                     started = true;
                     rec.line = self.line;
+                    raw_from = consumed - 1;
                 }
                 if newline {
                     self.line += 1;
@@ -381,6 +422,7 @@ impl<R: BufRead> CsvReader<R> {
                         } else if terminator {
                             finish_field(rec, field_start, saw_quote, null);
                             rec.end_line = self.line - 1;
+                            raw_to = Some(consumed - 1);
                             done = true;
                             break;
                         } else {
@@ -397,6 +439,10 @@ impl<R: BufRead> CsvReader<R> {
                         }
                     }
                 }
+            }
+            if self.keep_raw && raw_from < consumed {
+                rec.raw
+                    .extend_from_slice(&buf[raw_from..raw_to.unwrap_or(consumed)]);
             }
             self.input.consume(consumed);
             if done {
@@ -420,4 +466,46 @@ fn finish_field(rec: &mut Record, start: usize, saw_quote: bool, null: &[u8]) {
     let is_null = !saw_quote && rec.data[start..] == *null;
     rec.ends.push(rec.data.len());
     rec.nulls.push(is_null);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_raw_text_is_the_record_as_it_was_without_its_line_end() {
+        let input = b"\xEF\xBB\xBFa,b\r\n\r\n1,\"x\r\ny\"\r\n\n2,\"\"\"q\"\"\"\r3,";
+        let mut csv = CsvReader::new(&input[..], Dialect::default());
+        csv.keep_raw(true);
+        let mut rec = Record::default();
+        let mut got = Vec::new();
+        while csv.read(&mut rec).unwrap() {
+            got.push((rec.line(), String::from_utf8(rec.raw().to_vec()).unwrap()));
+        }
+        assert_eq!(
+            got,
+            [
+                (1, "a,b".to_string()),
+                (3, "1,\"x\r\ny\"".to_string()),
+                (6, "2,\"\"\"q\"\"\"".to_string()),
+                (7, "3,".to_string()),
+            ]
+        );
+        let mut quiet = CsvReader::new(&input[..], Dialect::default());
+        quiet.read(&mut rec).unwrap();
+        assert!(rec.raw().is_empty(), "raw text is kept only when asked for");
+    }
+
+    #[test]
+    fn raw_text_spans_buffer_refills() {
+        let input = b"abc,\"de\nf\"\nxyz,1\n";
+        let reader = BufReader::with_capacity(2, &input[..]);
+        let mut csv = CsvReader::new(reader, Dialect::default());
+        csv.keep_raw(true);
+        let mut rec = Record::default();
+        assert!(csv.read(&mut rec).unwrap());
+        assert_eq!(rec.raw(), b"abc,\"de\nf\"");
+        assert!(csv.read(&mut rec).unwrap());
+        assert_eq!(rec.raw(), b"xyz,1");
+    }
 }

@@ -106,6 +106,7 @@ pub struct Progress {
     batches_binary: AtomicU64,
     retries: AtomicU64,
     rows_resumed: AtomicU64,
+    rows_rejected: AtomicU64,
 }
 
 impl Progress {
@@ -116,6 +117,11 @@ impl Progress {
     /// Rows of a batch an earlier attempt of the run committed, skipped on resume.
     pub fn resumed(&self, rows: u64) {
         self.rows_resumed.fetch_add(rows, Relaxed);
+    }
+
+    /// Rows a resumed run's earlier attempts rejected: they count in its summary.
+    pub fn rejected_before(&self, rows: u64) {
+        self.rows_rejected.fetch_add(rows, Relaxed);
     }
 
     pub fn retried(&self) {
@@ -132,6 +138,7 @@ impl Progress {
         self.rows_skipped.fetch_add(outcome.skipped, Relaxed);
         self.rows_deleted.fetch_add(outcome.deleted, Relaxed);
         self.rows_missing.fetch_add(outcome.missing, Relaxed);
+        self.rows_rejected.fetch_add(outcome.rejected, Relaxed);
         self.batches.fetch_add(1, Relaxed);
         if outcome.binary {
             self.batches_binary.fetch_add(1, Relaxed);
@@ -146,6 +153,7 @@ impl Progress {
             &self.rows_skipped,
             &self.rows_deleted,
             &self.rows_missing,
+            &self.rows_rejected,
         ]
         .iter()
         .map(|c| c.load(Relaxed))
@@ -198,6 +206,14 @@ pub enum Rows {
 }
 
 impl Summary {
+    /// Rows set aside in reject mode, over the whole run (0 for purge).
+    pub fn rows_rejected(&self) -> u64 {
+        match self.rows {
+            Rows::Seed { rows_rejected, .. } => rows_rejected,
+            Rows::Purge { .. } => 0,
+        }
+    }
+
     pub fn human(&self) -> String {
         let status = self.status;
         let run = self
@@ -214,15 +230,21 @@ impl Summary {
                 rows_inserted,
                 rows_updated,
                 rows_skipped,
+                rows_rejected,
                 batches_binary,
                 batches_csv,
-                ..
             } => (
                 format!(
-                    "{} inserted, {} updated, {} skipped into",
+                    "{} {}, {} updated, {} skipped, {} rejected into",
                     group(*rows_inserted),
+                    if self.command.ends_with("--dry-run") {
+                        "would be inserted"
+                    } else {
+                        "inserted"
+                    },
                     group(*rows_updated),
-                    group(*rows_skipped)
+                    group(*rows_skipped),
+                    group(*rows_rejected)
                 ),
                 format!(": {batches_binary} binary, {batches_csv} csv"),
             ),
@@ -366,7 +388,7 @@ impl Reporter {
                 rows_inserted: p.rows_inserted.load(Relaxed),
                 rows_updated: p.rows_updated.load(Relaxed),
                 rows_skipped: p.rows_skipped.load(Relaxed),
-                rows_rejected: 0,
+                rows_rejected: p.rows_rejected.load(Relaxed),
                 batches_binary,
                 batches_csv: batches - batches_binary,
             }

@@ -10,6 +10,9 @@
 //! The `backoff` crate only computes the delays (exponential, with jitter). Its retry
 //! helpers are not used: they treat every `?` as transient and give up only after 15
 //! minutes. Swapping it out means changing [`RetryPolicy::delays`] alone.
+//!
+//! Among permanent failures, [`is_row_error`] picks those one row causes (data and
+//! integrity errors, a trigger's exception), which reject mode isolates instead of failing.
 
 use std::time::Duration;
 
@@ -46,6 +49,24 @@ pub fn classify_sqlstate(code: &str) -> Verdict {
         return Verdict::Transient(format!("SQLSTATE {code} ({name})"));
     }
     Verdict::Permanent
+}
+
+/// SQLSTATEs of errors one row causes: data exceptions (`22`), integrity violations (`23`),
+/// PL/pgSQL errors such as a trigger's `RAISE EXCEPTION` or failed `ASSERT` (`P0`), and a
+/// value too large for an index entry (`54000`). A batch that fails with one of these would
+/// load without the offending row, so reject mode sets that row aside.
+const ROW_CLASSES: &[&str] = &["22", "23", "P0"];
+const ROW_CODES: &[&str] = &["54000"];
+
+/// Whether a SQLSTATE is one a single row causes (see [`ROW_CLASSES`]).
+pub fn is_row_sqlstate(code: &str) -> bool {
+    ROW_CODES.contains(&code) || ROW_CLASSES.iter().any(|c| code.starts_with(c))
+}
+
+/// Whether a failure is a server error a single row causes.
+pub fn is_row_error(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error()
+        .is_some_and(|db| is_row_sqlstate(db.code().code()))
 }
 
 /// Classifies a driver error: by SQLSTATE when the server sent one, else by whether the
@@ -197,6 +218,21 @@ mod tests {
             classify_sqlstate("40P01"),
             Verdict::Transient("SQLSTATE 40P01 deadlock_detected".into())
         );
+    }
+
+    #[test]
+    fn row_errors_are_data_integrity_trigger_and_index_size_errors() {
+        for code in [
+            "22P02", "22001", "23505", "23503", "23514", "23502", "P0001", "P0004", "54000",
+        ] {
+            assert!(is_row_sqlstate(code), "{code}");
+            assert_eq!(classify_sqlstate(code), Verdict::Permanent, "{code}");
+        }
+        for code in [
+            "42501", "42P01", "40001", "57014", "XX000", "25P02", "54001",
+        ] {
+            assert!(!is_row_sqlstate(code), "{code}");
+        }
     }
 
     #[test]

@@ -1,20 +1,24 @@
 //! `seed`: read (CSV) → batch → write (COPY over the pool) → record (ledger) → report.
 //!
 //! This module only wires the stages together: it checks the header against the catalog,
-//! opens or resumes the run in the ledger, and hands a CSV reader (on a blocking thread) and
-//! a COPY writer to the [`pipeline`](crate::pipeline), which runs them.
+//! opens or resumes the run in the ledger (and the rejects file in reject mode), and hands a
+//! CSV reader (on a blocking thread) and a COPY writer to the [`pipeline`](crate::pipeline),
+//! which runs them; a dry run hands them to [`Writer::dry_run`] instead, with no ledger.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::batch::Batcher;
+use crate::batch::{Batch, Batcher};
 use crate::catalog;
+use crate::check::Checker;
 use crate::connect;
 use crate::error::Error;
 use crate::ledger::{Ledger, RunKey};
-use crate::pipeline::{self, Finished, RunOptions};
+use crate::pipeline::{self, Finished, ProduceEnd, RunOptions};
 use crate::plan::{self, FormatChoice};
 use crate::read::{self, CsvOptions, Source};
+use crate::reject::Rejects;
 use crate::report::{Console, Progress, Reporter};
 use crate::write::{OnConflict, Writer};
 
@@ -42,6 +46,12 @@ pub struct SeedOptions {
     pub create_example_table: bool,
     /// Record the keys of inserted rows in the ledger, for `purge --run`.
     pub record_keys: bool,
+    /// Reject mode: refused rows go to this file instead of stopping the run.
+    pub rejects: Option<PathBuf>,
+    /// With `rejects`: more rejected rows than this fail the run (`None`: no limit).
+    pub max_errors: Option<u64>,
+    /// Load in one transaction that is rolled back, with no ledger: what would happen.
+    pub dry_run: bool,
     pub run: RunOptions,
 }
 
@@ -49,9 +59,19 @@ pub struct SeedOptions {
 /// unreachable server); a run that started returns `Finished`, with its error if it failed.
 pub async fn seed(
     db: connect::Endpoint,
-    opts: SeedOptions,
+    mut opts: SeedOptions,
     console: &Console,
 ) -> Result<Finished, Error> {
+    if opts.dry_run {
+        if opts.run.resume.is_some() {
+            return Err(Error::Usage(
+                "--dry-run cannot be combined with --resume: a dry run records nothing".into(),
+            ));
+        }
+        // A dry run leaves no trace in the database, the ledger included.
+        opts.run.ledger_schema = None;
+        opts.run.connections = 1;
+    }
     opts.run.check()?;
     let input = read::open(&opts.source)?;
     let pool = connect::pool(db.clone(), opts.run.connections)?;
@@ -100,6 +120,7 @@ pub async fn seed(
     let needs =
         catalog::seed_privileges(&table, &plan.columns, opts.on_conflict, plan.key.as_deref());
     catalog::require(&client, &needs).await?;
+    let checker = Checker::new(&table, &plan.columns);
 
     let key = RunKey {
         command: "seed",
@@ -125,9 +146,35 @@ pub async fn seed(
             (Some(ledger), Some(run_id), committed)
         }
     };
+    let progress = Arc::new(Progress::default());
+    let rejects = match &opts.rejects {
+        None => None,
+        Some(rejects_path) => {
+            if std::fs::canonicalize(rejects_path)
+                .is_ok_and(|p| p.display().to_string() == key.input_path)
+            {
+                return Err(Error::Usage(format!(
+                    "--rejects {} is the input file itself",
+                    rejects_path.display()
+                )));
+            }
+            let already = match (&ledger, run_id, opts.run.resume) {
+                (Some(ledger), Some(id), Some(_)) => ledger.rejected(&client, id).await?,
+                _ => 0,
+            };
+            progress.rejected_before(already);
+            Some(Arc::new(Rejects::open(
+                rejects_path,
+                header.raw(),
+                &opts.csv.dialect,
+                opts.run.resume.is_some(),
+                opts.max_errors,
+                already,
+            )?))
+        }
+    };
     drop(client);
 
-    let progress = Arc::new(Progress::default());
     let workers = opts.run.workers(&pool, progress.clone());
     let reporter = Reporter::start(
         console,
@@ -137,6 +184,8 @@ pub async fn seed(
     );
     let batcher = Batcher {
         encoder: plan.encoder.clone(),
+        checker,
+        rejects: rejects.clone(),
         size: opts.run.batch_size,
         committed,
         collect_keys: plan.collect_keys.clone(),
@@ -149,16 +198,44 @@ pub async fn seed(
         plan.statements,
         batch_statements,
         opts.run.session_settings(),
+        rejects,
     );
-    let error = workers
-        .drive(
-            move |tx| tokio::task::spawn_blocking(move || batcher.run(csv, &tx)),
-            writer,
-        )
-        .await;
-    let summary = reporter.finish("seed", table.display());
+    let produce = move |tx| tokio::task::spawn_blocking(move || batcher.run(csv, &tx));
+    let error = if opts.dry_run {
+        dry_run(produce, &writer, &progress).await
+    } else {
+        workers.drive(produce, writer).await
+    };
+    let mut summary = reporter.finish("seed", table.display());
+    if opts.dry_run {
+        summary.command = "seed --dry-run";
+    }
     let recorded = ledger.as_ref().zip(run_id);
     Ok(pipeline::conclude(&pool, &opts.run, recorded, error, summary).await)
+}
+
+/// Runs a dry run's producer and its one writer; returns the failure, if any: the writer's
+/// first, else the producer's.
+async fn dry_run(
+    produce: impl FnOnce(
+        async_channel::Sender<Batch>,
+    ) -> tokio::task::JoinHandle<Result<ProduceEnd, Error>>,
+    writer: &Writer,
+    progress: &Progress,
+) -> Option<Error> {
+    let (tx, rx) = async_channel::bounded(1);
+    let producer = produce(tx);
+    let written = writer.dry_run(rx, progress).await;
+    let produced = match &written {
+        // The producer stops at its next batch; one blocked on a quiet stdin is left behind.
+        Err(_) => tokio::time::timeout(pipeline::PRODUCER_GRACE, producer)
+            .await
+            .unwrap_or(Ok(Ok(ProduceEnd::Stopped))),
+        Ok(()) => producer.await,
+    };
+    written
+        .err()
+        .or_else(|| produced.expect("producer panicked").err())
 }
 
 async fn create_example_table(client: &tokio_postgres::Client, table: &str) -> Result<(), Error> {

@@ -2,12 +2,19 @@
 //! `COPY … FROM STDIN`, straight into the table (`--on-conflict error`) or into a staging
 //! table that is merged with `INSERT … ON CONFLICT` (`skip`, `update`).
 //!
+//! In reject mode each try of a batch runs in a savepoint: a row the server refuses (named
+//! by COPY's error context, or found by bisecting on prefixes of the batch) is set aside
+//! and the rest tried again, in the same transaction. `seed --dry-run` loads every batch
+//! in a savepoint of one transaction that is rolled back at the end.
+//!
 //! Invariants: a COPY is always finished or its transaction rolled back; nothing outlives
 //! the transaction that made it (the staging table is `ON COMMIT DROP`), so the writers are
 //! safe behind a transaction-mode pooler; with a ledger, the batch's ledger row is claimed
 //! first in the same transaction, so a batch commits at most once however often it is
-//! replayed; a connection that failed is never handed out again.
+//! replayed; a batch's rejects reach the rejects file only after it committed; a
+//! connection that failed is never handed out again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,8 +25,8 @@ use crate::catalog::{Table, quote_ident, quote_list};
 use crate::encode::Format;
 use crate::error::Error;
 use crate::ledger::{BatchLedger, begin_batch};
-use crate::pipeline::{Outcome, Sink, copy_payload, on_connection};
-use crate::retry::Verdict;
+use crate::pipeline::{Outcome, Sink, Unit, copy_payload, on_connection};
+use crate::reject::{Rejection, Rejects};
 
 /// What to do with a row whose key already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -45,10 +52,10 @@ pub struct Statements {
 #[derive(Debug, Clone)]
 struct Staged {
     create: String,
+    /// Run right after the merge: see [`Writer::attempt`].
+    drop: String,
     /// Returns (inserted, updated, keys of the inserted rows as JSON text or NULL).
     merge: String,
-    /// The merge of the first `$1` staged rows only, to find which row a failure comes from.
-    merge_prefix: String,
 }
 
 const STAGE: &str = "provisioner_stage";
@@ -77,8 +84,8 @@ impl Statements {
                 create: format!(
                     "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
                 ),
-                merge: merge_sql(&target, columns, spec, false),
-                merge_prefix: merge_sql(&target, columns, spec, true),
+                drop: format!("DROP TABLE {STAGE}"),
+                merge: merge_sql(&target, columns, spec),
             }),
         };
         let into = if staged.is_some() {
@@ -94,15 +101,10 @@ impl Statements {
     }
 }
 
-fn merge_sql(target: &str, columns: &[String], spec: MergeSpec, prefix: bool) -> String {
+fn merge_sql(target: &str, columns: &[String], spec: MergeSpec) -> String {
     let cols = quote_list(columns);
     // Staged rows in file order (a fresh table's ctid order is its COPY order).
-    let limit = if prefix {
-        " ORDER BY ctid LIMIT $1"
-    } else {
-        ""
-    };
-    let source = format!("(SELECT *, ctid AS provisioner_pos FROM {STAGE}{limit}) AS staged");
+    let source = format!("(SELECT *, ctid AS provisioner_pos FROM {STAGE}) AS staged");
     let (rows, action) = match (spec.mode, spec.key) {
         (OnConflict::Update, Some(key)) => {
             let sets: Vec<String> = columns
@@ -164,14 +166,26 @@ fn merge_sql(target: &str, columns: &[String], spec: MergeSpec, prefix: bool) ->
     )
 }
 
+/// What loading one batch did, before its transaction commits.
+struct Loaded {
+    outcome: Outcome,
+    /// The keys of the inserted rows, as JSON text, for the ledger; `None` when they are
+    /// the batch's own (a direct COPY of all its rows).
+    keys: Option<String>,
+    /// The batch's rejected rows: the client-side ones and those the server refused.
+    rejected: Vec<Rejection>,
+}
+
 /// Writes batches over the pool.
 #[derive(Clone)]
 pub struct Writer {
     pool: Pool,
-    statements: std::sync::Arc<Statements>,
-    ledger: Option<std::sync::Arc<BatchLedger>>,
+    statements: Arc<Statements>,
+    ledger: Option<Arc<BatchLedger>>,
     /// `SET LOCAL` timeouts run first in every batch transaction.
-    session: std::sync::Arc<str>,
+    session: Arc<str>,
+    /// Reject mode: rows the server refuses are set aside here instead of failing the run.
+    rejects: Option<Arc<Rejects>>,
 }
 
 impl Writer {
@@ -180,105 +194,78 @@ impl Writer {
         statements: Statements,
         ledger: Option<BatchLedger>,
         session: String,
+        rejects: Option<Arc<Rejects>>,
     ) -> Self {
         Writer {
             pool,
-            statements: std::sync::Arc::new(statements),
-            ledger: ledger.map(std::sync::Arc::new),
+            statements: Arc::new(statements),
+            ledger: ledger.map(Arc::new),
             session: session.into(),
+            rejects,
         }
     }
 
     /// Writes one batch in its own transaction. A batch the ledger shows committed (by an
     /// earlier attempt whose COMMIT reply was lost) is not written again: its recorded
-    /// outcome is returned.
+    /// outcome is returned. In reject mode the batch's rejected rows go to the rejects file
+    /// once it committed. `limit` is the batch's deadline (`--batch-timeout`).
     pub async fn write(&self, batch: &Batch, limit: Duration) -> Result<Outcome, Error> {
-        let mut result = on_connection(&self.pool, limit, batch, async |client| {
-            self.write_on(client, batch).await
+        let mut reserved = 0;
+        let result = on_connection(&self.pool, limit, batch, async |client| {
+            self.write_on(client, batch, &mut reserved).await
         })
         .await;
-        if let Err(Error::Batch {
-            line: line @ None,
-            source,
-            ..
-        }) = &mut result
-        {
-            // A staged merge names no row; find it, so the message can name its line.
-            if source.as_db_error().is_some()
-                && crate::retry::classify_pg(source) == Verdict::Permanent
-            {
-                *line = self.locate_merge_failure(batch).await;
+        let (outcome, rejected) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // The replay (if any) finds its rejections again.
+                if let Some(rejects) = &self.rejects {
+                    rejects.release(reserved);
+                }
+                return Err(self.name_failing_row(e, batch).await);
             }
+        };
+        if let Some(rejects) = &self.rejects {
+            rejects.write(&rejected)?;
         }
-        result
+        Ok(outcome)
     }
 
-    /// For a batch whose staged merge failed: the file line of the first row that makes
-    /// the merge fail, found by bisecting on prefixes of the staged rows inside savepoints
-    /// of a transaction that is rolled back. `None` when not staged or not reproducible.
-    async fn locate_merge_failure(&self, batch: &Batch) -> Option<u64> {
-        let staged = self.statements.staged.as_ref()?;
-        let mut client = self.pool.get().await.ok()?;
-        let mut tx = client.transaction().await.ok()?;
-        self.stage_and_copy(&tx, batch).await.ok()?;
-        let mut fails = async |rows: usize| -> Option<bool> {
-            let probe = tx.transaction().await.ok()?;
-            let failed = probe
-                .execute(staged.merge_prefix.as_str(), &[&(rows as i64)])
-                .await
-                .is_err();
-            probe.rollback().await.ok()?;
-            Some(failed)
+    /// For a row-level failure the server did not place (a staged merge, a check at the
+    /// end of the statement): the same error naming the first row that fails, found by
+    /// bisection in a transaction that is rolled back. Any other error is returned as is.
+    async fn name_failing_row(&self, err: Error, batch: &Batch) -> Error {
+        let Error::Batch {
+            line: None, source, ..
+        } = &err
+        else {
+            return err;
         };
-        // The smallest failing prefix ends at the culprit: it fails alone or with the rows
-        // before it, never because of rows after it.
-        let (mut lo, mut hi) = (1, batch.rows);
-        if !fails(hi).await? {
-            return None;
+        if !crate::retry::is_row_error(source) {
+            return err;
         }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if fails(mid).await? {
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        tx.rollback().await.ok()?;
-        batch.lines.get(lo - 1).copied()
-    }
-
-    /// Creates the staging table when there is one and COPYs the batch into it (or straight
-    /// into the target); returns the rows copied.
-    async fn stage_and_copy(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        batch: &Batch,
-    ) -> Result<u64, Error> {
-        let fail = |source| batch_error(batch, source);
-        let st = &*self.statements;
-        if let Some(staged) = &st.staged {
-            tx.batch_execute(&staged.create).await.map_err(fail)?;
-        }
-        let copy_sql = match batch.format {
-            Format::Binary => &st.copy_binary,
-            Format::Csv => &st.copy_csv,
+        let located = async {
+            let mut client = self.pool.get().await.ok()?;
+            let mut tx = client.transaction().await.ok()?;
+            tx.batch_execute(&self.session).await.ok()?;
+            let found = self.first_failing_row(&mut tx, batch).await.ok()??;
+            tx.rollback().await.ok()?;
+            Some(found)
         };
-        // Prepared (named) and closed inside the transaction: nothing outlives it.
-        let sink = tx
-            .copy_in::<_, Bytes>(copy_sql.as_str())
-            .await
-            .map_err(fail)?;
-        copy_payload(sink, &batch.payload).await.map_err(fail)
+        match located.await {
+            Some((row, cause)) => named_row_error(batch, row, cause),
+            None => err,
+        }
     }
 
     async fn write_on(
         &self,
         client: &mut deadpool_postgres::Client,
         batch: &Batch,
-    ) -> Result<Outcome, Error> {
+        reserved: &mut u64,
+    ) -> Result<(Outcome, Vec<Rejection>), Error> {
         let fail = |source| batch_error(batch, source);
-        let tx = client.transaction().await.map_err(fail)?;
+        let mut tx = client.transaction().await.map_err(fail)?;
         if let Some(done) = begin_batch(&tx, &self.session, self.ledger.as_deref(), batch.id())
             .await
             .map_err(fail)?
@@ -288,47 +275,288 @@ impl Writer {
                 batch = batch.seq,
                 "batch had already committed; not replayed"
             );
-            return Ok(done);
-        }
-        let copied = self.stage_and_copy(&tx, batch).await?;
-        let binary = batch.format == Format::Binary;
-        let (outcome, merged_keys) = match &self.statements.staged {
-            None => (
-                Outcome {
-                    inserted: copied,
-                    binary,
-                    ..Outcome::default()
-                },
-                None,
-            ),
-            Some(staged) => {
-                let row = tx
-                    .query_one(staged.merge.as_str(), &[])
-                    .await
-                    .map_err(fail)?;
-                let (inserted, updated) =
-                    (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
-                let outcome = Outcome {
-                    inserted,
-                    updated,
-                    skipped: copied - inserted - updated,
-                    binary,
-                    ..Outcome::default()
-                };
-                (outcome, row.get::<_, Option<String>>(2))
+            let unknown = done.rejected.saturating_sub(batch.rejected.len() as u64);
+            if self.rejects.is_some() && unknown > 0 {
+                tracing::warn!(
+                    batch = batch.seq,
+                    "{unknown} rows the server refused in batch {} ({}) are counted but not \
+                     in the rejects file: the reply to its COMMIT was lost",
+                    batch.seq,
+                    batch.span()
+                );
             }
-        };
+            return Ok((done, batch.rejected.clone()));
+        }
+        let loaded = self.load(&mut tx, batch, reserved).await?;
         if let Some(ledger) = &self.ledger {
-            // A direct COPY inserted every row of the batch, whose keys the reader collected;
-            // a merge reports the keys of the rows it really inserted.
-            let keys = merged_keys.as_deref().or(batch.keys.as_deref());
+            // A direct COPY inserted every row sent, whose keys the reader collected; a
+            // merge reports the keys of the rows it really inserted.
+            let keys = loaded.keys.as_deref().or(batch.keys.as_deref());
             ledger
-                .record(&tx, batch.seq, &outcome, keys)
+                .record(&tx, batch.seq, &loaded.outcome, keys)
                 .await
                 .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)?;
-        Ok(outcome)
+        Ok((loaded.outcome, loaded.rejected))
+    }
+
+    /// Loads `batch` in `tx`. In reject mode each try runs in a savepoint: when the server
+    /// refuses a row, that row is set aside (reserved against the budget, counted in
+    /// `reserved`) and the rows not yet loaded are tried again, until they load.
+    async fn load(
+        &self,
+        tx: &mut deadpool_postgres::Transaction<'_>,
+        batch: &Batch,
+        reserved: &mut u64,
+    ) -> Result<Loaded, Error> {
+        let mut rejected = batch.rejected.clone();
+        let Some(rejects) = &self.rejects else {
+            let (outcome, keys) = self
+                .attempt(tx, batch)
+                .await
+                .map_err(|e| batch_error(batch, e))?;
+            return Ok(Loaded {
+                outcome,
+                keys,
+                rejected,
+            });
+        };
+        let fail = |source| batch_error(batch, source);
+        let mut outcome = Outcome {
+            binary: batch.format == Format::Binary,
+            ..Outcome::default()
+        };
+        let (mut pending, mut loaded): (Vec<usize>, Vec<usize>) =
+            ((0..batch.rows).collect(), vec![]);
+        let mut merged_keys = None;
+        while !pending.is_empty() {
+            let current = batch.select(&pending);
+            let err = match self
+                .try_in_savepoint(tx, &current, true)
+                .await
+                .map_err(fail)?
+            {
+                Ok((done, keys)) => {
+                    add(&mut outcome, done);
+                    merged_keys = keys;
+                    loaded.append(&mut pending);
+                    break;
+                }
+                Err(e) if crate::retry::is_row_error(&e) => e,
+                Err(e) => return Err(batch_error(&current, e)),
+            };
+            let named = err
+                .as_db_error()
+                .and_then(|db| db.where_())
+                .and_then(copy_context)
+                .and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
+            let (row, column, err) = match named {
+                Some((row, column)) => (row, column, err),
+                None => match self.first_failing_row(tx, &current).await.map_err(fail)? {
+                    Some((row, cause)) => (row, None, cause),
+                    None => return Err(batch_error(&current, err)),
+                },
+            };
+            let db = err.as_db_error().expect("a row error is a server error");
+            let rejection = Rejection {
+                line: current.lines[row],
+                column,
+                sqlstate: db.code().code().to_string(),
+                reason: crate::error::server_reason(db),
+                value: None,
+                raw: current
+                    .records
+                    .as_ref()
+                    .map(|r| r[row].raw().to_vec())
+                    .unwrap_or_default(),
+            };
+            rejects.reserve(&rejection)?;
+            *reserved += 1;
+            tracing::debug!(%rejection, "row rejected by the server");
+            rejected.push(rejection);
+            // The rows before the refused one load without it (COPY got past them, or
+            // bisection tried them): with a direct COPY, load them now, so that later
+            // rejections do not send them again.
+            if self.statements.staged.is_none() && row > 0 {
+                let head = batch.select(&pending[..row]);
+                if let Ok((done, _)) = self.try_in_savepoint(tx, &head, true).await.map_err(fail)? {
+                    add(&mut outcome, done);
+                    loaded.extend(pending.drain(..row));
+                    pending.remove(0);
+                    continue;
+                }
+            }
+            pending.remove(row);
+        }
+        outcome.rejected = rejected.len() as u64;
+        // A direct COPY inserted the rows loaded; unless that is all of them, their keys
+        // are not the batch's.
+        let keys = merged_keys.or_else(|| {
+            (loaded.len() < batch.rows)
+                .then(|| batch.keys_of(&loaded))
+                .flatten()
+        });
+        Ok(Loaded {
+            outcome,
+            keys,
+            rejected,
+        })
+    }
+
+    /// Tries `batch` in a savepoint of `tx`, kept when it loads and `keep` says so, rolled
+    /// back otherwise. The outer error is the savepoint's own; the inner, the try's.
+    async fn try_in_savepoint(
+        &self,
+        tx: &mut deadpool_postgres::Transaction<'_>,
+        batch: &Batch,
+        keep: bool,
+    ) -> Result<Result<(Outcome, Option<String>), tokio_postgres::Error>, tokio_postgres::Error>
+    {
+        let savepoint = tx.transaction().await?;
+        let result = self.attempt(&savepoint, batch).await;
+        if keep && result.is_ok() {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
+        }
+        Ok(result)
+    }
+
+    /// The first row of `batch` without which it would load, and the error it causes:
+    /// the end of the smallest prefix of its rows that fails with a row-level error, found
+    /// by bisection, each probe in a savepoint of `tx` that is rolled back (so earlier work
+    /// in `tx` counts, as it would for the batch). `None` when the whole batch does not
+    /// fail that way.
+    async fn first_failing_row(
+        &self,
+        tx: &mut deadpool_postgres::Transaction<'_>,
+        batch: &Batch,
+    ) -> Result<Option<(usize, tokio_postgres::Error)>, tokio_postgres::Error> {
+        let mut fails = async |rows: usize| {
+            let prefix: Vec<usize> = (0..rows).collect();
+            match self
+                .try_in_savepoint(tx, &batch.select(&prefix), false)
+                .await?
+            {
+                Ok(_) => Ok(None),
+                Err(e) if crate::retry::is_row_error(&e) => Ok(Some(e)),
+                Err(e) => Err(e),
+            }
+        };
+        // A row fails alone or with the rows before it, never because of rows after it.
+        let (mut lo, mut hi) = (1, batch.rows);
+        if hi == 0 {
+            return Ok(None);
+        }
+        let Some(mut cause) = fails(hi).await? else {
+            return Ok(None);
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match fails(mid).await? {
+                Some(e) => (hi, cause) = (mid, e),
+                None => lo = mid + 1,
+            }
+        }
+        // The smallest failing prefix's own error: a larger one may fail on a later row first.
+        Ok(Some((lo - 1, cause)))
+    }
+
+    /// One try at the batch's rows in `tx`: COPY straight into the table, or into a fresh
+    /// staging table that is then merged. Returns what it did and, for a merge, the keys
+    /// of the rows it inserted (a direct COPY inserted the batch's [`Batch::keys`]).
+    async fn attempt(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        batch: &Batch,
+    ) -> Result<(Outcome, Option<String>), tokio_postgres::Error> {
+        let st = &*self.statements;
+        if let Some(staged) = &st.staged {
+            tx.batch_execute(&staged.create).await?;
+        }
+        let copy_sql = match batch.format {
+            Format::Binary => &st.copy_binary,
+            Format::Csv => &st.copy_csv,
+        };
+        // Prepared (named) and closed inside the transaction: nothing outlives it.
+        let sink = tx.copy_in::<_, Bytes>(copy_sql.as_str()).await?;
+        let copied = copy_payload(sink, &batch.payload).await?;
+        let binary = batch.format == Format::Binary;
+        let Some(staged) = &st.staged else {
+            let outcome = Outcome {
+                inserted: copied,
+                binary,
+                ..Outcome::default()
+            };
+            return Ok((outcome, None));
+        };
+        let row = tx.query_typed_one(staged.merge.as_str(), &[]).await?;
+        // Gone as soon as it is merged: the next batch of a dry run stages again in the same
+        // transaction.
+        tx.batch_execute(&staged.drop).await?;
+        let (inserted, updated) = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
+        let outcome = Outcome {
+            inserted,
+            updated,
+            skipped: copied - inserted - updated,
+            binary,
+            ..Outcome::default()
+        };
+        Ok((outcome, row.get::<_, Option<String>>(2)))
+    }
+
+    /// `seed --dry-run`: loads every batch `batches` brings, each in a savepoint of one
+    /// transaction on one connection (so later batches see earlier ones, and conflicts
+    /// count as they would), then rolls it all back. Nothing is recorded; in reject mode the
+    /// rejects file is written as for a real run. Stops at the first failure, which names
+    /// its row.
+    pub async fn dry_run(
+        &self,
+        batches: async_channel::Receiver<Batch>,
+        progress: &crate::report::Progress,
+    ) -> Result<(), Error> {
+        let mut client = self.pool.get().await.map_err(Error::Pool)?;
+        let mut tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::database("starting the dry run's transaction", e))?;
+        tx.batch_execute(&self.session)
+            .await
+            .map_err(|e| Error::database("starting the dry run's transaction", e))?;
+        let mut reserved = 0;
+        while let Ok(batch) = batches.recv().await {
+            let fail = |source| batch_error(&batch, source);
+            let mut savepoint = tx.transaction().await.map_err(fail)?;
+            match self.load(&mut savepoint, &batch, &mut reserved).await {
+                Ok(loaded) => {
+                    savepoint.commit().await.map_err(fail)?;
+                    if let Some(rejects) = &self.rejects {
+                        rejects.write(&loaded.rejected)?;
+                    }
+                    progress.committed(loaded.outcome);
+                }
+                Err(e) => {
+                    batches.close();
+                    savepoint.rollback().await.map_err(fail)?;
+                    let located = match &e {
+                        Error::Batch {
+                            line: None, source, ..
+                        } if crate::retry::is_row_error(source) => {
+                            self.first_failing_row(&mut tx, &batch).await.ok().flatten()
+                        }
+                        _ => None,
+                    };
+                    return Err(match located {
+                        Some((row, cause)) => named_row_error(&batch, row, cause),
+                        None => e,
+                    });
+                }
+            }
+        }
+        tx.rollback()
+            .await
+            .map_err(|e| Error::database("rolling back the dry run", e))
     }
 }
 
@@ -339,6 +567,25 @@ impl Sink<Batch> for Writer {
         limit: Duration,
     ) -> impl std::future::Future<Output = Result<Outcome, Error>> + Send {
         Writer::write(self, batch, limit)
+    }
+}
+
+/// Adds what one part of a batch did to what the batch did.
+fn add(total: &mut Outcome, part: Outcome) {
+    total.inserted += part.inserted;
+    total.updated += part.updated;
+    total.skipped += part.skipped;
+}
+
+/// A batch failure, naming the row `row` of the batch (found by bisection).
+fn named_row_error(batch: &Batch, row: usize, source: tokio_postgres::Error) -> Error {
+    Error::Batch {
+        seq: batch.seq,
+        first_line: batch.first_line,
+        last_line: batch.last_line,
+        line: batch.lines.get(row).copied(),
+        column: None,
+        source,
     }
 }
 

@@ -111,8 +111,14 @@ fn print_run(run: &Run, resume: Option<String>) {
         run.duration_s, run.attempts
     );
     println!(
-        "  committed: {} batches: {} rows inserted, {} updated, {} skipped ({} rows read)",
-        run.batches, run.rows_inserted, run.rows_updated, run.rows_skipped, run.rows_read
+        "  committed: {} batches: {} rows inserted, {} updated, {} skipped, {} rejected \
+         ({} rows read)",
+        run.batches,
+        run.rows_inserted,
+        run.rows_updated,
+        run.rows_skipped,
+        run.rows_rejected,
+        run.rows_read
     );
     if let Some(error) = &run.error {
         println!("  error:     {error}");

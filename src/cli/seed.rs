@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{ConnectArgs, CsvArgs, RunArgs, block_on, finish};
-use crate::error::Error;
+use crate::error::{EXIT_OK, EXIT_REJECTED, Error};
 use crate::plan::FormatChoice;
 use crate::read::Source;
 use crate::report::Console;
@@ -12,10 +12,14 @@ use crate::write::OnConflict;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit codes: 0 done; 1 failed (the message names the CSV line and the \
-server's error; batches committed before the failure stay committed and recorded); 2 usage or \
-configuration error, nothing written; 130 interrupted (Ctrl-C, SIGTERM): the message gives the \
-command that resumes the run."
+    after_help = "Exit codes: 0 done; 1 failed (the message names the CSV line, the column \
+and the reason, or the server's error; batches committed before the failure stay committed and \
+recorded), or more rows rejected than --max-errors allows; 2 usage or configuration error, \
+nothing written; 3 done, but rows were rejected (--rejects): they are in the rejects file; 130 \
+interrupted (Ctrl-C, SIGTERM): the message gives the command that resumes the run.\n\n\
+The rejects file is CSV in the input's dialect: the input's header plus rejected_line, \
+rejected_column, rejected_sqlstate, rejected_reason; then each rejected record exactly as it \
+was in the input, followed by those four fields."
 )]
 pub struct SeedArgs {
     /// CSV file with a header line naming the target columns; .gz is decompressed; - reads stdin.
@@ -55,6 +59,23 @@ pub struct SeedArgs {
     #[arg(long)]
     pub no_record_keys: bool,
 
+    /// Reject mode: load every good row and write each row a check or the server refuses
+    /// (with its line, column, SQLSTATE and reason) to this CSV file instead of stopping
+    /// at the first. A resumed run appends to it.
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<std::path::PathBuf>,
+
+    /// With --rejects: more rejected rows than this fail the run (exit 1) [default: no
+    /// limit].
+    #[arg(long, value_name = "N", requires = "rejects")]
+    pub max_errors: Option<u64>,
+
+    /// Check the whole file and load it in one transaction that is rolled back: reports
+    /// what would be inserted, skipped, updated and rejected, and writes nothing to the
+    /// database (no ledger run either). With --rejects, the rejects file is written.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
+
     #[command(flatten)]
     pub csv: CsvArgs,
 
@@ -85,8 +106,15 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         key: args.key,
         create_example_table: args.create_example_table,
         record_keys: !args.no_record_keys,
+        rejects: args.rejects,
+        max_errors: args.max_errors,
+        dry_run: args.dry_run,
         run: run.options()?,
     };
     let finished = block_on(seed(db, opts, console))??;
-    Ok(finish(finished, run.json, console))
+    let rejected = finished.summary.rows_rejected();
+    Ok(match finish(finished, run.json, console) {
+        EXIT_OK if rejected > 0 => EXIT_REJECTED,
+        code => code,
+    })
 }

@@ -14,6 +14,7 @@
 pub mod bouncer;
 pub mod cluster;
 pub mod proxy;
+pub mod rejects;
 pub mod tls;
 
 use std::fs;
