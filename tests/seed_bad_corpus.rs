@@ -147,7 +147,8 @@ macro_rules! corpus {
             }
         )*
 
-        /// Every file in `fixtures/bad/` has a test above, and every test a file.
+        /// Every file in `fixtures/bad/` has a test above and a row in its README, and every
+        /// test a file.
         #[test]
         fn every_corpus_file_is_tested() {
             let tested = [$($case.file),*];
@@ -161,6 +162,10 @@ macro_rules! corpus {
             let mut tested: Vec<String> = tested.iter().map(|f| f.to_string()).collect();
             tested.sort();
             assert_eq!(files, tested);
+            let readme = std::fs::read_to_string(dir.join("README.md")).expect("fixtures/bad/README.md");
+            for file in &files {
+                assert!(readme.contains(&format!("| {file} |")), "README.md lacks {file}");
+            }
         }
     };
 }
