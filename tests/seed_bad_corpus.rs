@@ -1,7 +1,7 @@
 //! The `fixtures/bad/` corpus: one small file per kind of bad input (see its README.md), each
 //! seeded in stop mode with `--batch-size 2` into a fresh `accounts` table.
 //!
-//! For every file: the exit code (2 for header problems and the empty file, 1 for a bad
+//! For every file, with `--format auto` and `--format csv`: the exit code (2 for header problems and the empty file, 1 for a bad
 //! row), a message naming the bad record's physical line, its column where one applies and
 //! a reason, and afterwards exactly the rows of the batches before the bad row's batch, in
 //! the table and as committed batches in the ledger. One connection, so "before" is exact:
@@ -27,15 +27,37 @@ struct Case {
 
 const BATCH: usize = 2;
 
-#[track_caller]
+/// Both ways a batch can go: binary where the encoders accept every value (a batch holding
+/// a value they refuse goes as CSV), and CSV throughout, where the server parses every value
+/// and names no column for some problems (invalid UTF-8, NUL) unless the tool does first.
+const FORMATS: [&str; 2] = ["auto", "csv"];
+
 fn check(case: Case) {
+    for format in FORMATS {
+        check_format(&case, format);
+    }
+}
+
+fn check_format(case: &Case, format: &str) {
     let path = repo_path(&format!("fixtures/bad/{}", case.file));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let db = TestDb::with_accounts();
     let batch = BATCH.to_string();
-    let run = db.seed(&path, &["--batch-size", &batch, "--connections", "1"]);
-    let what = case.file;
-    run.expect_code(case.code);
+    let args = [
+        "--batch-size",
+        &batch,
+        "--connections",
+        "1",
+        "--format",
+        format,
+    ];
+    let run = db.seed(&path, &args);
+    let what = format!("{} --format {format}", case.file);
+    assert_eq!(
+        run.code, case.code,
+        "{what}: exit code\nstderr:\n{}",
+        run.stderr
+    );
     assert!(
         !run.stderr.contains("panicked"),
         "{what}: panic:\n{}",
