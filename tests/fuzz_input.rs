@@ -301,7 +301,7 @@ fn records() -> impl Strategy<Value = Vec<Vec<Field>>> {
 
 /// How the test writes a file: which values it quotes and which line ends it uses.
 #[derive(Debug, Clone)]
-struct Layout {
+struct FileStyle {
     quote_all: bool,
     bom: bool,
     /// Line end after each record, cycled; the last record may have none.
@@ -309,7 +309,7 @@ struct Layout {
     final_eol: bool,
 }
 
-fn layout() -> impl Strategy<Value = Layout> {
+fn file_style() -> impl Strategy<Value = FileStyle> {
     const EOLS: &[&[u8]] = &[b"\n", b"\r\n", b"\r"];
     let eol = prop::sample::select(EOLS);
     (
@@ -318,7 +318,7 @@ fn layout() -> impl Strategy<Value = Layout> {
         prop::collection::vec(eol, 1..4),
         any::<bool>(),
     )
-        .prop_map(|(quote_all, bom, eols, final_eol)| Layout {
+        .prop_map(|(quote_all, bom, eols, final_eol)| FileStyle {
             quote_all,
             bom,
             eols,
@@ -355,8 +355,12 @@ fn write_field(out: &mut Vec<u8>, v: &Field, d: &Dialect, quote_all: bool, alone
 }
 
 /// `records` as a file in `d`, and the physical line each record starts and ends on.
-fn write_file(records: &[Vec<Field>], d: &Dialect, layout: &Layout) -> (Vec<u8>, Vec<(u64, u64)>) {
-    let mut out = if layout.bom { BOM.to_vec() } else { Vec::new() };
+fn write_file(
+    records: &[Vec<Field>],
+    d: &Dialect,
+    style: &FileStyle,
+) -> (Vec<u8>, Vec<(u64, u64)>) {
+    let mut out = if style.bom { BOM.to_vec() } else { Vec::new() };
     let mut lines = Vec::new();
     for (i, rec) in records.iter().enumerate() {
         let start = 1 + line_ends(&out);
@@ -364,11 +368,11 @@ fn write_file(records: &[Vec<Field>], d: &Dialect, layout: &Layout) -> (Vec<u8>,
             if n > 0 {
                 out.push(d.delimiter);
             }
-            write_field(&mut out, v, d, layout.quote_all, rec.len() == 1);
+            write_field(&mut out, v, d, style.quote_all, rec.len() == 1);
         }
         lines.push((start, 1 + line_ends(&out)));
-        if i + 1 < records.len() || layout.final_eol {
-            out.extend_from_slice(layout.eols[i % layout.eols.len()]);
+        if i + 1 < records.len() || style.final_eol {
+            out.extend_from_slice(style.eols[i % style.eols.len()]);
         }
     }
     (out, lines)
@@ -429,11 +433,17 @@ fn copy_lines_of(records: &[Vec<Field>]) -> Vec<u64> {
 
 #[test]
 fn records_in_any_dialect_read_back_and_their_csv_payload_reparses() {
-    let strategy = (records(), valid_dialect(), layout(), capacity(), capacity());
-    run_property(1500, strategy, |(records, d, layout, cap, cap2)| {
+    let strategy = (
+        records(),
+        valid_dialect(),
+        file_style(),
+        capacity(),
+        capacity(),
+    );
+    run_property(1500, strategy, |(records, d, style, cap, cap2)| {
         let records = no_blank_records(records, &d);
-        let (file, lines) = write_file(&records, &d, &layout);
-        let cap = if layout.bom { cap.max(3) } else { cap };
+        let (file, lines) = write_file(&records, &d, &style);
+        let cap = if style.bom { cap.max(3) } else { cap };
         let read = read_ok(&file, &d, cap)?;
         prop_assert_eq!(read.len(), records.len());
         for ((rec, want), (line, end_line)) in read.iter().zip(&records).zip(&lines) {
@@ -818,7 +828,7 @@ fn records_of(columns: &[Column]) -> Result<Vec<Record>, TestCaseError> {
     let rows: Vec<Vec<Field>> = (0..columns[0].values.len())
         .map(|r| columns.iter().map(|c| c.values[r].clone()).collect())
         .collect();
-    let layout = Layout {
+    let style = FileStyle {
         quote_all: true,
         bom: false,
         eols: vec![b"\n"],
@@ -826,7 +836,7 @@ fn records_of(columns: &[Column]) -> Result<Vec<Record>, TestCaseError> {
     };
     let d = Dialect::default();
     let rows = no_blank_records(rows, &d);
-    read_ok(&write_file(&rows, &d, &layout).0, &d, 8192)
+    read_ok(&write_file(&rows, &d, &style).0, &d, 8192)
 }
 
 /// The encoder sends `fields` (record field index, encoder) of `records` in binary format
