@@ -22,7 +22,7 @@ use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use provisioner::Error;
-use provisioner::encode::{Encoder, Format, RowEncoder};
+use provisioner::encode::{Encoder, Format, Layout, RowEncoder, select_rows};
 use provisioner::read::{self, CsvOptions, CsvReader, Dialect, Record, Source};
 
 /// A field value, `None` for NULL.
@@ -454,15 +454,16 @@ fn records_in_any_dialect_read_back_and_their_csv_payload_reparses() {
         // The CSV payload, in COPY's default dialect, gives back the same fields.
         let width = records[0].len();
         let encoder = RowEncoder::new(vec![None; width], true);
-        let (mut payload, mut copy_lines) = (Vec::new(), Vec::new());
+        let (mut payload, mut layout) = (Vec::new(), Layout::default());
         prop_assert_eq!(
-            encoder.encode(&read, &mut payload, &mut copy_lines),
+            encoder.encode(&read, &mut payload, &mut layout),
             Format::Csv
         );
         let again = read_ok(&payload, &Dialect::default(), cap2)?;
         let again: Vec<Vec<Field>> = again.iter().map(fields_of).collect();
         prop_assert_eq!(&again, &without_lone_nulls(&records));
-        prop_assert_eq!(copy_lines, copy_lines_of(&records));
+        prop_assert_eq!(&layout.copy_lines, &copy_lines_of(&records));
+        check_row_ends(&layout, records.len(), payload.len())?;
         Ok(())
     });
 }
@@ -856,10 +857,11 @@ fn check_encoding(
             .iter()
             .all(|r| fields.iter().all(|&(i, e)| accepted(e, r.get(i))));
     let encoder = RowEncoder::project(width, fields.clone(), true);
-    let (mut out, mut copy_lines) = (Vec::new(), Vec::new());
-    let format = encoder.encode(records, &mut out, &mut copy_lines);
+    let (mut out, mut layout) = (Vec::new(), Layout::default());
+    let format = encoder.encode(records, &mut out, &mut layout);
     prop_assert_eq!(format == Format::Binary, all_accepted);
     if format == Format::Csv {
+        check_row_ends(&layout, records.len(), out.len())?;
         let back: Vec<Vec<Field>> = read_ok(&out, &Dialect::default(), 8192)?
             .iter()
             .map(fields_of)
@@ -876,7 +878,8 @@ fn check_encoding(
         prop_assert_eq!(back, without_lone_nulls(&want));
         return Ok(());
     }
-    prop_assert!(copy_lines.is_empty());
+    prop_assert!(layout.copy_lines.is_empty());
+    check_row_ends(&layout, records.len(), out.len() - 2)?;
     let rows = parse_binary(&out)?;
     prop_assert_eq!(rows.len(), records.len());
     for (row, rec) in rows.iter().zip(records) {
@@ -892,6 +895,19 @@ fn check_encoding(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// One end per row, in order, the last where the rows end (before binary's trailer).
+fn check_row_ends(layout: &Layout, rows: usize, end: usize) -> Result<(), TestCaseError> {
+    prop_assert_eq!(layout.row_ends.len(), rows, "row ends");
+    prop_assert!(
+        layout.row_ends.windows(2).all(|w| w[0] < w[1]),
+        "row ends out of order"
+    );
+    if let Some(&last) = layout.row_ends.last() {
+        prop_assert_eq!(last, end, "the last row's end");
     }
     Ok(())
 }
@@ -918,6 +934,39 @@ fn projected_fields_encode_the_same_way() {
         let records = records_of(&columns)?;
         let fields = picks.iter().map(|&i| (i, columns[i].encoder)).collect();
         check_encoding(&records, columns.len(), fields)
+    });
+}
+
+/// Picking rows out of an encoded batch (what isolating the rows the server refuses does)
+/// gives the very payload and layout that encoding those rows alone in the batch's format
+/// gives.
+#[test]
+fn selected_rows_are_the_rows_encoded_alone() {
+    let strategy = batch().prop_flat_map(|columns| {
+        let rows = columns[0].values.len();
+        (Just(columns), prop::collection::vec(any::<bool>(), rows))
+    });
+    run_property(1000, strategy, |(columns, mask)| {
+        let records = records_of(&columns)?;
+        let encoders: Vec<Option<Encoder>> = columns.iter().map(|c| c.encoder).collect();
+        let (mut out, mut layout) = (Vec::new(), Layout::default());
+        let format =
+            RowEncoder::new(encoders.clone(), true).encode(&records, &mut out, &mut layout);
+        let keep: Vec<usize> = (0..records.len()).filter(|&i| mask[i]).collect();
+        let mut picked = Vec::new();
+        let picked_layout = select_rows(format, &out, &layout, &keep, &mut picked);
+
+        let alone: Vec<Record> = keep.iter().map(|&i| records[i].clone()).collect();
+        let (mut want, mut want_layout) = (Vec::new(), Layout::default());
+        let want_format = RowEncoder::new(encoders, format == Format::Binary).encode(
+            &alone,
+            &mut want,
+            &mut want_layout,
+        );
+        prop_assert_eq!(want_format, format);
+        prop_assert_eq!(picked, want);
+        prop_assert_eq!(picked_layout, want_layout);
+        Ok(())
     });
 }
 
