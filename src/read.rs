@@ -187,6 +187,7 @@ pub fn header<R: BufRead>(
             }
         }
     }
+    csv.set_width(header.len());
     Ok((csv, header))
 }
 
@@ -290,6 +291,10 @@ pub struct CsvReader<R> {
     prev_cr: bool,
     at_start: bool,
     keep_raw: bool,
+    /// Bytes taken from the input while looking for a BOM that was not one, parsed first.
+    pushback: Vec<u8>,
+    /// A one-column file: a blank line is a row whose field is empty (NULL by default).
+    blank_is_row: bool,
 }
 
 impl<R: BufRead> CsvReader<R> {
@@ -301,7 +306,15 @@ impl<R: BufRead> CsvReader<R> {
             prev_cr: false,
             at_start: true,
             keep_raw: false,
+            pushback: Vec::new(),
+            blank_is_row: false,
         }
+    }
+
+    /// Records have `width` fields. With one, a blank line is a row, as COPY reads it (one
+    /// empty unquoted field); with more, COPY would refuse it and it is skipped.
+    pub fn set_width(&mut self, width: usize) {
+        self.blank_is_row = width == 1;
     }
 
     /// Keep each record's text as it was in the input ([`Record::raw`]); off by default,
@@ -316,13 +329,16 @@ impl<R: BufRead> CsvReader<R> {
             rec.clear();
             match self.read_raw(rec)? {
                 None => return Ok(false),
-                Some(Line::Blank) => continue,
-                Some(Line::Record) => return Ok(true),
+                Some(Line::Blank) if !self.blank_is_row => continue,
+                Some(_) => return Ok(true),
             }
         }
     }
 
     fn read_raw(&mut self, rec: &mut Record) -> Result<Option<Line>, Error> {
+        if std::mem::take(&mut self.at_start) {
+            self.take_bom()?;
+        }
         let d = &self.dialect;
         let (delim, quote, escape, null) = (d.delimiter, d.quote, d.escape, &d.null[..]);
         let mut state = State::Unquoted;
@@ -332,7 +348,13 @@ impl<R: BufRead> CsvReader<R> {
         let mut blank = true;
         rec.line = self.line;
         loop {
-            let buf = match self.input.fill_buf() {
+            let pushed = std::mem::take(&mut self.pushback);
+            let filled = if pushed.is_empty() {
+                self.input.fill_buf()
+            } else {
+                Ok(&pushed[..])
+            };
+            let buf = match filled {
                 Ok(buf) => buf,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -362,18 +384,11 @@ impl<R: BufRead> CsvReader<R> {
                 rec.end_line = self.line;
                 return Ok(Some(Line::Record));
             }
-            let mut skip = 0;
-            if self.at_start {
-                self.at_start = false;
-                if buf.starts_with(b"\xEF\xBB\xBF") {
-                    skip = 3;
-                }
-            }
-            let mut consumed = skip;
+            let mut consumed = 0;
             let mut done = false;
             // The part of this chunk that belongs to the record, for `raw`.
-            let (mut raw_from, mut raw_to) = (if started { skip } else { buf.len() }, None);
-            for &b in &buf[skip..] {
+            let (mut raw_from, mut raw_to) = (if started { 0 } else { buf.len() }, None);
+            for &b in buf {
                 consumed += 1;
                 // Line counting is independent of quoting: `\r\n` is one line end.
                 let newline = b == b'\n' && !self.prev_cr || b == b'\r';
@@ -444,7 +459,11 @@ impl<R: BufRead> CsvReader<R> {
                 rec.raw
                     .extend_from_slice(&buf[raw_from..raw_to.unwrap_or(consumed)]);
             }
-            self.input.consume(consumed);
+            if pushed.is_empty() {
+                self.input.consume(consumed);
+            } else {
+                self.pushback = pushed[consumed..].to_vec();
+            }
             if done {
                 return Ok(Some(if blank { Line::Blank } else { Line::Record }));
             }
@@ -458,6 +477,37 @@ impl<R: BufRead> CsvReader<R> {
                 });
             }
         }
+    }
+}
+
+impl<R: BufRead> CsvReader<R> {
+    /// Drops a UTF-8 BOM at the start of the input, however the reads split it; bytes that
+    /// began like one but were not are kept for the parser.
+    fn take_bom(&mut self) -> Result<(), Error> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        let mut seen = 0;
+        while seen < BOM.len() {
+            let buf = match self.input.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Csv {
+                        line: 1,
+                        reason: format!("read error: {e}"),
+                    });
+                }
+            };
+            let take = (BOM.len() - seen).min(buf.len());
+            if take == 0 || buf[..take] != BOM[seen..seen + take] {
+                break;
+            }
+            self.input.consume(take);
+            seen += take;
+        }
+        if seen < BOM.len() {
+            self.pushback = BOM[..seen].to_vec();
+        }
+        Ok(())
     }
 }
 
@@ -494,6 +544,46 @@ mod tests {
         let mut quiet = CsvReader::new(&input[..], Dialect::default());
         quiet.read(&mut rec).unwrap();
         assert!(rec.raw().is_empty(), "raw text is kept only when asked for");
+    }
+
+    #[test]
+    fn a_bom_is_dropped_however_the_reads_split_it_and_a_false_start_is_kept() {
+        let first_field = |input: &'static [u8]| {
+            let mut csv = CsvReader::new(BufReader::with_capacity(1, input), Dialect::default());
+            let mut rec = Record::default();
+            assert!(csv.read(&mut rec).unwrap());
+            rec.get(0).map(<[u8]>::to_vec)
+        };
+        assert_eq!(first_field(b"\xEF\xBB\xBFa,b\n"), Some(b"a".to_vec()));
+        assert_eq!(first_field(b"\xEF\xBBa,b\n"), Some(b"\xEF\xBBa".to_vec()));
+        assert_eq!(first_field(b"\xEF"), Some(b"\xEF".to_vec()));
+    }
+
+    #[test]
+    fn a_blank_line_is_a_row_of_one_empty_field_only_in_one_column_files() {
+        let rows = |width: usize| {
+            let input = &b"a\nx\n\n\r\ny\n"[..];
+            let mut csv = CsvReader::new(input, Dialect::default());
+            csv.set_width(width);
+            let mut rec = Record::default();
+            let mut got = Vec::new();
+            while csv.read(&mut rec).unwrap() {
+                got.push((rec.line(), rec.get(0).map(<[u8]>::to_vec)));
+            }
+            got
+        };
+        let text = |s: &str| Some(s.as_bytes().to_vec());
+        assert_eq!(
+            rows(1),
+            [
+                (1, text("a")),
+                (2, text("x")),
+                (3, None),
+                (4, None),
+                (5, text("y"))
+            ]
+        );
+        assert_eq!(rows(2), [(1, text("a")), (2, text("x")), (5, text("y"))]);
     }
 
     #[test]

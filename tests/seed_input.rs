@@ -119,6 +119,21 @@ fn blank_lines_are_skipped() {
     }
 }
 
+/// In a one-column file a blank line is a row (one empty unquoted field: NULL), as COPY
+/// reads it; with more columns COPY would refuse it, and it is skipped.
+#[test]
+fn a_blank_line_in_a_one_column_file_loads_like_psql() {
+    let db = TestDb::new();
+    db.execute("CREATE TABLE t (id serial PRIMARY KEY, a text)");
+    let file = db.write("one.csv", "a\nx\n\ny\n\n");
+    db.seed(&file, &["--table", "t"]).expect_ok();
+    let ours = db.dump("t");
+    db.execute("TRUNCATE t RESTART IDENTITY");
+    db.psql_copy("t", &["a"], &file);
+    assert_same_rows("one-column file with blank lines", &ours, &db.dump("t"));
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM t WHERE a IS NULL"), 2);
+}
+
 /// A producer at the other end of a pipe may hand over its first bytes one at a time (a
 /// network stream, a slow decompressor): gzip and the BOM must be recognised all the same.
 #[test]
