@@ -94,24 +94,22 @@ impl Batch {
         Some(keys_json(rows.iter().map(|&i| &records[i]), fields))
     }
 
-    /// The same batch with only the payload rows `keep` (ascending): to send a prefix while
-    /// looking for a failing row, or the rows left after one was rejected.
+    /// The batch's payload rows `keep` (ascending), to send: a prefix while looking for a
+    /// failing row, or the rows left after one was rejected. Only what sending needs is
+    /// carried over (lines and payload); the records, keys and rejections stay with the
+    /// whole batch, whose row numbers the caller keeps.
     pub fn select(&self, keep: &[usize]) -> Batch {
         let mut payload = Vec::new();
         let layout = select_rows(self.format, &self.payload, &self.layout, keep, &mut payload);
-        let records: Option<Arc<[Record]>> = self
-            .records
-            .as_ref()
-            .map(|all| keep.iter().map(|&i| all[i].clone()).collect());
         Batch {
             rows: keep.len(),
             lines: keep.iter().map(|&i| self.lines[i]).collect(),
             layout,
             payload: payload.into(),
-            keys: self.keys_of(keep).or_else(|| self.keys.clone()),
-            records,
-            rejected: self.rejected.clone(),
-            key_fields: self.key_fields.clone(),
+            keys: None,
+            records: None,
+            rejected: Vec::new(),
+            key_fields: None,
             ..*self
         }
     }

@@ -331,9 +331,16 @@ impl Writer {
             ((0..batch.rows).collect(), vec![]);
         let mut merged_keys = None;
         while !pending.is_empty() {
-            let current = batch.select(&pending);
+            // The first try sends the batch as it is: a clean batch costs no copy.
+            let selected;
+            let current = if pending.len() == batch.rows {
+                batch
+            } else {
+                selected = batch.select(&pending);
+                &selected
+            };
             let err = match self
-                .try_in_savepoint(tx, &current, true)
+                .try_in_savepoint(tx, current, true)
                 .await
                 .map_err(fail)?
             {
@@ -344,7 +351,7 @@ impl Writer {
                     break;
                 }
                 Err(e) if crate::retry::is_row_error(&e) => e,
-                Err(e) => return Err(batch_error(&current, e)),
+                Err(e) => return Err(batch_error(current, e)),
             };
             let named = err
                 .as_db_error()
@@ -353,9 +360,9 @@ impl Writer {
                 .and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
             let (row, column, err) = match named {
                 Some((row, column)) => (row, column, err),
-                None => match self.first_failing_row(tx, &current).await.map_err(fail)? {
+                None => match self.first_failing_row(tx, current).await.map_err(fail)? {
                     Some((row, cause)) => (row, None, cause),
-                    None => return Err(batch_error(&current, err)),
+                    None => return Err(batch_error(current, err)),
                 },
             };
             let db = err.as_db_error().expect("a row error is a server error");
@@ -365,10 +372,10 @@ impl Writer {
                 sqlstate: db.code().code().to_string(),
                 reason: crate::error::server_reason(db),
                 value: None,
-                raw: current
+                raw: batch
                     .records
                     .as_ref()
-                    .map(|r| r[row].raw().to_vec())
+                    .map(|r| r[pending[row]].raw().to_vec())
                     .unwrap_or_default(),
             };
             rejects.reserve(&rejection)?;
