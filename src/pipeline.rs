@@ -158,20 +158,18 @@ impl RunOptions {
     }
 
     /// `SET LOCAL` statements for a unit's transaction: bounded waits for locks and
-    /// statements (0: the server's setting). Local to the transaction, so they cannot leak
-    /// to another client behind a transaction-mode pooler.
+    /// statements (0 leaves the server's, role's or database's setting alone). Local to the
+    /// transaction, so they cannot leak to another client behind a transaction-mode pooler.
     pub fn session_settings(&self) -> String {
-        let mut sets = vec![format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            self.lock_timeout.as_millis()
-        )];
-        if !self.statement_timeout.is_zero() {
-            sets.push(format!(
-                "SET LOCAL statement_timeout = '{}ms'",
-                self.statement_timeout.as_millis()
-            ));
-        }
-        sets.join("; ")
+        [
+            ("lock_timeout", self.lock_timeout),
+            ("statement_timeout", self.statement_timeout),
+        ]
+        .iter()
+        .filter(|(_, limit)| !limit.is_zero())
+        .map(|(name, limit)| format!("SET LOCAL {name} = '{}ms'", limit.as_millis()))
+        .collect::<Vec<_>>()
+        .join("; ")
     }
 }
 

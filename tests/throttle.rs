@@ -570,6 +570,39 @@ fn a_held_lock_fails_the_batch_with_55p03_when_retries_are_off() {
     assert_eq!(db.count("accounts"), 0);
 }
 
+/// `--lock-timeout 0` sends no `SET LOCAL`: the database's own setting (here 300 ms) rules,
+/// rather than `0` (wait forever) overriding it.
+#[test]
+fn lock_timeout_zero_leaves_the_databases_setting() {
+    let db = TestDb::with_accounts();
+    db.execute(&format!(
+        "ALTER DATABASE \"{}\" SET lock_timeout = '300ms'",
+        db.name()
+    ));
+    let mut locker = lock_accounts(&db);
+    let fixture = fixture_path();
+    let args = seed_args(
+        &db,
+        &fixture,
+        &[
+            "--lock-timeout",
+            "0",
+            "--max-retries",
+            "0",
+            "--batch-timeout",
+            "20",
+            "--json",
+        ],
+    );
+    let (run, took) = timed_run(&args);
+    locker.batch_execute("COMMIT").expect("release the lock");
+    run.expect_code(1);
+    let error = run.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("55P03"), "{error}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(db.count("accounts"), 0);
+}
+
 #[test]
 fn a_lock_timeout_is_retried_until_the_lock_is_released() {
     let db = TestDb::with_accounts();

@@ -162,11 +162,12 @@ fn one_byte(s: &str) -> Result<u8, String> {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Connections to the database, and batches in flight, at most.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub connections: u16,
 
-    /// Rows per batch; each batch is one transaction.
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = parse_batch_size)]
+    /// Rows (purge: keys) per batch; each batch is one transaction, one ledger row and the
+    /// unit of retry.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_name = "N", value_parser = parse_batch_size)]
     pub batch_size: usize,
 
     /// Print one JSON object with the run's figures on stdout at the end.
@@ -197,7 +198,7 @@ pub struct RunArgs {
     pub retry_max_elapsed: u64,
 
     /// Longest wait for a lock, per statement (SET LOCAL lock_timeout); a lock timeout is
-    /// retried. 0 waits as long as the server's setting says.
+    /// retried. 0 leaves the server's (or role's) setting.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub lock_timeout: u64,
 
@@ -224,7 +225,7 @@ pub struct RunArgs {
 
     /// Pause between batches while a standby in pg_stat_replication replays more than this
     /// many seconds behind.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub max_replica_lag: Option<f64>,
 
     /// With --max-replica-lag: the standby to watch, as a URL or conninfo (its password is
