@@ -97,7 +97,7 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
         // to_regclass raises on malformed names such as an unclosed quote.
-        Err(e) if e.as_db_error().is_some() => {
+        Err(e) if crate::retry::is_invalid_name(&e) => {
             return Err(Error::Usage(format!(
                 "invalid table name {name:?}: {}",
                 crate::error::describe_pg(&e)

@@ -189,7 +189,14 @@ fn conflict_key(
     key: Option<&[String]>,
 ) -> Result<Option<Vec<String>>, Error> {
     if mode == OnConflict::Error {
-        return Ok(None);
+        return match key {
+            Some(_) => Err(Error::Usage(
+                "--key names the conflict target of --on-conflict skip or update; \
+                 with --on-conflict error (the default) it would be ignored"
+                    .into(),
+            )),
+            None => Ok(None),
+        };
     }
     let same_set =
         |a: &[String], b: &[String]| a.len() == b.len() && a.iter().all(|c| b.contains(c));
@@ -346,5 +353,20 @@ mod tests {
         req.on_conflict = OnConflict::Skip;
         req.key = Some(&key);
         assert!(matches!(build(&table(), &req), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn a_key_with_on_conflict_error_is_refused_not_ignored() {
+        let h = header("email,name\n");
+        let key = ["email".to_string()];
+        let mut req = request(&h, &[]);
+        req.key = Some(&key);
+        let err = build(&table(), &req).unwrap_err();
+        assert!(
+            err.to_string().contains("--on-conflict skip or update"),
+            "{err}"
+        );
+        req.on_conflict = OnConflict::Skip;
+        assert!(build(&table(), &req).is_ok());
     }
 }

@@ -11,8 +11,9 @@
 //! helpers are not used: they treat every `?` as transient and give up only after 15
 //! minutes. Swapping it out means changing [`RetryPolicy::delays`] alone.
 //!
-//! Among permanent failures, [`is_row_error`] picks those one row causes (data and
-//! integrity errors, a trigger's exception), which reject mode isolates instead of failing.
+//! Among permanent failures, [`is_row_error`] picks those one row causes (classes 22, 23
+//! and P0, and 54000; see [`ROW_CLASSES`]), which reject mode isolates instead of failing,
+//! and [`is_invalid_name`] those that say a name given by the user is malformed.
 
 use std::time::Duration;
 
@@ -67,6 +68,16 @@ pub fn is_row_sqlstate(code: &str) -> bool {
 pub fn is_row_error(err: &tokio_postgres::Error) -> bool {
     err.as_db_error()
         .is_some_and(|db| is_row_sqlstate(db.code().code()))
+}
+
+/// SQLSTATEs the server gives for a table name it cannot parse (`to_regclass('"abc')`,
+/// `a.b.c.d`, another database's table): the user's mistake, not the server's trouble.
+const NAME_CODES: &[&str] = &["42601", "42602", "0A000"];
+
+/// Whether a failure says a name given by the user is malformed.
+pub fn is_invalid_name(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error()
+        .is_some_and(|db| NAME_CODES.contains(&db.code().code()))
 }
 
 /// Classifies a driver error: by SQLSTATE when the server sent one, else by whether the
