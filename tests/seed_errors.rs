@@ -119,6 +119,15 @@ fn empty_header_only_and_missing_table() {
         "{}",
         run.stderr
     );
+    for malformed in ["\"accounts", "a.b.c.d", "otherdb.public.accounts"] {
+        let run = db.seed(&fixture_path(), &["--table", malformed]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("invalid table name"),
+            "{malformed}: {}",
+            run.stderr
+        );
+    }
     assert_eq!(db.count("accounts"), 0);
 }
 
