@@ -75,14 +75,13 @@ pub struct Rejects {
 impl Rejects {
     /// Opens `path`: truncated for a new run, appended to by a resumed one (`append`). The
     /// header (`header_raw`, the input's header as it was, plus [`EXTRA_COLUMNS`]) is
-    /// written when the file is empty. `already` is how many rows the run rejected before.
+    /// written when the file is empty.
     pub fn open(
         path: &Path,
         header_raw: &[u8],
         dialect: &Dialect,
         append: bool,
         limit: Option<u64>,
-        already: u64,
     ) -> Result<Self, Error> {
         let fail = |source| Error::RejectsFile {
             path: path.display().to_string(),
@@ -109,8 +108,13 @@ impl Rejects {
             file: Mutex::new(file),
             dialect: dialect.clone(),
             limit,
-            used: AtomicU64::new(already),
+            used: AtomicU64::new(0),
         })
+    }
+
+    /// Counts the rows a resumed run rejected before against the budget.
+    pub fn rejected_before(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::SeqCst);
     }
 
     /// Counts one rejection against the budget; fails the run when it would exceed it.
@@ -183,7 +187,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rejects-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("budget.csv");
-        let rejects = Rejects::open(&path, b"a,b", &Dialect::default(), false, Some(2), 1).unwrap();
+        let rejects = Rejects::open(&path, b"a,b", &Dialect::default(), false, Some(2)).unwrap();
+        rejects.rejected_before(1);
         rejects.reserve(&rejection(2)).unwrap();
         let err = rejects.reserve(&rejection(3)).unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
@@ -199,7 +204,7 @@ mod tests {
         );
         // A resumed run appends without a second header.
         drop(rejects);
-        let again = Rejects::open(&path, b"a,b", &Dialect::default(), true, None, 0).unwrap();
+        let again = Rejects::open(&path, b"a,b", &Dialect::default(), true, None).unwrap();
         again.write(&[rejection(11)]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("rejected_line").count(), 1);

@@ -136,17 +136,7 @@ pub async fn seed(
             "recorded_key": plan.recorded_key,
         }),
     };
-    let (ledger, run_id, committed) = match &opts.run.ledger_schema {
-        None => (None, None, HashMap::new()),
-        Some(schema) => {
-            let ledger = Ledger::open(&mut client, schema).await?;
-            let (run_id, committed) = ledger
-                .open_run(&client, &key, &opts.run.command_line, opts.run.resume)
-                .await?;
-            (Some(ledger), Some(run_id), committed)
-        }
-    };
-    let progress = Arc::new(Progress::default());
+    // Everything that can refuse the run comes before the ledger records it.
     let rejects = match &opts.rejects {
         None => None,
         Some(rejects_path) => {
@@ -158,21 +148,39 @@ pub async fn seed(
                     rejects_path.display()
                 )));
             }
-            let already = match (&ledger, run_id, opts.run.resume) {
-                (Some(ledger), Some(id), Some(_)) => ledger.rejected(&client, id).await?,
-                _ => 0,
-            };
-            progress.rejected_before(already);
             Some(Arc::new(Rejects::open(
                 rejects_path,
                 header.raw(),
                 &opts.csv.dialect,
                 opts.run.resume.is_some(),
                 opts.max_errors,
-                already,
             )?))
         }
     };
+    let (ledger, run_id, committed) = match &opts.run.ledger_schema {
+        None => (None, None, HashMap::new()),
+        Some(schema) => {
+            let ledger = Ledger::open(&mut client, schema).await?;
+            let (run_id, committed) = ledger
+                .open_run(&client, &key, &opts.run.command_line, opts.run.resume)
+                .await?;
+            (Some(ledger), Some(run_id), committed)
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    if let (Some(rejects), Some(ledger), Some(id), Some(_)) =
+        (&rejects, &ledger, run_id, opts.run.resume)
+    {
+        // Best effort: the run is recorded now, and a count missing here only understates
+        // the summary and the budget; the run itself stays resumable.
+        match ledger.rejected(&client, id).await {
+            Ok(already) => {
+                rejects.rejected_before(already);
+                progress.rejected_before(already);
+            }
+            Err(e) => tracing::warn!("cannot count the rows run {id} rejected before: {e}"),
+        }
+    }
     drop(client);
 
     let workers = opts.run.workers(&pool, progress.clone());

@@ -352,6 +352,18 @@ fn the_rejects_file_cannot_be_the_input() {
         format!("{COLS}\n{}\n", join(&[good(1)])).into_bytes(),
         "the input is untouched"
     );
+    let dir = db.path("no_such_dir");
+    let unwritable = dir.join("rejects.csv");
+    let run = db.seed(&file, &["--rejects", path_str(&unwritable)]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("no_such_dir"), "{}", run.stderr);
+    // Refused before the ledger recorded anything: no run is left `running`.
+    assert_eq!(
+        db.scalar_text("SELECT to_regclass('provisioner.runs')::text"),
+        None,
+        "no ledger, so no run recorded"
+    );
+    assert_eq!(db.count("accounts"), 1, "only the row target() put there");
 }
 
 #[test]
