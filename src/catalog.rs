@@ -271,6 +271,8 @@ pub enum Object {
     /// The first schema of the search path (where an unqualified CREATE TABLE goes).
     CurrentSchema,
     Schema(String),
+    /// Membership in a role whose privileges the run needs (e.g. `pg_read_all_stats`).
+    Role(String),
     /// A table; with `columns`, a grant on just those columns is enough.
     Table {
         schema: String,
@@ -405,6 +407,7 @@ pub async fn require(client: &tokio_postgres::Client, needs: &[Privilege]) -> Re
             Object::Database => push(&mut cols, [Some("database"), None, None, None, p]),
             Object::CurrentSchema => push(&mut cols, [Some("current schema"), None, None, None, p]),
             Object::Schema(s) => push(&mut cols, [Some("schema"), Some(s), None, None, p]),
+            Object::Role(r) => push(&mut cols, [Some("role"), Some(r), None, None, p]),
             Object::Table {
                 schema,
                 name,
@@ -435,6 +438,7 @@ pub async fn require(client: &tokio_postgres::Client, needs: &[Privilege]) -> Re
                       WHEN 'database' THEN has_database_privilege(current_database(), x.p) \
                       WHEN 'current schema' THEN has_schema_privilege(current_schema(), x.p) \
                       WHEN 'schema' THEN has_schema_privilege(n.oid, x.p) \
+                      WHEN 'role' THEN pg_has_role(x.s, x.p) \
                       WHEN 'table' THEN has_table_privilege(r.oid, x.p) \
                       ELSE has_column_privilege(r.oid, x.c, x.p) END, false) ORDER BY x.i) \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
@@ -473,6 +477,13 @@ pub async fn require(client: &tokio_postgres::Client, needs: &[Privilege]) -> Re
             continue;
         }
         let (object, grant) = match &need.on {
+            Object::Role(r) => {
+                lacking.push(format!(
+                    "role {role} is not a member of {r}: GRANT {} TO {grantee}",
+                    quote_ident(r)
+                ));
+                continue;
+            }
             Object::Database => (
                 format!("database {database}"),
                 format!("DATABASE {}", quote_ident(&database)),

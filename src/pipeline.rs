@@ -144,6 +144,20 @@ impl RunOptions {
         Ok(())
     }
 
+    /// Refuses (exit 2, naming the grant) a run whose throttle could not work: watching the
+    /// primary's standbys for `--max-replica-lag` needs `pg_read_all_stats`, without which
+    /// `pg_stat_replication` hides their lag and the brake would never hold.
+    pub async fn check_privileges(&self, client: &tokio_postgres::Client) -> Result<(), Error> {
+        if self.throttle.max_replica_lag.is_none() || self.throttle.replica.is_some() {
+            return Ok(());
+        }
+        let stats = crate::catalog::Privilege {
+            privilege: "USAGE",
+            on: crate::catalog::Object::Role("pg_read_all_stats".into()),
+        };
+        crate::catalog::require(client, &[stats]).await
+    }
+
     /// The writers for this run.
     pub fn workers(&self, pool: &Pool, progress: Arc<Progress>) -> Workers {
         Workers {

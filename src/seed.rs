@@ -120,6 +120,7 @@ pub async fn seed(
     let needs =
         catalog::seed_privileges(&table, &plan.columns, opts.on_conflict, plan.key.as_deref());
     catalog::require(&client, &needs).await?;
+    opts.run.check_privileges(&client).await?;
     let checker = Checker::new(&table, &plan.columns);
 
     let key = RunKey {

@@ -284,23 +284,32 @@ async fn watch_replica_lag(
     loop {
         tick.tick().await;
         let lag = async {
-            let client = pool.get().await.ok()?;
-            let row = client.query_typed_one(query, &[]).await.ok()?;
-            Some(row.get::<_, Option<f64>>(0))
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            let row = client
+                .query_typed_one(query, &[])
+                .await
+                .map_err(|e| crate::error::describe_pg(&e))?;
+            Ok::<_, String>(row.get::<_, Option<f64>>(0))
         }
         .await;
         let lag = match lag {
-            Some(None) => {
+            Ok(None) => {
                 if !warned {
                     tracing::warn!("--replica-url is not a standby: its lag is not watched");
                     warned = true;
                 }
                 None
             }
-            Some(lag) => lag,
-            None => None,
+            Ok(lag) => lag,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("cannot read the replica lag (still trying every second): {e}");
+                    warned = true;
+                }
+                None
+            }
         };
-        // An unreadable lag (no privilege, connection trouble) does not pause the run.
+        // An unreadable lag (connection trouble) does not pause the run; it is warned about.
         *throttle.replica_lag.lock().expect("lag lock") = lag.filter(|&l| l > bound.as_secs_f64());
     }
 }

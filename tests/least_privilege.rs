@@ -321,3 +321,36 @@ fn a_missing_ledger_needs_create_on_the_database_and_the_example_table_on_the_sc
     assert_accounts_equal_csv(db.url(), &fixture, 1000);
     assert_eq!(ledger_runs(&db), 1);
 }
+
+/// `--max-replica-lag` watching the primary reads `pg_stat_replication`, which hides the
+/// standbys' lag from a role without `pg_read_all_stats`: such a run would never pause, so it
+/// is refused before anything moves, naming the grant.
+#[test]
+fn max_replica_lag_on_the_primary_needs_pg_read_all_stats() {
+    let db = prepared_db();
+    let role = Role::new(&db, "lag");
+    role.admin(&format!(
+        "GRANT INSERT ON accounts TO {{role}}; {LEDGER_GRANTS}"
+    ));
+    let fixture = fixture_path();
+    let args = [
+        "seed",
+        path_str(&fixture),
+        "--max-replica-lag",
+        "5",
+        "--json",
+    ];
+    let run = role.run(&args);
+    expect_refused(&db, &run, "GRANT \"pg_read_all_stats\" TO", 0, 0);
+    assert!(
+        run.stderr.contains("is not a member of pg_read_all_stats"),
+        "{}",
+        run.stderr
+    );
+
+    role.admin("GRANT pg_read_all_stats TO {role}");
+    let run = role.run(&args);
+    run.expect_ok();
+    assert_eq!(run.figure("rows_inserted"), 1000);
+    assert_eq!(db.count("accounts"), 1000);
+}
