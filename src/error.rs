@@ -31,6 +31,10 @@ pub enum Error {
         problems: Vec<String>,
     },
 
+    /// The async runtime could not start (threads, file descriptors): the machine's trouble.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+
     /// The input file could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Input {
@@ -64,7 +68,8 @@ pub enum Error {
     #[error("could not connect to {target}: {cause}")]
     Connect { target: String, cause: String },
 
-    /// A statement outside any batch failed (catalog lookup, table creation).
+    /// A statement outside a COPY batch failed: catalog lookup, table creation, the
+    /// ledger, or a purge batch of recorded keys or pages.
     #[error("{context}: {}", describe_pg(source))]
     Database {
         context: String,

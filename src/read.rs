@@ -4,8 +4,8 @@
 //! Why not the csv crate: it cannot tell an unquoted empty field (NULL to Postgres) from a
 //! quoted `""` (an empty string), and that difference is data. This reader keeps it, follows
 //! COPY's rules for quotes and escapes (a quote may open anywhere in a field, `\N` is text),
-//! accepts a UTF-8 BOM and `\n`, `\r\n` or `\r` line ends, skips blank lines, and tracks the
-//! physical line (as an editor counts it) where every record starts.
+//! accepts a UTF-8 BOM and `\n`, `\r\n` or `\r` line ends, skips blank lines (in a one-column
+//! file a blank line is a row, as COPY reads it), and tracks the physical line (as an editor counts it) where every record starts.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -323,7 +323,8 @@ impl<R: BufRead> CsvReader<R> {
         self.keep_raw = on;
     }
 
-    /// Reads the next non-blank record into `rec`; `Ok(false)` at the end of the input.
+    /// Reads the next record into `rec` (blank lines skipped unless the file has one
+    /// column); `Ok(false)` at the end of the input.
     pub fn read(&mut self, rec: &mut Record) -> Result<bool, Error> {
         loop {
             rec.clear();

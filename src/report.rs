@@ -166,7 +166,7 @@ impl Progress {
 pub struct Summary {
     pub command: &'static str,
     pub table: String,
-    /// The ledger's run id; null with --no-ledger.
+    /// The ledger's run id; null with --no-ledger and for a dry run.
     pub run_id: Option<i64>,
     /// CSV records (seed), or keys read (purge).
     pub rows_read: u64,

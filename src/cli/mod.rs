@@ -21,7 +21,16 @@ use crate::throttle::ThrottleOptions;
 
 /// Seed PostgreSQL with test accounts from CSV: fast, resumable, never a row lost or twice.
 #[derive(Debug, Parser)]
-#[command(name = "provisioner", version, about, max_term_width = 100)]
+#[command(
+    name = "provisioner",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 done; 1 failed (could not connect, the server refused, retries ran \
+out); 2 usage or configuration error, nothing written or deleted; 3 seed only: done, but rows \
+were rejected into the --rejects file; 130 interrupted (Ctrl-C, SIGTERM): resume with --resume. \
+Each subcommand's --help says more."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -306,7 +315,8 @@ fn parse_batch_size(s: &str) -> Result<usize, String> {
 /// Flags whose value is a connection string, which may hold a password.
 const CONNECTION_FLAGS: [&str; 2] = ["--database-url", "--replica-url"];
 
-/// The process's command line with the password of any --database-url removed.
+/// The process's command line with the password of any --database-url or --replica-url
+/// removed.
 fn redacted_command_line() -> Vec<String> {
     let mut out = Vec::new();
     let mut redact_next = false;
@@ -360,7 +370,7 @@ fn block_on<F: std::future::Future>(work: F) -> Result<F::Output, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+        .map_err(Error::Runtime)?;
     let output = runtime.block_on(async {
         crate::throttle::listen_for_pause_signals();
         work.await
