@@ -226,3 +226,211 @@ fn a_stalled_copy_is_abandoned_at_the_batch_timeout_and_replayed_exactly_once() 
     assert_eq!(purged.figure("rows_deleted"), 1000);
     assert_eq!(db.count("accounts"), 0);
 }
+
+/// Rows of the mixed file for reject mode through the pooler.
+const MIXED_ROWS: usize = 3000;
+
+/// What one row of the mixed file is: good, or refused by a check or by the server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mixed {
+    Good,
+    /// Four fields of five: the client's field count check (22P04).
+    Short,
+    /// `not-a-uuid-N`: the client's uuid check (22P02), column external_id.
+    BadUuid,
+    /// Role `wizard`: the CHECK constraint (23514).
+    Wizard,
+    /// Username `bot_N`: the trigger's `RAISE EXCEPTION … USING ERRCODE = 'P0001'`.
+    Bot,
+    /// The email of the account that was there before (23505).
+    Taken,
+    /// The email of the row before, in the same batch of 50 (23505): the later one loses,
+    /// whatever order the batches commit in.
+    RepeatsPrevious,
+}
+
+impl Mixed {
+    /// Six bad rows in every hundred, each batch of 50 holding three, none first in a batch.
+    fn of(i: usize) -> Mixed {
+        match i % 100 {
+            7 => Mixed::Short,
+            19 => Mixed::BadUuid,
+            31 => Mixed::Wizard,
+            42 => Mixed::Bot,
+            55 => Mixed::Taken,
+            68 => Mixed::RepeatsPrevious,
+            _ => Mixed::Good,
+        }
+    }
+
+    /// The rejects file's column, SQLSTATE and a word of its reason for this kind of row.
+    fn rejection(self) -> (Option<&'static str>, &'static str, &'static str) {
+        match self {
+            Mixed::Good => unreachable!("a good row is not rejected"),
+            Mixed::Short => (None, "22P04", "expected 5 fields"),
+            Mixed::BadUuid => (Some("external_id"), "22P02", "uuid"),
+            Mixed::Wizard => (None, "23514", "accounts_role_check"),
+            Mixed::Bot => (None, "P0001", "no bots: bot_"),
+            Mixed::Taken | Mixed::RepeatsPrevious => (None, "23505", "accounts_email_key"),
+        }
+    }
+}
+
+/// The i-th (0-based) record of the mixed file, on line i + 2.
+fn mixed_record(i: usize) -> String {
+    let uuid = format!("00000000-0000-4000-8000-{i:012}");
+    let (email, username) = (format!("u{i}@example.test"), format!("user_{i}"));
+    match Mixed::of(i) {
+        Mixed::Good => format!("{uuid},{email},{username},User {i},user"),
+        Mixed::Short => format!("{uuid},{email},{username},User {i}"),
+        Mixed::BadUuid => format!("not-a-uuid-{i},{email},{username},User {i},user"),
+        Mixed::Wizard => format!("{uuid},{email},{username},User {i},wizard"),
+        Mixed::Bot => format!("{uuid},{email},bot_{i},User {i},user"),
+        Mixed::Taken => format!("{uuid},taken@example.test,{username},User {i},user"),
+        Mixed::RepeatsPrevious => {
+            format!("{uuid},u{}@example.test,{username},User {i},user", i - 1)
+        }
+    }
+}
+
+/// A fresh `accounts` with one account (`taken@example.test`) and a trigger refusing bots.
+fn mixed_target() -> TestDb {
+    let db = TestDb::with_accounts();
+    db.execute(
+        "CREATE FUNCTION no_bots() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.username LIKE 'bot%' THEN \
+             RAISE EXCEPTION 'no bots: %', NEW.username USING ERRCODE = 'P0001'; \
+           END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER no_bots BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION no_bots(); \
+         INSERT INTO accounts (external_id, email, username) \
+           VALUES ('00000000-0000-4000-8000-999999999999', 'taken@example.test', 'taken');",
+    );
+    db
+}
+
+/// The rejects file holds exactly the bad rows of the mixed file, each once, as they were in
+/// the input, with their line, column, SQLSTATE and reason (in any batch order).
+#[track_caller]
+fn assert_mixed_rejects(rejects: &std::path::Path, what: &str) {
+    use common::rejects::read_rejects;
+    let (header, mut got) = read_rejects(rejects);
+    assert_eq!(
+        header,
+        b"external_id,email,username,display_name,role,\
+          rejected_line,rejected_column,rejected_sqlstate,rejected_reason",
+        "{what}: the rejects file's header"
+    );
+    got.sort_by_key(|r| r.line);
+    let bad: Vec<usize> = (0..MIXED_ROWS)
+        .filter(|&i| Mixed::of(i) != Mixed::Good)
+        .collect();
+    let lines: Vec<u64> = got.iter().map(|r| r.line).collect();
+    let want_lines: Vec<u64> = bad.iter().map(|&i| i as u64 + 2).collect();
+    assert_eq!(lines, want_lines, "{what}: the rejected lines");
+    for (r, &i) in got.iter().zip(&bad) {
+        let (column, sqlstate, reason) = Mixed::of(i).rejection();
+        assert_eq!(r.raw, mixed_record(i).as_bytes(), "{what}: line {}", r.line);
+        assert_eq!(
+            (r.column.as_deref(), r.sqlstate.as_str()),
+            (column, sqlstate),
+            "{what}: line {}: {}",
+            r.line,
+            r.reason
+        );
+        assert!(
+            r.reason.contains(reason),
+            "{what}: line {}: {reason:?} not in {:?}",
+            r.line,
+            r.reason
+        );
+    }
+}
+
+/// Reject mode through transaction pooling: the savepoints of a batch's tries, the COPY that
+/// names the refused row and the bisection for the rows it does not name all stay inside one
+/// transaction, so one server connection; 4 clients share 2. A dry run, one transaction of
+/// savepoints through the pooler, writes nothing and counts what a real run would load.
+#[test]
+fn reject_mode_through_transaction_pooling_loads_the_good_rows_and_rejects_exactly_the_bad() {
+    let bouncer = Bouncer::start();
+    let db = mixed_target();
+    let records: Vec<String> = (0..MIXED_ROWS).map(mixed_record).collect();
+    let file = db.write(
+        "mixed.csv",
+        format!(
+            "external_id,email,username,display_name,role\n{}\n",
+            records.join("\n")
+        ),
+    );
+    let good: Vec<usize> = (0..MIXED_ROWS)
+        .filter(|&i| Mixed::of(i) == Mixed::Good)
+        .collect();
+    let bad = MIXED_ROWS - good.len();
+    let mut want_names: Vec<Option<String>> = good
+        .iter()
+        .map(|i| Some(format!("user_{i}")))
+        .chain([Some("taken".to_string())])
+        .collect();
+    want_names.sort();
+    let names = |db: &TestDb| db.column_text("SELECT username::text FROM accounts ORDER BY 1");
+    let many = ["--connections", "4", "--batch-size", "50"];
+
+    let rejects = db.path("rejects.csv");
+    let run = seed_via(
+        &bouncer.url(&db),
+        &file,
+        &[&many[..], &["--rejects", path_str(&rejects)]].concat(),
+    );
+    run.expect_code(3);
+    assert_eq!(
+        (
+            run.figure("rows_read"),
+            run.figure("rows_inserted"),
+            run.figure("rows_rejected")
+        ),
+        (MIXED_ROWS as u64, good.len() as u64, bad as u64),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(names(&db), want_names, "the accounts after the run");
+    assert_mixed_rejects(&rejects, "seed --rejects");
+    assert_eq!(db.ledger_batches(), (MIXED_ROWS / 50) as i64);
+    assert_eq!(
+        db.scalar_i64("SELECT sum(rejected)::bigint FROM provisioner.batches"),
+        bad as i64
+    );
+
+    // The dry run, on a fresh copy of the target.
+    let dry = mixed_target();
+    let dry_rejects = dry.path("rejects.csv");
+    let run = seed_via(
+        &bouncer.url(&dry),
+        &file,
+        &[
+            &many[..],
+            &["--rejects", path_str(&dry_rejects), "--dry-run"],
+        ]
+        .concat(),
+    );
+    run.expect_code(3);
+    assert_eq!(
+        (run.figure("rows_inserted"), run.figure("rows_rejected")),
+        (good.len() as u64, bad as u64),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.json()["command"], "seed --dry-run");
+    assert!(run.stderr.contains("would be inserted"), "{}", run.stderr);
+    assert_mixed_rejects(&dry_rejects, "seed --dry-run --rejects");
+    assert_eq!(
+        names(&dry),
+        [Some("taken".to_string())],
+        "the dry run wrote rows"
+    );
+    assert_eq!(
+        dry.scalar_text("SELECT to_regnamespace('provisioner')::text"),
+        None,
+        "the dry run created the ledger"
+    );
+}
