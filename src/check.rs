@@ -100,6 +100,12 @@ impl Checker {
                     raw: Vec::new(),
                 })
             };
+        if rec.unterminated() {
+            let reason = "unterminated quoted field: a quote opened here is never closed, so \
+                          the record runs to the end of the input"
+                .to_string();
+            return Err(refuse(None, "22P04", reason, None));
+        }
         if rec.len() != self.fields.len() {
             let reason = format!(
                 "expected {} fields (as in the header), found {}",

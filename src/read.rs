@@ -179,6 +179,14 @@ pub fn header<R: BufRead>(
             csv.keep_raw(true);
             let found = csv.read(&mut header)?;
             csv.keep_raw(false);
+            if header.unterminated() {
+                return Err(Error::Csv {
+                    line: header.line(),
+                    reason: "unterminated quoted field in the header (a quote opened here is \
+                             never closed)"
+                        .into(),
+                });
+            }
             if !found {
                 return Err(Error::Usage(format!(
                     "{} is empty: expected a header line (or --no-header --columns)",
@@ -215,6 +223,8 @@ pub struct Record {
     /// The record's text as it was in the input, without its line end; only kept when the
     /// reader is asked to ([`CsvReader::keep_raw`]), for the rejects file.
     raw: Vec<u8>,
+    /// The input ended inside this record's quotes (see [`CsvReader::keep_raw`]).
+    unterminated: bool,
 }
 
 impl Record {
@@ -233,6 +243,12 @@ impl Record {
         }
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         Some(&self.data[start..self.ends[i]])
+    }
+
+    /// Whether the input ended inside a quote this record opened: its fields are whatever
+    /// was read, COPY would refuse it.
+    pub fn unterminated(&self) -> bool {
+        self.unterminated
     }
 
     /// The record's text as it was in the input (empty unless the reader keeps it).
@@ -263,6 +279,7 @@ impl Record {
         self.ends.clear();
         self.nulls.clear();
         self.raw.clear();
+        self.unterminated = false;
     }
 }
 
@@ -318,7 +335,9 @@ impl<R: BufRead> CsvReader<R> {
     }
 
     /// Keep each record's text as it was in the input ([`Record::raw`]); off by default,
-    /// which keeps the hot loop free of the copy.
+    /// which keeps the hot loop free of the copy. A record whose quote the input never
+    /// closes is then handed over marked [`Record::unterminated`], with the rest of the
+    /// input as its text (reject mode sets it aside), instead of failing the read.
     pub fn keep_raw(&mut self, on: bool) {
         self.keep_raw = on;
     }
@@ -371,6 +390,12 @@ impl<R: BufRead> CsvReader<R> {
                     State::Quoted => true,
                     State::AfterEscape => escape != quote,
                 };
+                if in_quotes && self.keep_raw {
+                    finish_field(rec, field_start, saw_quote, null);
+                    rec.end_line = self.line;
+                    rec.unterminated = true;
+                    return Ok(Some(Line::Record));
+                }
                 if in_quotes {
                     return Err(Error::Csv {
                         line: rec.line,

@@ -52,8 +52,8 @@ fn check(case: Case) {
         check_header_with_rejects_and_dry_run(&case);
         return;
     }
-    let real_rejects = (!REJECT_MODE_BUGS.contains(&case.file)).then(|| check_rejects(&case));
-    check_dry_run(&case, real_rejects.as_deref());
+    let real_rejects = check_rejects(&case);
+    check_dry_run(&case, &real_rejects);
 }
 
 fn corpus_file(case: &Case) -> (std::path::PathBuf, Vec<u8>) {
@@ -221,10 +221,6 @@ fn table_usernames(db: &TestDb) -> Vec<Option<String>> {
     db.column_text("SELECT username::text FROM accounts ORDER BY 1")
 }
 
-/// Corpus files whose reject mode is known to be wrong: each is checked in its own test,
-/// named in `known_bug_*`, which fails until the tool is fixed.
-const REJECT_MODE_BUGS: [&str; 1] = [UNTERMINATED.file];
-
 /// A row-level file cut around its one bad record, by physical lines.
 struct Split {
     /// The header line, without its line end.
@@ -359,9 +355,9 @@ fn check_rejects(case: &Case) -> Vec<u8> {
 }
 
 /// `--dry-run` over a row-level file: in stop mode exit 1 naming what the real run names; with
-/// `--rejects` exit 3 and the real run's rejects file (`real_rejects`, when reject mode
-/// works for this file). Either way nothing is written.
-fn check_dry_run(case: &Case, real_rejects: Option<&[u8]>) {
+/// `--rejects` exit 3 and the real run's rejects file (`real_rejects`). Either way nothing
+/// is written.
+fn check_dry_run(case: &Case, real_rejects: &[u8]) {
     let (path, _) = corpus_file(case);
     let batch = BATCH.to_string();
     let db = TestDb::with_accounts();
@@ -370,9 +366,6 @@ fn check_dry_run(case: &Case, real_rejects: Option<&[u8]>) {
     assert_reported(case, &db.seed(&path, &args), &what);
     assert_nothing_written(&db, &what);
 
-    let Some(real_rejects) = real_rejects else {
-        return;
-    };
     // A fresh table: the server's message for a CHECK violation shows the row's `id`, and a
     // sequence does not roll back, so the run before would have moved it.
     let db = TestDb::with_accounts();
@@ -417,18 +410,6 @@ fn check_header_with_rejects_and_dry_run(case: &Case) {
         );
         assert_nothing_written(&db, &what);
     }
-}
-
-/// Known bug: in reject mode a quote that is never closed (`unterminated_quote.csv`, line 8
-/// to the end of the file) fails the run with exit 1 instead of setting the record aside:
-/// `CsvReader::read` returns `Error::Csv` at the end of input (src/read.rs, "unterminated
-/// quoted field") and `Batcher::run` propagates it with `?` (src/batch.rs, `csv.read(…)?`)
-/// whatever the mode. Fails until that record goes to the rejects file (text to the end
-/// of the file, SQLSTATE 22P04 as COPY gives) and the run exits 3.
-#[test]
-fn known_bug_reject_mode_sets_aside_an_unterminated_quote_at_eof() {
-    let real = check_rejects(&UNTERMINATED);
-    check_dry_run(&UNTERMINATED, Some(&real));
 }
 
 macro_rules! corpus {
