@@ -87,9 +87,17 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
     let ctx = |what: &str| format!("reading the catalog for {name} ({what})");
     let found = client
         .query_typed_opt(
+            // to_regclass raises when the role lacks USAGE on the named schema; such a name
+            // is looked up in the catalog instead, so that the privilege check names the
+            // missing USAGE with its GRANT.
             "SELECT c.oid, n.nspname, c.relname FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')",
+             WHERE c.relkind IN ('r', 'p') AND c.oid = ( \
+               SELECT CASE WHEN s.oid IS NOT NULL AND NOT has_schema_privilege(s.oid, 'USAGE') \
+                        THEN (SELECT oid FROM pg_class WHERE relnamespace = s.oid AND relname = p[2]) \
+                        ELSE to_regclass($1) END \
+               FROM parse_ident($1) AS p \
+               LEFT JOIN pg_namespace s ON cardinality(p) = 2 AND s.nspname = p[1])",
             &[(&name, Type::TEXT)],
         )
         .await;

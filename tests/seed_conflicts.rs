@@ -1,4 +1,4 @@
-//! `--on-conflict error|skip|update`, `--key`, and a table name built to break quoting.
+//! `--on-conflict error|skip|update` and `--key` (hostile names: tests/hostile_names.rs).
 
 mod common;
 
@@ -243,45 +243,4 @@ fn on_conflict_skip_and_update_failures_name_the_line() {
         );
     }
     assert_eq!(db.count("accounts"), 0);
-}
-
-#[test]
-fn hostile_table_name_is_quoted_everywhere() {
-    let db = TestDb::with_accounts();
-    db.execute(
-        "CREATE SCHEMA \"Load Test\";\
-         CREATE TABLE \"Load Test\".\"Acc \"\"x\"\"; drop table accounts;--\" \
-           (LIKE accounts INCLUDING ALL);",
-    );
-    let table = r#""Load Test"."Acc ""x""; drop table accounts;--""#;
-    let run = db.seed(&fixture_path(), &["--table", table, "--json"]);
-    run.expect_ok();
-    assert_eq!(run.figure("rows_inserted"), 1000);
-    assert_eq!(
-        run.json()["table"].as_str(),
-        Some(r#"Load Test.Acc "x"; drop table accounts;--"#)
-    );
-    assert_eq!(db.count(table), 1000);
-
-    // The staged path (a temp table made from the target, then INSERT … ON CONFLICT).
-    let run = db.seed(
-        &fixture_path(),
-        &["--table", table, "--on-conflict", "update", "--json"],
-    );
-    run.expect_ok();
-    assert_eq!(run.figure("rows_updated"), 1000);
-    let run = db.seed(
-        &fixture_path(),
-        &["--table", table, "--on-conflict", "skip", "--json"],
-    );
-    run.expect_ok();
-    assert_eq!(run.figure("rows_skipped"), 1000);
-    assert_eq!(db.count(table), 1000);
-
-    assert_eq!(
-        db.scalar_text("SELECT to_regclass('public.accounts')::text"),
-        Some("accounts".to_string()),
-        "accounts still exists"
-    );
-    assert_eq!(db.count("accounts"), 0, "nothing went into accounts");
 }
