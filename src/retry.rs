@@ -70,9 +70,10 @@ pub fn is_row_error(err: &tokio_postgres::Error) -> bool {
         .is_some_and(|db| is_row_sqlstate(db.code().code()))
 }
 
-/// SQLSTATEs the server gives for a table name it cannot parse (`to_regclass('"abc')`,
-/// `a.b.c.d`, another database's table): the user's mistake, not the server's trouble.
-const NAME_CODES: &[&str] = &["42601", "42602", "0A000"];
+/// SQLSTATEs the server gives for a table name it cannot parse (`parse_ident('"abc')`,
+/// `to_regclass('a.b.c.d')`, another database's table): the user's mistake, not the
+/// server's trouble.
+const NAME_CODES: &[&str] = &["22023", "42601", "42602", "0A000"];
 
 /// Whether a failure says a name given by the user is malformed.
 pub fn is_invalid_name(err: &tokio_postgres::Error) -> bool {
