@@ -71,9 +71,12 @@ pub fn open(source: &Source) -> Result<Input, Error> {
     let (mut raw, size, path): (Box<dyn Read + Send>, Option<u64>, String) = match source {
         Source::Stdin => (Box::new(io::stdin()), None, "-".into()),
         Source::Path(path) => {
-            let file = File::open(path).map_err(io_err)?;
+            // A path that cannot be opened is the command line's mistake: nothing has started.
+            let unopenable =
+                |e: io::Error| Error::Usage(format!("cannot open {}: {e}", path.display()));
+            let file = File::open(path).map_err(unopenable)?;
             let size = file.metadata().map_err(io_err)?.len();
-            let canonical = std::fs::canonicalize(path).map_err(io_err)?;
+            let canonical = std::fs::canonicalize(path).map_err(unopenable)?;
             (Box::new(file), Some(size), canonical.display().to_string())
         }
     };

@@ -119,6 +119,14 @@ fn empty_header_only_and_missing_table() {
         "{}",
         run.stderr
     );
+    let missing = db.path("no_such_file.csv");
+    let run = db.seed(&missing, &[]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("cannot open") && run.stderr.contains("no_such_file.csv"),
+        "{}",
+        run.stderr
+    );
     for malformed in ["\"accounts", "a.b.c.d", "otherdb.public.accounts"] {
         let run = db.seed(&fixture_path(), &["--table", malformed]);
         run.expect_code(2);
