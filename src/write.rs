@@ -232,29 +232,41 @@ impl Writer {
     }
 
     /// For a row-level failure the server did not place (a staged merge, a check at the
-    /// end of the statement): the same error naming the first row that fails, found by
-    /// bisection in a transaction that is rolled back. Any other error is returned as is.
+    /// end of the statement): the same error naming the first row that fails, found in a
+    /// transaction that is rolled back. Any other error is returned as is.
     async fn name_failing_row(&self, err: Error, batch: &Batch) -> Error {
-        let Error::Batch {
-            line: None, source, ..
-        } = &err
-        else {
-            return err;
-        };
-        if !crate::retry::is_row_error(source) {
+        if !unplaced_row_error(&err) {
             return err;
         }
-        let located = async {
-            let mut client = self.pool.get().await.ok()?;
-            let mut tx = client.transaction().await.ok()?;
-            tx.batch_execute(&self.session).await.ok()?;
-            let found = self.first_failing_row(&mut tx, batch).await.ok()??;
-            tx.rollback().await.ok()?;
-            Some(found)
+        let Ok(mut client) = self.pool.get().await else {
+            return err;
         };
-        match located.await {
-            Some((row, cause)) => named_row_error(batch, row, cause),
-            None => err,
+        let Ok(mut tx) = client.transaction().await else {
+            return err;
+        };
+        if tx.batch_execute(&self.session).await.is_err() {
+            return err;
+        }
+        let named = self.name_in(&mut tx, batch, err).await;
+        // Nothing was kept; a failed rollback only loses the connection.
+        let _ = tx.rollback().await;
+        named
+    }
+
+    /// `err` naming the row of `batch` that [`Self::first_failing_row`] finds in `tx`, when
+    /// it is a row-level failure the server did not place; else `err` as it is.
+    async fn name_in(
+        &self,
+        tx: &mut deadpool_postgres::Transaction<'_>,
+        batch: &Batch,
+        err: Error,
+    ) -> Error {
+        if !unplaced_row_error(&err) {
+            return err;
+        }
+        match self.first_failing_row(tx, batch).await {
+            Ok(Some((row, cause))) => named_row_error(batch, row, cause),
+            _ => err,
         }
     }
 
@@ -353,11 +365,8 @@ impl Writer {
                 Err(e) if crate::retry::is_row_error(&e) => e,
                 Err(e) => return Err(batch_error(current, e)),
             };
-            let named = err
-                .as_db_error()
-                .and_then(|db| db.where_())
-                .and_then(copy_context)
-                .and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
+            let named =
+                copy_row(&err).and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
             let (row, column, err) = match named {
                 Some((row, column)) => (row, column, err),
                 None => match self.first_failing_row(tx, current).await.map_err(fail)? {
@@ -546,18 +555,7 @@ impl Writer {
                 Err(e) => {
                     batches.close();
                     savepoint.rollback().await.map_err(fail)?;
-                    let located = match &e {
-                        Error::Batch {
-                            line: None, source, ..
-                        } if crate::retry::is_row_error(source) => {
-                            self.first_failing_row(&mut tx, &batch).await.ok().flatten()
-                        }
-                        _ => None,
-                    };
-                    return Err(match located {
-                        Some((row, cause)) => named_row_error(&batch, row, cause),
-                        None => e,
-                    });
+                    return Err(self.name_in(&mut tx, &batch, e).await);
                 }
             }
         }
@@ -584,6 +582,11 @@ fn add(total: &mut Outcome, part: Outcome) {
     total.skipped += part.skipped;
 }
 
+/// A failure the server blamed on a row without saying which (no COPY line in its context).
+fn unplaced_row_error(err: &Error) -> bool {
+    matches!(err, Error::Batch { line: None, source, .. } if crate::retry::is_row_error(source))
+}
+
 /// A batch failure, naming the row `row` of the batch (found by bisection).
 fn named_row_error(batch: &Batch, row: usize, source: tokio_postgres::Error) -> Error {
     Error::Batch {
@@ -599,13 +602,9 @@ fn named_row_error(batch: &Batch, row: usize, source: tokio_postgres::Error) -> 
 /// Wraps a failure with the batch's lines, and the exact line and column when the server's
 /// error context names a COPY row (`COPY accounts, line 5, column email: "…"`).
 pub(crate) fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error {
-    let (line, column) = source
-        .as_db_error()
-        .and_then(|db| db.where_())
-        .and_then(copy_context)
-        .map_or((None, None), |(row, column)| {
-            (batch.line_of_copy_line(row), column)
-        });
+    let (line, column) = copy_row(&source).map_or((None, None), |(row, column)| {
+        (batch.line_of_copy_line(row), column)
+    });
     Error::Batch {
         seq: batch.seq,
         first_line: batch.first_line,
@@ -614,6 +613,11 @@ pub(crate) fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error
         column,
         source,
     }
+}
+
+/// The COPY row (its line within the COPY stream) and column a server error's context names.
+fn copy_row(err: &tokio_postgres::Error) -> Option<(u64, Option<String>)> {
+    copy_context(err.as_db_error()?.where_()?)
 }
 
 /// Parses COPY's error context into (line within the COPY stream, column).
