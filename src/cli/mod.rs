@@ -82,7 +82,12 @@ pub struct ConnectArgs {
 
 impl ConnectArgs {
     fn config(&self) -> Result<connect::Endpoint, Error> {
-        let mut endpoint = connect::resolve(self.database_url.as_deref(), connect::process_env)?;
+        self.endpoint(self.database_url.as_deref())
+    }
+
+    /// `url` resolved like --database-url, --connect-timeout included (--replica-url too).
+    fn endpoint(&self, url: Option<&str>) -> Result<connect::Endpoint, Error> {
+        let mut endpoint = connect::resolve(url, connect::process_env)?;
         if let Some(seconds) = self.connect_timeout {
             endpoint
                 .config
@@ -249,11 +254,11 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn options(&self) -> Result<RunOptions, Error> {
+    fn options(&self, connect: &ConnectArgs) -> Result<RunOptions, Error> {
         let replica = self
             .replica_url
             .as_deref()
-            .map(|url| connect::resolve(Some(url), connect::process_env))
+            .map(|url| connect.endpoint(Some(url)))
             .transpose()?;
         Ok(RunOptions {
             connections: usize::from(self.connections),

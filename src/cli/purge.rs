@@ -103,7 +103,7 @@ pub fn run(args: PurgeArgs, console: &Console) -> Result<i32, Error> {
         yes: args.yes,
         confirm_above: args.confirm_above,
         cascade: args.cascade,
-        run: run.options()?,
+        run: run.options(&args.connect)?,
     };
     let finished = block_on(purge(db, opts, console))??;
     Ok(finish(finished, run.json, console))

@@ -109,7 +109,7 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         rejects: args.rejects,
         max_errors: args.max_errors,
         dry_run: args.dry_run,
-        run: run.options()?,
+        run: run.options(&args.connect)?,
     };
     let finished = block_on(seed(db, opts, console))??;
     let rejected = finished.summary.rows_rejected();
