@@ -8,6 +8,9 @@
 //! target database) → [`report`] (progress, summary, JSON). [`catalog`] and [`plan`] check
 //! the target before any data moves; [`retry`] decides which failures are replayed;
 //! [`reject`] keeps refused rows aside in reject mode; [`seed`] wires the stages together.
+//! `purge` runs [`delete`] through the same [`pipeline`] (bounded channel, writers with
+//! retries, signals), paced by [`throttle`]; [`error`] maps failures to exit codes;
+//! [`generate`] writes benchmark data; [`cli`] is the command line.
 
 pub mod batch;
 pub mod catalog;
