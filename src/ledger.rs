@@ -89,6 +89,19 @@ impl Run {
         self.status == "completed"
     }
 
+    pub fn is_purge(&self) -> bool {
+        self.command == "purge"
+    }
+
+    /// The rows the run wrote: deleted by a purge; inserted, updated or skipped by a seed.
+    pub fn rows(&self) -> i64 {
+        if self.is_purge() {
+            self.rows_deleted
+        } else {
+            self.rows_inserted + self.rows_updated + self.rows_skipped
+        }
+    }
+
     /// The shell command that resumes this run.
     pub fn resume_command(&self) -> String {
         resume_command(&self.command_line, self.id)
