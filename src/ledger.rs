@@ -38,8 +38,22 @@ pub struct RunKey {
     pub input_size: Option<i64>,
     pub input_fingerprint: String,
     /// Batch size, columns, conflict mode and key: everything that fixes batch boundaries
-    /// and what a batch does.
+    /// and what a batch does. Its `layout` member, where there is one, is how the run cut its
+    /// input when it first started (a `--where` purge's page ranges): a resume reuses the
+    /// recorded one, so it is not part of what identifies the run.
     pub options: serde_json::Value,
+}
+
+/// The member of [`RunKey::options`] a run records at first start and a resume reuses.
+pub const LAYOUT: &str = "layout";
+
+/// `options` without its [`LAYOUT`]: what a resume must match.
+fn identity(options: &serde_json::Value) -> serde_json::Value {
+    let mut options = options.clone();
+    if let Some(map) = options.as_object_mut() {
+        map.remove(LAYOUT);
+    }
+    options
 }
 
 /// A run as the ledger records it.
@@ -57,6 +71,10 @@ pub struct Run {
     pub rows_skipped: i64,
     /// Rows set aside in reject mode.
     pub rows_rejected: i64,
+    /// Rows a purge deleted.
+    pub rows_deleted: i64,
+    /// Keys a purge looked for and did not find.
+    pub rows_missing: i64,
     pub batches: i64,
     pub attempts: i32,
     pub error: Option<String>,
@@ -69,6 +87,19 @@ pub struct Run {
 impl Run {
     pub fn finished(&self) -> bool {
         self.status == "completed"
+    }
+
+    pub fn is_purge(&self) -> bool {
+        self.command == "purge"
+    }
+
+    /// The rows the run wrote: deleted by a purge; inserted, updated or skipped by a seed.
+    pub fn rows(&self) -> i64 {
+        if self.is_purge() {
+            self.rows_deleted
+        } else {
+            self.rows_inserted + self.rows_updated + self.rows_skipped
+        }
     }
 
     /// The shell command that resumes this run.
@@ -591,21 +622,45 @@ impl Ledger {
             .map_err(|e| Error::database("recording the run in the ledger", e))
     }
 
-    /// Finds the run to resume: `id` when given, else the latest unfinished run of the same
-    /// command, table, input path and options. Refuses (usage error) when the run does not
-    /// match, is finished, or the input changed since it started.
+    /// Finds the run to resume (see [`Ledger::resumable`]) and marks it running again.
     pub async fn find_resumable(
         &self,
         client: &Client,
         key: &RunKey,
         id: Option<i64>,
     ) -> Result<i64, Error> {
+        let (run_id, _) = self.resumable(client, key, id).await?;
+        client
+            .execute_typed(
+                &format!(
+                    "UPDATE {}.runs SET status = 'running', attempts = attempts + 1, error = NULL, \
+                     finished_at = NULL, updated_at = now() WHERE id = $1",
+                    self.s()
+                ),
+                &[(&run_id, Type::INT8)],
+            )
+            .await
+            .map_err(|e| Error::database("marking the run as resumed", e))?;
+        Ok(run_id)
+    }
+
+    /// The run to resume, with the options it recorded: `id` when given, else the latest
+    /// unfinished run of the same command, table, input path and options. Refuses (usage
+    /// error) when the run does not match, is finished, or the input changed since it
+    /// started. Changes nothing.
+    pub async fn resumable(
+        &self,
+        client: &Client,
+        key: &RunKey,
+        id: Option<i64>,
+    ) -> Result<(i64, serde_json::Value), Error> {
         let rows = client
             .query_typed(
                 &format!(
                     "SELECT id, status, target_table, input_path, input_size, input_fingerprint, options \
                      FROM {}.runs WHERE command = $1 AND ($2::bigint IS NULL AND target_table = $3 \
-                       AND input_path = $4 AND options = $5 AND status <> 'completed' OR id = $2) \
+                       AND input_path = $4 AND options - '{LAYOUT}' = $5 AND status <> 'completed' \
+                       OR id = $2) \
                      ORDER BY id DESC LIMIT 1",
                     self.s()
                 ),
@@ -614,7 +669,7 @@ impl Ledger {
                     (&id, Type::INT8),
                     (&key.target_table, Type::TEXT),
                     (&key.input_path, Type::TEXT),
-                    (&key.options, Type::JSONB),
+                    (&identity(&key.options), Type::JSONB),
                 ],
             )
             .await
@@ -652,11 +707,11 @@ impl Ledger {
             return mismatch("input", path, key.input_path.clone());
         }
         let options: serde_json::Value = row.get(6);
-        if options != key.options {
+        if identity(&options) != identity(&key.options) {
             return mismatch(
                 "batching options",
-                options.to_string(),
-                key.options.to_string(),
+                identity(&options).to_string(),
+                identity(&key.options).to_string(),
             );
         }
         let (size, fingerprint): (Option<i64>, String) = (row.get(4), row.get(5));
@@ -674,18 +729,7 @@ impl Ledger {
                 },
             )));
         }
-        client
-            .execute_typed(
-                &format!(
-                    "UPDATE {}.runs SET status = 'running', attempts = attempts + 1, error = NULL, \
-                     finished_at = NULL, updated_at = now() WHERE id = $1",
-                    self.s()
-                ),
-                &[(&run_id, Type::INT8)],
-            )
-            .await
-            .map_err(|e| Error::database("marking the run as resumed", e))?;
-        Ok(run_id)
+        Ok((run_id, options))
     }
 
     /// Committed batches of a run: sequence number → content hash.
@@ -706,6 +750,34 @@ impl Ledger {
             .map_err(|e| Error::database("reading the run's committed batches", e))?
             .iter()
             .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    /// Where each committed batch of a run sits, in order: sequence number, first and last
+    /// line (or page).
+    pub async fn committed_spans(
+        &self,
+        client: &Client,
+        run_id: i64,
+    ) -> Result<Vec<(u64, u64, u64)>, Error> {
+        Ok(client
+            .query_typed(
+                &format!(
+                    "SELECT seq, first_line, last_line FROM {}.batches WHERE run_id = $1 ORDER BY seq",
+                    self.s()
+                ),
+                &[(&run_id, Type::INT8)],
+            )
+            .await
+            .map_err(|e| Error::database("reading the run's committed batches", e))?
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0) as u64,
+                    r.get::<_, i64>(1) as u64,
+                    r.get::<_, i64>(2) as u64,
+                )
+            })
             .collect())
     }
 
@@ -770,12 +842,14 @@ impl Ledger {
                        to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
                        extract(epoch FROM coalesce(r.finished_at, greatest(r.updated_at, b.last_commit)) \
                                           - r.started_at)::float8, \
-                       r.command_line, b.rejected \
+                       r.command_line, b.rejected, b.deleted, b.missing \
                      FROM {s}.runs r CROSS JOIN LATERAL \
                        (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
                                coalesce(sum(updated), 0)::bigint AS updated, \
                                coalesce(sum(skipped), 0)::bigint AS skipped, count(*) AS n, \
                                coalesce(sum(rejected), 0)::bigint AS rejected, \
+                               coalesce(sum(deleted), 0)::bigint AS deleted, \
+                               coalesce(sum(missing), 0)::bigint AS missing, \
                                max(committed_at) AS last_commit \
                         FROM {s}.batches WHERE run_id = r.id) b \
                      WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
@@ -799,6 +873,8 @@ impl Ledger {
                 rows_updated: r.get(8),
                 rows_skipped: r.get(9),
                 rows_rejected: r.get(17),
+                rows_deleted: r.get(18),
+                rows_missing: r.get(19),
                 batches: r.get(10),
                 attempts: r.get(11),
                 error: r.get(12),

@@ -18,10 +18,11 @@ use crate::connect;
 use crate::delete::{DeletePlan, Deleter, PurgeUnit, Selector};
 use crate::encode::{Encoder, RowEncoder};
 use crate::error::Error;
-use crate::ledger::{Ledger, RunKey};
+use crate::ledger::{self, Ledger, RunKey};
 use crate::pipeline::{self, Finished, ProduceEnd, RunOptions};
 use crate::read::{self, CsvOptions, Record, Source};
 use crate::report::{Console, Progress, Reporter};
+use crate::seed::Resume;
 
 /// What `purge` deletes.
 #[derive(Debug, Clone)]
@@ -140,22 +141,52 @@ pub async fn purge(
         confirm(&table, estimate, &opts)?;
     }
 
+    // A --where run's page ranges, as measured now; the run records them.
+    let measured = match &opts.target {
+        Target::Where(_) => Some(measure(&client, &table, opts.run.batch_size).await?),
+        _ => None,
+    };
+    let mut options = serde_json::json!({
+        "batch_size": opts.run.batch_size,
+        "key": key,
+        "cascade": opts.cascade,
+    });
+    if let Some((layout, _)) = measured {
+        options[ledger::LAYOUT] = serde_json::to_value(layout).expect("a layout serializes");
+    }
     let run_key = RunKey {
         command: "purge",
         target_table: table.display(),
         input_path: run_key_input.0,
         input_size: run_key_input.1.map(|s| s as i64),
         input_fingerprint: run_key_input.2,
-        options: serde_json::json!({
-            "batch_size": opts.run.batch_size,
-            "key": key,
-            "cascade": opts.cascade,
-        }),
+        options,
+    };
+    let mut resume = opts.run.resume;
+    // Everything that can fail happens before the run is recorded (or marked running again),
+    // so that no error leaves it `running`.
+    let units = match (&opts.target, measured) {
+        (_, Some((mut layout, rows_per_page))) => {
+            if let (Some(ledger), Some(wanted), false) = (&ledger, resume, opts.dry_run) {
+                let wanted = match wanted {
+                    Resume::Latest => None,
+                    Resume::Run(id) => Some(id),
+                };
+                let (id, recorded) = ledger.resumable(&client, &run_key, wanted).await?;
+                layout = resumed_layout(ledger, &client, id, &recorded, layout).await?;
+                // The run just checked, whatever ran since.
+                resume = Some(Resume::Run(id));
+            }
+            layout.units(rows_per_page)
+        }
+        (Target::Run(run), None) => recorded_units(&client, ledger.as_ref(), *run).await?,
+        // A file's units come from its reader.
+        (_, None) => Vec::new(),
     };
     let (run_id, committed) = match (&ledger, opts.dry_run) {
         (Some(ledger), false) => {
             let (id, committed) = ledger
-                .open_run(&client, &run_key, &opts.run.command_line, opts.run.resume)
+                .open_run(&client, &run_key, &opts.run.command_line, resume)
                 .await?;
             (Some(id), committed)
         }
@@ -215,7 +246,6 @@ pub async fn purge(
             (error, reporter)
         }
         None => {
-            let units = units(&pool, &table, &opts, ledger.as_ref()).await?;
             let handed = Arc::new(AtomicU64::new(0));
             let reporter = Reporter::start(
                 console,
@@ -516,66 +546,143 @@ fn confirm(table: &Table, estimate: Option<u64>, opts: &PurgeOptions) -> Result<
     }
 }
 
-/// The units of a `--run` or `--where` purge, in order.
-async fn units(
-    pool: &deadpool_postgres::Pool,
-    table: &Table,
-    opts: &PurgeOptions,
+/// The units of a `--run` purge, in order: the seed run's batches that recorded keys.
+async fn recorded_units(
+    client: &tokio_postgres::Client,
     ledger: Option<&Ledger>,
+    run: i64,
 ) -> Result<Vec<PurgeUnit>, Error> {
-    let client = pool.get().await.map_err(Error::Pool)?;
-    Ok(match &opts.target {
-        Target::Run(run) => ledger
-            .expect("checked")
-            .recorded_batches(&client, *run)
-            .await?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (seed_seq, keys))| PurgeUnit::Recorded {
-                seq: i as u64 + 1,
-                seed_run: *run,
-                seed_seq,
-                keys,
+    Ok(ledger
+        .expect("checked")
+        .recorded_batches(client, run)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (seed_seq, keys))| PurgeUnit::Recorded {
+            seq: i as u64 + 1,
+            seed_run: run,
+            seed_seq,
+            keys,
+        })
+        .collect())
+}
+
+/// How a `--where` purge cuts the table into page ranges. Recorded in the run's options
+/// when it first starts and reused by a resume: the ledger knows a committed batch only by
+/// its number, so batch N must be the same pages on every attempt, whatever ANALYZE or
+/// autovacuum made of the statistics meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PageLayout {
+    pages_per_batch: u64,
+    /// The table's pages when measured: the ranges cover `[0, pages)`.
+    pages: u64,
+}
+
+impl PageLayout {
+    /// Batch `seq`'s pages, `[first, end)`. The last range is not cut at the table's end, so
+    /// that it stays the same range when the table grows.
+    fn range(self, seq: u64) -> (u64, u64) {
+        let step = self.pages_per_batch;
+        ((seq - 1) * step, seq * step)
+    }
+
+    /// The units, in order; `rows_per_page` only estimates their size for progress.
+    fn units(self, rows_per_page: f64) -> Vec<PurgeUnit> {
+        let step = self.pages_per_batch;
+        (1..=self.pages.div_ceil(step))
+            .map(|seq| {
+                let (first, end) = self.range(seq);
+                PurgeUnit::Pages {
+                    seq,
+                    first,
+                    end,
+                    rows: (step as f64 * rows_per_page) as u64,
+                }
             })
-            .collect(),
-        Target::Where(_) => {
-            let row = client
-                .query_typed_one(
-                    "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
-                            c.reltuples::float8, greatest(c.relpages, 1)::float8 \
-                     FROM pg_class c WHERE c.oid = $1",
-                    &[(&table.oid, tokio_postgres::types::Type::OID)],
-                )
-                .await
-                .map_err(|e| Error::database("reading the table's size", e))?;
-            let pages = row.get::<_, i64>(0) as u64;
-            let (reltuples, relpages) = (row.get::<_, f64>(1), row.get::<_, f64>(2));
-            // Rows per page: the planner's statistics, or a count where the table was never
-            // analyzed (reltuples = -1).
-            let per_page = if reltuples >= 0.0 {
-                reltuples / relpages
-            } else {
-                let counted = client
-                    .query_typed_one(&format!("SELECT count(*) FROM {}", table.quoted()), &[])
-                    .await
-                    .map_err(|e| Error::database("counting the table's rows", e))?;
-                counted.get::<_, i64>(0) as f64 / pages.max(1) as f64
-            }
-            .max(1.0);
-            // Pages per batch so that a batch holds about --batch-size rows of the table
-            // (fewer match the predicate).
-            let step = ((opts.run.batch_size as f64 / per_page).floor() as u64).max(1);
-            (0..pages.div_ceil(step))
-                .map(|i| PurgeUnit::Pages {
-                    seq: i + 1,
-                    first: i * step,
-                    end: ((i + 1) * step).min(pages.max(1)),
-                    rows: (step as f64 * per_page) as u64,
-                })
-                .collect()
+            .collect()
+    }
+}
+
+/// The table's page ranges for batches of about `batch_size` rows, as its size and
+/// statistics are now, with the estimated rows per page.
+async fn measure(
+    client: &tokio_postgres::Client,
+    table: &Table,
+    batch_size: usize,
+) -> Result<(PageLayout, f64), Error> {
+    let row = client
+        .query_typed_one(
+            "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
+                    c.reltuples::float8, greatest(c.relpages, 1)::float8 \
+             FROM pg_class c WHERE c.oid = $1",
+            &[(&table.oid, tokio_postgres::types::Type::OID)],
+        )
+        .await
+        .map_err(|e| Error::database("reading the table's size", e))?;
+    let pages = row.get::<_, i64>(0) as u64;
+    let (reltuples, relpages) = (row.get::<_, f64>(1), row.get::<_, f64>(2));
+    // Rows per page: the planner's statistics, or a count where the table was never
+    // analyzed (reltuples = -1).
+    let per_page = if reltuples >= 0.0 {
+        reltuples / relpages
+    } else {
+        let counted = client
+            .query_typed_one(&format!("SELECT count(*) FROM {}", table.quoted()), &[])
+            .await
+            .map_err(|e| Error::database("counting the table's rows", e))?;
+        counted.get::<_, i64>(0) as f64 / pages.max(1) as f64
+    }
+    .max(1.0);
+    // Pages per batch so that a batch holds about --batch-size rows of the table (fewer
+    // match the predicate).
+    let pages_per_batch = ((batch_size as f64 / per_page).floor() as u64).max(1);
+    Ok((
+        PageLayout {
+            pages_per_batch,
+            pages,
+        },
+        per_page,
+    ))
+}
+
+/// The page ranges a resumed `--where` run goes on with: the ones it recorded (extended to
+/// pages the table grew since), else (a run recorded before they were) the ones measured
+/// now, `measured`. Refuses the resume when a committed batch is not the range its number
+/// now names: resuming would skip pages no attempt deleted.
+async fn resumed_layout(
+    ledger: &Ledger,
+    client: &tokio_postgres::Client,
+    run_id: i64,
+    options: &serde_json::Value,
+    measured: PageLayout,
+) -> Result<PageLayout, Error> {
+    let layout = match options
+        .get(ledger::LAYOUT)
+        .and_then(|l| serde_json::from_value::<PageLayout>(l.clone()).ok())
+    {
+        Some(recorded) => PageLayout {
+            pages: recorded.pages.max(measured.pages),
+            ..recorded
+        },
+        None => measured,
+    };
+    for (seq, first, last) in ledger.committed_spans(client, run_id).await? {
+        let (want_first, want_end) = layout.range(seq);
+        // A range cut at the table's end, as runs recorded before the ranges were, is the
+        // same range.
+        let same = first == want_first
+            && (last + 1 == want_end || (last + 1 < want_end && last + 1 >= layout.pages));
+        if !same {
+            return Err(Error::Usage(format!(
+                "--resume {run_id}: batch {seq} of the run deleted pages {first}-{last}, but batch \
+                 {seq} is pages {want_first}-{} now (the table's statistics changed since the run \
+                 started); refusing to resume, as it would skip pages. Start a new purge without \
+                 --resume: what the run deleted stays deleted.",
+                want_end - 1
+            )));
         }
-        Target::File { .. } => Vec::new(),
-    })
+    }
+    Ok(layout)
 }
 
 #[cfg(test)]

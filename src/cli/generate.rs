@@ -6,6 +6,11 @@ use crate::error::Error;
 use crate::generate::{GenerateOptions, generate};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Writes CSV (a header, then one account a line) to stdout. Exit codes: 0 done, \
+or the reader closed the pipe early (`generate … | head`); 1 stdout could not be written (a \
+full disk, say); 2 usage error."
+)]
 pub struct GenerateArgs {
     /// Number of accounts to write.
     #[arg(long, value_name = "N")]

@@ -8,12 +8,17 @@ use crate::error::Error;
 use crate::ledger::{Ledger, Run};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 done; 1 could not connect, or could not read (or create) the \
+ledger; 2 usage error, no such run, or missing privileges on the ledger (named, with the GRANT)."
+)]
 pub struct RunsArgs {
     #[command(subcommand)]
     pub show: Option<RunsCommand>,
 
     /// How many runs to list, newest first.
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: i64,
 
     /// Print JSON (an array, or one object for `show`) instead of a table.
@@ -31,6 +36,7 @@ pub struct RunsArgs {
 pub enum RunsCommand {
     /// One run in full: counts, batches, error, and the command that resumes it.
     Show {
+        /// The run's id, as `provisioner runs` lists it.
         #[arg(value_name = "ID")]
         id: i64,
     },
@@ -84,7 +90,7 @@ fn print_table(runs: &[Run]) {
             r.command,
             r.target_table,
             r.status,
-            r.rows_inserted + r.rows_updated + r.rows_skipped,
+            r.rows(),
             r.started_at,
             r.duration_s,
             r.host.as_deref().unwrap_or("-")
@@ -110,16 +116,23 @@ fn print_run(run: &Run, resume: Option<String>) {
         "  duration:  {:.1} s over {} attempt(s)",
         run.duration_s, run.attempts
     );
-    println!(
-        "  committed: {} batches: {} rows inserted, {} updated, {} skipped, {} rejected \
-         ({} rows read)",
-        run.batches,
-        run.rows_inserted,
-        run.rows_updated,
-        run.rows_skipped,
-        run.rows_rejected,
-        run.rows_read
-    );
+    if run.is_purge() {
+        println!(
+            "  committed: {} batches: {} rows deleted, {} not found ({} keys read)",
+            run.batches, run.rows_deleted, run.rows_missing, run.rows_read
+        );
+    } else {
+        println!(
+            "  committed: {} batches: {} rows inserted, {} updated, {} skipped, {} rejected \
+             ({} rows read)",
+            run.batches,
+            run.rows_inserted,
+            run.rows_updated,
+            run.rows_skipped,
+            run.rows_rejected,
+            run.rows_read
+        );
+    }
     if let Some(error) = &run.error {
         println!("  error:     {error}");
     }
