@@ -66,6 +66,7 @@ pub async fn purge(
         .await?
         .ok_or_else(|| Error::Usage(format!("table {} does not exist", opts.table)))?;
     catalog::require(&client, &catalog::purge_privileges(&table, opts.dry_run)).await?;
+    opts.run.check_privileges(&client).await?;
     let ledger = match &opts.run.ledger_schema {
         // A dry run changes nothing, the ledger included: it only reads one that exists.
         Some(schema) if opts.dry_run => Ledger::existing(&client, schema).await?,
