@@ -363,9 +363,12 @@ impl Ledger {
             .transaction()
             .await
             .map_err(|e| Error::database(ctx("begin"), e))?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
-            .await
-            .map_err(|e| Error::database(ctx("lock"), e))?;
+        tx.execute_typed(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[(&schema, Type::TEXT)],
+        )
+        .await
+        .map_err(|e| Error::database(ctx("lock"), e))?;
         // "already exists, skipping" notices are noise on every run but the first.
         tx.batch_execute("SET LOCAL client_min_messages = warning")
             .await
@@ -383,7 +386,7 @@ impl Ledger {
         .await
         .map_err(|e| Error::database(ctx("schema"), e))?;
         let applied: Vec<i32> = tx
-            .query(&format!("SELECT version FROM {q}.migrations"), &[])
+            .query_typed(&format!("SELECT version FROM {q}.migrations"), &[])
             .await
             .map_err(|e| Error::database(ctx("versions"), e))?
             .iter()
@@ -393,9 +396,9 @@ impl Ledger {
             tx.batch_execute(&sql.replace("{schema}", &q))
                 .await
                 .map_err(|e| Error::database(ctx(&format!("migration {version}")), e))?;
-            tx.execute(
+            tx.execute_typed(
                 &format!("INSERT INTO {q}.migrations (version) VALUES ($1)"),
-                &[version],
+                &[(version, Type::INT4)],
             )
             .await
             .map_err(|e| Error::database(ctx("record migration"), e))?;
@@ -460,10 +463,6 @@ impl Ledger {
         &self.schema
     }
 
-    fn s(&self) -> &str {
-        &self.schema
-    }
-
     /// Starts a new run, or resumes one (`resume`), and returns its id with the batches it
     /// already committed (sequence number → content hash).
     pub async fn open_run(
@@ -504,7 +503,7 @@ impl Ledger {
             .query_typed_opt(
                 &format!(
                     "SELECT command, target_table, options->'recorded_key' FROM {}.runs WHERE id = $1",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[(&run, Type::INT8)],
             )
@@ -534,7 +533,7 @@ impl Ledger {
                 &format!(
                     "SELECT coalesce(sum(jsonb_array_length(keys->0)), 0)::bigint \
                      FROM {}.inserted_keys WHERE run_id = $1",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[(&run, Type::INT8)],
             )
@@ -554,7 +553,7 @@ impl Ledger {
                 &format!(
                     "SELECT seq, jsonb_array_length(keys->0)::bigint FROM {}.inserted_keys \
                      WHERE run_id = $1 ORDER BY seq",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[(&run, Type::INT8)],
             )
@@ -567,7 +566,7 @@ impl Ledger {
 
     /// The run's ledger rows, for the writers.
     pub fn batches(&self, run_id: i64) -> BatchLedger {
-        let s = self.s();
+        let s = self.quoted_schema();
         BatchLedger {
             run_id,
             claim: format!(
@@ -604,7 +603,7 @@ impl Ledger {
                     "INSERT INTO {}.runs (command, target_table, input_path, input_size, \
                        input_fingerprint, options, command_line, status, host) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8) RETURNING id",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[
                     (&key.command, Type::TEXT),
@@ -635,7 +634,7 @@ impl Ledger {
                 &format!(
                     "UPDATE {}.runs SET status = 'running', attempts = attempts + 1, error = NULL, \
                      finished_at = NULL, updated_at = now() WHERE id = $1",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[(&run_id, Type::INT8)],
             )
@@ -662,7 +661,7 @@ impl Ledger {
                        AND input_path = $4 AND options - '{LAYOUT}' = $5 AND status <> 'completed' \
                        OR id = $2) \
                      ORDER BY id DESC LIMIT 1",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[
                     (&key.command, Type::TEXT),
@@ -742,7 +741,7 @@ impl Ledger {
             .query_typed(
                 &format!(
                     "SELECT seq, content_hash FROM {}.batches WHERE run_id = $1",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[(&run_id, Type::INT8)],
             )
@@ -764,7 +763,7 @@ impl Ledger {
             .query_typed(
                 &format!(
                     "SELECT seq, first_line, last_line FROM {}.batches WHERE run_id = $1 ORDER BY seq",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[(&run_id, Type::INT8)],
             )
@@ -788,7 +787,7 @@ impl Ledger {
             .query_typed_one(
                 &format!(
                     "SELECT coalesce(sum(rejected), 0)::bigint FROM {}.batches WHERE run_id = $1",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[(&run_id, Type::INT8)],
             )
@@ -812,7 +811,7 @@ impl Ledger {
                     "UPDATE {}.runs SET status = $2, error = $3, rows_read = greatest(rows_read, $4), \
                        updated_at = now(), finished_at = CASE WHEN $2 = 'completed' THEN now() END \
                      WHERE id = $1",
-                    self.s()
+                    self.quoted_schema()
                 ),
                 &[
                     (&run_id, Type::INT8),
@@ -853,7 +852,7 @@ impl Ledger {
                                max(committed_at) AS last_commit \
                         FROM {s}.batches WHERE run_id = r.id) b \
                      WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
-                    s = self.s()
+                    s = self.quoted_schema()
                 ),
                 &[(&id, Type::INT8), (&limit, Type::INT8)],
             )
