@@ -282,7 +282,7 @@ fn int_verdict(v: &[u8], bits: u32) -> IntVerdict {
 /// Characters of a value shown in a message; longer values are cut.
 const SHOWN_CHARS: usize = 40;
 
-/// A value for a message: quoted, its first [`SHOWN_CHARS`] characters with control
+/// A value for a message: quoted, its first `SHOWN_CHARS` characters with control
 /// characters escaped and invalid UTF-8 shown as `\xNN`, and `…` when cut.
 pub fn shorten(v: &[u8]) -> String {
     let mut out = String::from("\"");

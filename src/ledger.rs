@@ -410,7 +410,7 @@ impl Ledger {
     }
 
     /// The ledger in `schema` if it is there and holds what a reader needs (version
-    /// [`READABLE_FROM`] on), without creating or migrating anything (for runs that must
+    /// `READABLE_FROM` on), without creating or migrating anything (for runs that must
     /// change nothing, like a dry run).
     pub async fn existing(client: &Client, schema: &str) -> Result<Option<Ledger>, Error> {
         let version = Ledger::version(client, schema).await?;

@@ -3,7 +3,7 @@
 //!
 //! The data's path, one module a stage:
 //! [`read`] (CSV with COPY's semantics) → [`check`] (rows the server would refuse) →
-//! [`batch`] (fixed-size batches, encoded by [`encode`]) → [`write`] (one COPY per
+//! [`batch`] (fixed-size batches, encoded by [`encode`]) → [`write`](mod@write) (one COPY per
 //! transaction over the [`connect`] pool) → [`ledger`] (runs and committed batches, in the
 //! target database) → [`report`] (progress, summary, JSON). [`catalog`] and [`plan`] check
 //! the target before any data moves; [`retry`] decides which failures are replayed;

@@ -5,7 +5,7 @@
 //! foreign key that reaches the table (refusing the ones that would block unless
 //! `--cascade`, warning about unindexed ones), estimates how many rows will go and asks for
 //! confirmation above a threshold. Then it hands a producer and a [`Deleter`] to the
-//! [`pipeline`](crate::pipeline).
+//! [`pipeline`].
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};

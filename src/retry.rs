@@ -12,7 +12,7 @@
 //! minutes. Swapping it out means changing [`RetryPolicy::delays`] alone.
 //!
 //! Among permanent failures, [`is_row_error`] picks those one row causes (classes 22, 23
-//! and P0, and 54000; see [`ROW_CLASSES`]), which reject mode isolates instead of failing,
+//! and P0, and 54000; see `ROW_CLASSES`), which reject mode isolates instead of failing,
 //! and [`is_invalid_name`] those that say a name given by the user is malformed.
 
 use std::time::Duration;
@@ -59,7 +59,7 @@ pub fn classify_sqlstate(code: &str) -> Verdict {
 const ROW_CLASSES: &[&str] = &["22", "23", "P0"];
 const ROW_CODES: &[&str] = &["54000"];
 
-/// Whether a SQLSTATE is one a single row causes (see [`ROW_CLASSES`]).
+/// Whether a SQLSTATE is one a single row causes (see `ROW_CLASSES`).
 pub fn is_row_sqlstate(code: &str) -> bool {
     ROW_CODES.contains(&code) || ROW_CLASSES.iter().any(|c| code.starts_with(c))
 }

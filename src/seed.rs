@@ -2,7 +2,7 @@
 //!
 //! This module only wires the stages together: it checks the header against the catalog,
 //! opens or resumes the run in the ledger (and the rejects file in reject mode), and hands a
-//! CSV reader (on a blocking thread) and a COPY writer to the [`pipeline`](crate::pipeline),
+//! CSV reader (on a blocking thread) and a COPY writer to the [`pipeline`],
 //! which runs them; a dry run hands them to [`Writer::dry_run`] instead, with no ledger.
 
 use std::collections::HashMap;
