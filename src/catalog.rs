@@ -511,14 +511,18 @@ pub async fn require(client: &tokio_postgres::Client, needs: &[Privilege]) -> Re
                 format!("{}.{}", quote_ident(schema), quote_ident(name)),
             ),
         };
-        let columns = if failed.len() < checked.len() {
+        // Some of the columns held: name the others, quoted (a name may hold ", "), and
+        // grant just those.
+        let (columns, grant_columns) = if failed.len() < checked.len() {
             let names: Vec<&str> = failed.iter().map(|&j| checked[j].as_str()).collect();
-            format!(" (columns {})", names.join(", "))
+            let quoted = quote_list(&names);
+            (format!(" (columns {quoted})"), format!(" ({quoted})"))
         } else {
-            String::new()
+            (String::new(), String::new())
         };
         lacking.push(format!(
-            "role {role} lacks {p} on {object}{columns}: GRANT {p} ON {grant} TO {grantee}"
+            "role {role} lacks {p} on {object}{columns}: \
+             GRANT {p}{grant_columns} ON {grant} TO {grantee}"
         ));
     }
     if lacking.is_empty() {

@@ -65,7 +65,13 @@ pub async fn purge(
     let table = catalog::describe(&client, &opts.table)
         .await?
         .ok_or_else(|| Error::Usage(format!("table {} does not exist", opts.table)))?;
-    catalog::require(&client, &catalog::purge_privileges(&table, opts.dry_run)).await?;
+    let references = catalog::references(&client, table.oid).await?;
+    let children = plan_references(&table, &references, opts.cascade)?;
+    // Every missing privilege named at once: the target's and those of the children
+    // --cascade deletes from.
+    let mut needs = catalog::purge_privileges(&table, opts.dry_run);
+    needs.extend(catalog::cascade_privileges(&children, opts.dry_run));
+    catalog::require(&client, &needs).await?;
     opts.run.check_privileges(&client).await?;
     let ledger = match &opts.run.ledger_schema {
         // A dry run changes nothing, the ledger included: it only reads one that exists.
@@ -122,13 +128,6 @@ pub async fn purge(
         }
     };
 
-    let references = catalog::references(&client, table.oid).await?;
-    let children = plan_references(&table, &references, opts.cascade)?;
-    catalog::require(
-        &client,
-        &catalog::cascade_privileges(&children, opts.dry_run),
-    )
-    .await?;
     if !children.is_empty() && key.is_empty() {
         return Err(Error::Usage(format!(
             "--cascade needs a primary key or unique index on {} to find the referencing rows",

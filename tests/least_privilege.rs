@@ -184,16 +184,32 @@ fn seed_needs_only_insert_select_and_the_ledger_grants_and_names_what_is_missing
         1000,
         2,
     );
-    // UPDATE on just the columns it overwrites is enough.
+    // UPDATE on just the columns it overwrites is enough; with some of them granted, the
+    // refusal names the others and the column GRANT that completes the set.
     let updated: Vec<&str> = ACCOUNT_COLUMNS
         .iter()
         .copied()
         .filter(|c| *c != "external_id")
         .collect();
+    let (first, rest) = updated.split_at(2);
     role.admin(&format!(
         "GRANT UPDATE ({}) ON accounts TO {{role}}",
-        updated.join(", ")
+        first.join(", ")
     ));
+    let run = role.run(&["seed", f, "--on-conflict", "update"]);
+    let quoted: Vec<String> = rest.iter().map(|c| format!("\"{c}\"")).collect();
+    let grant = format!(
+        "GRANT UPDATE ({}) ON \"public\".\"accounts\" TO \"{r}\"",
+        quoted.join(", ")
+    );
+    expect_refused(&db, &run, &grant, 1000, 2);
+    assert!(
+        run.stderr
+            .contains(&format!("(columns {})", quoted.join(", "))),
+        "{}",
+        run.stderr
+    );
+    role.admin(&grant);
     let run = role.run(&["seed", f, "--on-conflict", "update", "--json"]);
     run.expect_ok();
     assert_eq!(run.figure("rows_updated"), 1000);
