@@ -60,6 +60,10 @@ struct Staged {
 
 const STAGE: &str = "provisioner_stage";
 
+/// The smallest part of a batch reject mode sends on its own after a refusal: small enough
+/// that a refusal costs little, large enough that round trips do not dominate.
+const MIN_CHUNK: usize = 64;
+
 /// The conflict handling and key recording a merge does.
 #[derive(Debug, Clone, Copy)]
 pub struct MergeSpec<'a> {
@@ -342,13 +346,23 @@ impl Writer {
         let (mut pending, mut loaded): (Vec<usize>, Vec<usize>) =
             ((0..batch.rows).collect(), vec![]);
         let mut merged_keys = None;
+        // After a refusal, a direct COPY sends what is pending in chunks an eighth the size
+        // of the last try (not below MIN_CHUNK), so a batch with many bad rows does not send
+        // its whole tail again for each. A staged merge takes everything pending at once.
+        let staged = self.statements.staged.is_some();
+        let mut chunk = batch.rows;
         while !pending.is_empty() {
+            let take = if staged {
+                pending.len()
+            } else {
+                chunk.min(pending.len())
+            };
             // The first try sends the batch as it is: a clean batch costs no copy.
             let selected;
-            let current = if pending.len() == batch.rows {
+            let current = if take == batch.rows {
                 batch
             } else {
-                selected = batch.select(&pending);
+                selected = batch.select(&pending[..take]);
                 &selected
             };
             let err = match self
@@ -359,8 +373,8 @@ impl Writer {
                 Ok((done, keys)) => {
                     add(&mut outcome, done);
                     merged_keys = keys;
-                    loaded.append(&mut pending);
-                    break;
+                    loaded.extend(pending.drain(..take));
+                    continue;
                 }
                 Err(e) if crate::retry::is_row_error(&e) => e,
                 Err(e) => return Err(batch_error(current, e)),
@@ -391,10 +405,11 @@ impl Writer {
             *reserved += 1;
             tracing::debug!(%rejection, "row rejected by the server");
             rejected.push(rejection);
+            chunk = (take / 8).max(MIN_CHUNK);
             // The rows before the refused one load without it (COPY got past them, or
             // bisection tried them): with a direct COPY, load them now, so that later
             // rejections do not send them again.
-            if self.statements.staged.is_none() && row > 0 {
+            if !staged && row > 0 {
                 let head = batch.select(&pending[..row]);
                 if let Ok((done, _)) = self.try_in_savepoint(tx, &head, true).await.map_err(fail)? {
                     add(&mut outcome, done);
