@@ -324,29 +324,7 @@ impl TestDb {
 
     /// Runs one psql command (`-c`) against this database; panics when psql fails.
     pub fn psql(&self, command: &str) -> String {
-        let mut cmd = Command::new("psql");
-        clean_env(&mut cmd);
-        let out = cmd
-            .env("PGCLIENTENCODING", "UTF8")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                &self.conninfo,
-                "-c",
-            ])
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run psql (is it on PATH?): {e}"));
-        assert!(
-            out.status.success(),
-            "psql {command:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        psql_at(&self.conninfo, command)
     }
 }
 
