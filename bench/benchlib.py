@@ -87,3 +87,26 @@ def drop_or_keep(maint, db, url, keep):
         run(["dropdb", *maint, "--if-exists", "--force", db])
     except BenchError as e:
         log(f"warning: could not drop database {db}: {e}")
+
+
+def rotating(names, runs):
+    """(round, method) for `runs` rounds of every method, the order rotated each round so
+    that no method always runs first (on a cold cache) or last."""
+    for r in range(runs):
+        k = r % len(names)
+        for m in names[k:] + names[:k]:
+            yield r, m
+
+
+def per_run(label, values, names, fmt="{:.2f}"):
+    """One line of every method's raw figures: `label per run: m: 1.00, 2.00; …`."""
+    return f"{label} per run: " + "; ".join(
+        f"{m}: {', '.join(fmt.format(v) for v in values[m])}" for m in names if values[m])
+
+
+def entry(main):
+    """Runs a script's `main`; an expected failure ends it with one line and exit 1."""
+    try:
+        main()
+    except (BenchError, subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
+        sys.exit(f"bench/{os.path.basename(sys.argv[0])}: error: {e}")

@@ -17,9 +17,9 @@ time (psql \\timing) for the baseline, whose one transaction holds every row loc
 Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a superuser
 (server-side COPY, CHECKPOINT) and a server on this machine that can read /tmp.
 """
-import argparse, csv, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, csv, datetime, json, os, re, shutil, statistics, subprocess, tempfile
 
-from benchlib import BenchError, log, run, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep
+from benchlib import BenchError, log, run, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep, rotating, per_run, entry
 
 BASELINE = "DELETE … USING (one statement)"
 
@@ -130,21 +130,19 @@ def main():
         methods[BASELINE] = delete_using
         names = list(methods)
         walls, inner, longest = ({m: [] for m in names} for _ in range(3))
-        for r in range(args.runs):
-            k = r % len(names)
-            for m in names[k:] + names[:k]:
-                reload()
-                wall, elapsed, txn = methods[m]()
-                count = count_rows()
-                if count != 0:
-                    raise BenchError(f"{m}: accounts still holds {count} rows after the purge")
-                walls[m].append(wall)
-                longest[m].append(txn)
-                if elapsed is not None:
-                    inner[m].append(elapsed)
-                log(f"round {r + 1}/{args.runs} {m}: {wall:.2f} s"
-                    + (f" (elapsed_s {elapsed:.2f})" if elapsed is not None else "")
-                    + f", longest txn {txn:.3f} s")
+        for r, m in rotating(names, args.runs):
+            reload()
+            wall, elapsed, txn = methods[m]()
+            count = count_rows()
+            if count != 0:
+                raise BenchError(f"{m}: accounts still holds {count} rows after the purge")
+            walls[m].append(wall)
+            longest[m].append(txn)
+            if elapsed is not None:
+                inner[m].append(elapsed)
+            log(f"round {r + 1}/{args.runs} {m}: {wall:.2f} s"
+                + (f" (elapsed_s {elapsed:.2f})" if elapsed is not None else "")
+                + f", longest txn {txn:.3f} s")
 
         med = {m: statistics.median(walls[m]) for m in names}
         base = med[BASELINE]
@@ -162,12 +160,9 @@ def main():
               "faster than one DELETE … USING (ratio of medians). Longest txn = a run's longest "
               "batch transaction in the ledger for provisioner, the DELETE statement's \\timing "
               "for the baseline (medians over runs).")
-        print("Raw wall s per run: " + "; ".join(
-            f"{m}: {', '.join(f'{w:.2f}' for w in walls[m])}" for m in names))
-        print("Longest txn s per run: " + "; ".join(
-            f"{m}: {', '.join(f'{t:.3f}' for t in longest[m])}" for m in names))
-        print("provisioner elapsed_s (JSON) per run: " + "; ".join(
-            f"{m}: {', '.join(f'{w:.2f}' for w in inner[m])}" for m in names if inner[m]))
+        print(per_run("Raw wall s", walls, names))
+        print(per_run("Longest txn s", longest, names, "{:.3f}"))
+        print(per_run("provisioner elapsed_s (JSON)", inner, names))
     finally:
         if created:
             drop_or_keep(maint, db, url, args.keep)
@@ -175,7 +170,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (BenchError, subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
-        sys.exit(f"bench/purge.py: error: {e}")
+    entry(main)

@@ -11,9 +11,9 @@ exactly the bad ones. Prints a markdown table of medians; progress goes to stder
 
 Connects like psql (local socket, OS user) unless DATABASE_URL is set.
 """
-import argparse, csv, datetime, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, csv, datetime, json, os, shutil, statistics, subprocess, tempfile, time
 
-from benchlib import BenchError, log, run, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep
+from benchlib import BenchError, log, run, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep, rotating, per_run, entry
 
 EXIT_REJECTED = 3
 
@@ -106,19 +106,17 @@ def main():
         }
         names = list(methods)
         walls = {m: [] for m in names}
-        for r in range(args.runs):
-            k = r % len(names)
-            for m in names[k:] + names[:k]:
-                psql(url, "TRUNCATE accounts RESTART IDENTITY", "DROP SCHEMA IF EXISTS provisioner CASCADE",
-                     "CHECKPOINT")
-                if os.path.exists(rejects):
-                    os.remove(rejects)
-                wall, want_rows = methods[m]()
-                count = int(psql(url, "SELECT count(*) FROM accounts")[0])
-                if count != want_rows:
-                    raise BenchError(f"{m}: accounts holds {count} rows, expected {want_rows}")
-                walls[m].append(wall)
-                log(f"round {r + 1}/{args.runs} {m}: {wall:.2f} s")
+        for r, m in rotating(names, args.runs):
+            psql(url, "TRUNCATE accounts RESTART IDENTITY", "DROP SCHEMA IF EXISTS provisioner CASCADE",
+                 "CHECKPOINT")
+            if os.path.exists(rejects):
+                os.remove(rejects)
+            wall, want_rows = methods[m]()
+            count = int(psql(url, "SELECT count(*) FROM accounts")[0])
+            if count != want_rows:
+                raise BenchError(f"{m}: accounts holds {count} rows, expected {want_rows}")
+            walls[m].append(wall)
+            log(f"round {r + 1}/{args.runs} {m}: {wall:.2f} s")
 
         med = {m: statistics.median(walls[m]) for m in names}
         base = med["psql \\copy, clean file"]
@@ -131,8 +129,7 @@ def main():
         print(f"N={n} rows ({bad['client']} refused by the checks, {bad['server']} by the server "
               f"in the bad file), R={args.runs} runs, --connections {args.connections}, PostgreSQL "
               f"{version}, nproc {nproc}, {datetime.date.today().isoformat()}.")
-        print("Raw wall s per run: " + "; ".join(
-            f"{m}: {', '.join(f'{w:.2f}' for w in walls[m])}" for m in names))
+        print(per_run("Raw wall s", walls, names))
     finally:
         if created:
             drop_or_keep(maint, db, url, args.keep)
@@ -140,7 +137,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (BenchError, subprocess.CalledProcessError, OSError, ValueError) as e:
-        sys.exit(f"bench/rejects.py: error: {e}")
+    entry(main)

@@ -12,9 +12,9 @@ The first --connections value also runs with --no-ledger, to show what the ledge
 Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a superuser
 (server-side COPY, CHECKPOINT) and a server on this machine that can read /tmp.
 """
-import argparse, datetime, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, datetime, json, os, shutil, statistics, subprocess, tempfile
 
-from benchlib import BenchError, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep
+from benchlib import BenchError, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep, rotating, per_run, entry
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,22 +76,20 @@ def main():
         methods["server COPY"] = psql_copy(False)
         names = list(methods)
         walls, inner, rss = ({m: [] for m in names} for _ in range(3))
-        for r in range(args.runs):
-            k = r % len(names)
-            for m in names[k:] + names[:k]:
-                sql("TRUNCATE accounts RESTART IDENTITY", "CHECKPOINT")
-                wall, elapsed, mib = methods[m]()
-                count = int(sql("SELECT count(*) FROM accounts")[0])
-                if count != n:
-                    raise BenchError(f"{m}: accounts holds {count} rows after the load, expected {n}")
-                walls[m].append(wall)
-                if elapsed is not None:
-                    inner[m].append(elapsed)
-                if mib is not None:
-                    rss[m].append(mib)
-                log(f"round {r + 1}/{args.runs} {m}: {wall:.2f} s"
-                    + (f" (elapsed_s {elapsed:.2f})" if elapsed is not None else "")
-                    + (f", peak RSS {mib:.1f} MiB" if mib is not None else ""))
+        for r, m in rotating(names, args.runs):
+            sql("TRUNCATE accounts RESTART IDENTITY", "CHECKPOINT")
+            wall, elapsed, mib = methods[m]()
+            count = int(sql("SELECT count(*) FROM accounts")[0])
+            if count != n:
+                raise BenchError(f"{m}: accounts holds {count} rows after the load, expected {n}")
+            walls[m].append(wall)
+            if elapsed is not None:
+                inner[m].append(elapsed)
+            if mib is not None:
+                rss[m].append(mib)
+            log(f"round {r + 1}/{args.runs} {m}: {wall:.2f} s"
+                + (f" (elapsed_s {elapsed:.2f})" if elapsed is not None else "")
+                + (f", peak RSS {mib:.1f} MiB" if mib is not None else ""))
 
         stdin_line = None
         if args.stdin_rows:
@@ -128,10 +126,8 @@ def main():
               f"{datetime.date.today().isoformat()}. Wall times include process startup; "
               "× = how many times faster than the baseline (ratio of medians); peak RSS is the "
               "client process's (the server does the work in a server COPY).")
-        print("Raw wall s per run: " + "; ".join(
-            f"{m}: {', '.join(f'{w:.2f}' for w in walls[m])}" for m in names))
-        print("provisioner elapsed_s (JSON) per run: " + "; ".join(
-            f"{m}: {', '.join(f'{w:.2f}' for w in inner[m])}" for m in names if inner[m]))
+        print(per_run("Raw wall s", walls, names))
+        print(per_run("provisioner elapsed_s (JSON)", inner, names))
         if stdin_line:
             print(stdin_line)
     finally:
@@ -141,7 +137,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (BenchError, subprocess.CalledProcessError, OSError, ValueError) as e:
-        sys.exit(f"bench/seed.py: error: {e}")
+    entry(main)

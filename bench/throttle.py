@@ -27,10 +27,10 @@ summary (rows inserted over its own elapsed time).
 Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs the right to
 create databases and to CHECKPOINT (a superuser, or pg_checkpoint on PostgreSQL 15+).
 """
-import argparse, datetime, glob, json, math, os, re, shutil, signal, subprocess, sys, tempfile
+import argparse, datetime, glob, json, math, os, re, shutil, signal, subprocess, tempfile
 import threading, time
 
-from benchlib import BenchError, log, hide_passwords, run, ROOT, BIN, require, bench_database, psql, build_release, drop_or_keep
+from benchlib import BenchError, log, hide_passwords, run, ROOT, BIN, require, bench_database, psql, build_release, drop_or_keep, entry
 
 # How long a seed may take to stop after SIGINT (it lets its in-flight batches commit).
 STOP_TIMEOUT_S = 120
@@ -281,7 +281,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (BenchError, subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
-        sys.exit(f"bench/throttle.py: error: {e}")
+    entry(main)
