@@ -114,11 +114,7 @@ impl Background {
 
     /// Sends a signal by name (`INT`, `USR1`…) with kill(1).
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {name} {} failed", self.pid());
+        send_signal(self.pid(), name);
     }
 
     /// Waits until `cond` holds; panics (showing the log) if the run exits first or `timeout`

@@ -869,11 +869,7 @@ impl Spawned {
 
     /// Sends a signal by name (`INT`, `TERM`, `KILL`) with kill(1).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {name} {} failed", self.pid());
+        send_signal(self.pid(), name);
     }
 
     /// Waits until `cond` holds; panics (showing the run's output) if the process exits first
@@ -950,6 +946,15 @@ impl Drop for Spawned {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends a signal by name (`INT`, `USR1`, `KILL`…) to `pid` with kill(1).
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid} failed");
 }
 
 /// Runs `provisioner <args…>`, failing the test (and killing it) past `timeout`.
