@@ -182,14 +182,6 @@ pub fn header<R: BufRead>(
             csv.keep_raw(true);
             let found = csv.read(&mut header)?;
             csv.keep_raw(false);
-            if header.unterminated() {
-                return Err(Error::Csv {
-                    line: header.line(),
-                    reason: "unterminated quoted field in the header (a quote opened here is \
-                             never closed)"
-                        .into(),
-                });
-            }
             if !found {
                 return Err(Error::Usage(format!(
                     "{} is empty: expected a header line (or --no-header --columns)",
@@ -226,7 +218,7 @@ pub struct Record {
     /// The record's text as it was in the input, without its line end; only kept when the
     /// reader is asked to ([`CsvReader::keep_raw`]), for the rejects file.
     raw: Vec<u8>,
-    /// The input ended inside this record's quotes (see [`CsvReader::keep_raw`]).
+    /// The input ended inside this record's quotes (see [`CsvReader::hand_over_unterminated`]).
     unterminated: bool,
 }
 
@@ -311,6 +303,7 @@ pub struct CsvReader<R> {
     prev_cr: bool,
     at_start: bool,
     keep_raw: bool,
+    hand_over_unterminated: bool,
     /// Bytes taken from the input while looking for a BOM that was not one, parsed first.
     pushback: Vec<u8>,
     /// A one-column file: a blank line is a row whose field is empty (NULL by default).
@@ -326,6 +319,7 @@ impl<R: BufRead> CsvReader<R> {
             prev_cr: false,
             at_start: true,
             keep_raw: false,
+            hand_over_unterminated: false,
             pushback: Vec::new(),
             blank_is_row: false,
         }
@@ -338,11 +332,16 @@ impl<R: BufRead> CsvReader<R> {
     }
 
     /// Keep each record's text as it was in the input ([`Record::raw`]); off by default,
-    /// which keeps the hot loop free of the copy. A record whose quote the input never
-    /// closes is then handed over marked [`Record::unterminated`], with the rest of the
-    /// input as its text (reject mode sets it aside), instead of failing the read.
+    /// which keeps the hot loop free of the copy.
     pub fn keep_raw(&mut self, on: bool) {
         self.keep_raw = on;
+    }
+
+    /// Hand over a record whose quote the input never closes, marked
+    /// [`Record::unterminated`] (with [`CsvReader::keep_raw`], the rest of the input is its
+    /// text), instead of failing the read: reject mode sets it aside.
+    pub fn hand_over_unterminated(&mut self, on: bool) {
+        self.hand_over_unterminated = on;
     }
 
     /// Reads the next record into `rec` (blank lines skipped unless the file has one
@@ -393,7 +392,7 @@ impl<R: BufRead> CsvReader<R> {
                     State::Quoted => true,
                     State::AfterEscape => escape != quote,
                 };
-                if in_quotes && self.keep_raw {
+                if in_quotes && self.hand_over_unterminated {
                     finish_field(rec, field_start, saw_quote, null);
                     rec.end_line = self.line;
                     rec.unterminated = true;
