@@ -1,10 +1,14 @@
-//! The library's error type and the exit code each error maps to.
+//! The library's error type, the exit code each error maps to, and the one place the exit
+//! codes are documented ([`EXIT_CODES`], which `--help` prints and the README repeats; a test
+//! keeps the two equal).
 //!
 //! Every message is written for the DBA at the terminal: it names the CSV line and column
 //! where there is one, and the server's own words and SQLSTATE where the server refused.
 //! No variant ever carries a password: connection targets are described without it.
+//!
+//! This module is the bottom of the crate: it names nothing else in it.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 /// Exit code: the run finished.
 pub const EXIT_OK: i32 = 0;
@@ -18,11 +22,94 @@ pub const EXIT_REJECTED: i32 = 3;
 /// Exit code: interrupted (Ctrl-C, SIGTERM); the run can be resumed.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
+/// Every exit code and what it means, for `--help` and the README.
+pub const EXIT_CODES: [(i32, &str); 5] = [
+    (EXIT_OK, "done"),
+    (
+        EXIT_FAILED,
+        "failed: the message names the CSV line, column and reason, the server's error, or \
+         more rows rejected than --max-errors; committed batches stay, --resume goes on",
+    ),
+    (
+        EXIT_USAGE,
+        "usage or configuration error, or a refusal (flags, input, header, table, privileges, \
+         resume, foreign keys, confirmation), found before anything was written or deleted",
+    ),
+    (
+        EXIT_REJECTED,
+        "seed done, but rows were rejected: they are in the --rejects file",
+    ),
+    (
+        EXIT_INTERRUPTED,
+        "interrupted (Ctrl-C, SIGTERM): in-flight batches committed or rolled back; the \
+         message gives the command that resumes the run",
+    ),
+];
+
+/// A row refused by a client-side check or by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Physical line where the record starts.
+    pub line: u64,
+    /// The column, where the check or the server's error names one.
+    pub column: Option<String>,
+    /// The server's SQLSTATE, or for a client-side check the one the server gives for the
+    /// same problem.
+    pub sqlstate: String,
+    pub reason: String,
+    /// The value, shortened and escaped, when the reason does not show it already.
+    pub value: Option<String>,
+    /// The record's text as it was in the input (reject mode only).
+    pub raw: Vec<u8>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(column) = &self.column {
+            write!(f, ", column {column}")?;
+        }
+        write!(f, ": {}", self.reason)?;
+        if let Some(value) = &self.value {
+            write!(f, ", value {value}")?;
+        }
+        write!(f, " [SQLSTATE {}]", self.sqlstate)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A flag, the environment or the target table does not allow the run; nothing was written.
     #[error("{0}")]
     Usage(String),
+
+    /// The role lacks privileges the run needs: each is named with the GRANT that gives it,
+    /// all at once. `note` says what to do besides granting, where there is more to say.
+    #[error(
+        "{}\nNothing was written or deleted.{}",
+        lacking.join("\n"),
+        note.as_ref().map(|n| format!("\n{n}")).unwrap_or_default()
+    )]
+    MissingPrivileges {
+        lacking: Vec<String>,
+        note: Option<String>,
+    },
+
+    /// `--resume` names no run that can go on with this input, table and options.
+    #[error("{0}")]
+    ResumeRefused(String),
+
+    /// Foreign keys would block a purge, and `--cascade` was not given.
+    #[error(
+        "rows of {table} are referenced by foreign keys that would block the delete:\n  - {}\n\
+         Nothing was deleted. --cascade deletes the referencing rows first, in the same \
+         transaction.",
+        references.join("\n  - ")
+    )]
+    BlockingForeignKeys {
+        table: String,
+        references: Vec<String>,
+    },
 
     /// The CSV header does not fit the target table; nothing was written.
     #[error("the CSV header does not match table {table}:\n  - {}", problems.join("\n  - "))]
@@ -48,14 +135,11 @@ pub enum Error {
 
     /// A row a client-side check or the server refused, in stop mode.
     #[error("{0}")]
-    Rejected(Box<crate::reject::Rejection>),
+    Rejected(Box<Rejection>),
 
     /// Reject mode: more rows were refused than `--max-errors` allows.
     #[error("more than {limit} rows rejected (--max-errors {limit}); the one over: {last}")]
-    TooManyRejects {
-        limit: u64,
-        last: Box<crate::reject::Rejection>,
-    },
+    TooManyRejects { limit: u64, last: Box<Rejection> },
 
     /// The rejects file could not be opened or written.
     #[error("cannot write the rejects file {path}: {source}")]
@@ -124,11 +208,28 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every variant is listed, so a new one must choose its code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Header { .. } => EXIT_USAGE,
+            Error::Usage(_)
+            | Error::MissingPrivileges { .. }
+            | Error::ResumeRefused(_)
+            | Error::BlockingForeignKeys { .. }
+            | Error::Header { .. } => EXIT_USAGE,
+            Error::Runtime(_)
+            | Error::Input { .. }
+            | Error::Csv { .. }
+            | Error::Rejected(_)
+            | Error::TooManyRejects { .. }
+            | Error::RejectsFile { .. }
+            | Error::Connect { .. }
+            | Error::Database { .. }
+            | Error::Batch { .. }
+            | Error::BatchTimeout { .. }
+            | Error::Pool(_)
+            | Error::RetriesExhausted { .. }
+            | Error::InputChanged { .. } => EXIT_FAILED,
             Error::Interrupted => EXIT_INTERRUPTED,
-            _ => EXIT_FAILED,
         }
     }
 

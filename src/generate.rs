@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn rows_have_thirteen_fields_and_unique_keys() {
-        use crate::read::{CsvReader, Dialect, Record};
+        use crate::input::csv::{CsvReader, Dialect, Record};
         let data = output(2000, 1);
         let mut csv = CsvReader::new(&data[..], Dialect::default());
         let mut rec = Record::default();

@@ -836,7 +836,6 @@ fn records_of(columns: &[Column]) -> Result<Vec<Record>, TestCaseError> {
 /// exactly when every value has an encoder that accepts it, and then the stream holds them.
 fn check_encoding(
     records: &[Record],
-    width: usize,
     fields: Vec<(usize, Option<Encoder>)>,
 ) -> Result<(), TestCaseError> {
     let accepted = |enc: Option<Encoder>, v: Option<&[u8]>| match (enc, v) {
@@ -848,7 +847,7 @@ fn check_encoding(
         && records
             .iter()
             .all(|r| fields.iter().all(|&(i, e)| accepted(e, r.get(i))));
-    let encoder = RowEncoder::project(width, fields.clone(), true);
+    let encoder = RowEncoder::project(fields.clone(), true);
     let (mut out, mut layout) = (Vec::new(), Layout::default());
     let format = encoder.encode(records, &mut out, &mut layout);
     prop_assert_eq!(format == Format::Binary, all_accepted);
@@ -910,7 +909,7 @@ fn binary_encoder_refuses_or_writes_a_well_formed_stream() {
         let records = records_of(&columns)?;
         let fields: Vec<(usize, Option<Encoder>)> =
             columns.iter().map(|c| c.encoder).enumerate().collect();
-        check_encoding(&records, columns.len(), fields)
+        check_encoding(&records, fields)
     });
 }
 
@@ -925,7 +924,7 @@ fn projected_fields_encode_the_same_way() {
     run_property(800, strategy, |(columns, picks)| {
         let records = records_of(&columns)?;
         let fields = picks.iter().map(|&i| (i, columns[i].encoder)).collect();
-        check_encoding(&records, columns.len(), fields)
+        check_encoding(&records, fields)
     });
 }
 

@@ -2,14 +2,17 @@
 
 use clap::Args;
 
+use super::exit_codes_help;
 use crate::error::Error;
 use crate::generate::{GenerateOptions, generate};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Writes CSV (a header, then one account a line) to stdout. Exit codes: 0 done, \
-or the reader closed the pipe early (`generate … | head`); 1 stdout could not be written (a \
-full disk, say); 2 usage error."
+    after_help = format!(
+        "Writes CSV (a header, then one account a line) to stdout. A reader that closes the \
+         pipe early (`generate … | head`) is not a failure.\n\n{}",
+        exit_codes_help()
+    )
 )]
 pub struct GenerateArgs {
     /// Number of accounts to write.

@@ -8,16 +8,16 @@ mod seed;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::connect;
-use crate::error::{EXIT_FAILED, Error};
-use crate::report::Console;
 use std::time::Duration;
 
-use crate::pipeline::RunOptions;
-use crate::read::{CsvOptions, Dialect};
-use crate::retry::RetryPolicy;
-use crate::seed::Resume;
-use crate::throttle::ThrottleOptions;
+use crate::db::connect;
+use crate::db::ledger::{DEFAULT_SCHEMA, Resume};
+use crate::db::retry::RetryPolicy;
+use crate::error::{EXIT_CODES, EXIT_FAILED, Error};
+use crate::input::csv::{CsvOptions, Dialect};
+use crate::run::report::Console;
+use crate::run::throttle::{self, ThrottleOptions};
+use crate::run::{Finished, RunOptions};
 
 /// Seed PostgreSQL with test accounts from CSV: fast, resumable, never a row lost or twice.
 #[derive(Debug, Parser)]
@@ -26,10 +26,7 @@ use crate::throttle::ThrottleOptions;
     version,
     about,
     max_term_width = 100,
-    after_help = "Exit codes: 0 done; 1 failed (could not connect, the server refused, retries ran \
-out); 2 usage or configuration error, nothing written or deleted; 3 seed only: done, but rows \
-were rejected into the --rejects file; 130 interrupted (Ctrl-C, SIGTERM): resume with --resume. \
-Each subcommand's --help says more."
+    after_help = format!("{}\nEach subcommand's --help says more.", exit_codes_help())
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -102,7 +99,7 @@ impl ConnectArgs {
 pub struct LedgerArgs {
     /// Schema of the run ledger (runs and committed batches) in the target database; created
     /// and migrated automatically.
-    #[arg(long, default_value = crate::ledger::DEFAULT_SCHEMA, value_name = "SCHEMA", global = true)]
+    #[arg(long, default_value = DEFAULT_SCHEMA, value_name = "SCHEMA", global = true)]
     pub ledger_schema: String,
 }
 
@@ -352,6 +349,15 @@ impl Cli {
     }
 }
 
+/// The exit codes as every `--help` ends with them: one source, [`EXIT_CODES`].
+fn exit_codes_help() -> String {
+    let mut out = String::from("Exit codes:");
+    for (code, meaning) in EXIT_CODES {
+        out.push_str(&format!("\n  {code:>3}  {meaning}"));
+    }
+    out
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli, console: &Console) -> i32 {
     let result = match cli.command {
@@ -377,7 +383,7 @@ fn block_on<F: std::future::Future>(work: F) -> Result<F::Output, Error> {
         .build()
         .map_err(Error::Runtime)?;
     let output = runtime.block_on(async {
-        crate::throttle::listen_for_pause_signals();
+        throttle::listen_for_pause_signals();
         work.await
     });
     runtime.shutdown_background();
@@ -385,7 +391,7 @@ fn block_on<F: std::future::Future>(work: F) -> Result<F::Output, Error> {
 }
 
 /// Prints the summary (human on stderr, JSON on stdout) and says how the run ended.
-fn finish(finished: crate::Finished, json: bool, console: &Console) -> i32 {
+fn finish(finished: Finished, json: bool, console: &Console) -> i32 {
     let summary = &finished.summary;
     if let Some(e) = &finished.error {
         console.eprintln(&format!("error: {e}"));

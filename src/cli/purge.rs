@@ -2,23 +2,19 @@
 
 use clap::Args;
 
-use super::{ConnectArgs, CsvArgs, RunArgs, block_on, finish};
+use super::{ConnectArgs, CsvArgs, RunArgs, block_on, exit_codes_help, finish};
 use crate::error::Error;
+use crate::input::source::Source;
 use crate::purge::{PurgeOptions, Target, purge};
-use crate::read::Source;
-use crate::report::Console;
+use crate::run::report::Console;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Give exactly one of FILE, --run or --where. Exit codes: 0 done (re-running \
-a finished purge deletes nothing and exits 0); 1 failed (the message names the batch and the \
-server's error, or the connection that failed; batches committed before it stay deleted and \
-recorded, so --resume continues); 2 usage or configuration error, or a refusal, nothing \
-deleted: no or several selectors, a --key that is not a unique key, a --where the server \
-cannot plan, a missing privilege (named, with its GRANT), blocking foreign keys without \
---cascade, more rows than --confirm-above without --yes, an unconfirmed prompt, or a --resume \
-that matches no unfinished run or whose input, options or page ranges changed; 130 interrupted \
-(Ctrl-C, SIGTERM): the message gives the command that resumes the run (not with --no-ledger)."
+    after_help = format!(
+        "Give exactly one of FILE, --run or --where. Re-running a finished purge deletes nothing \
+         and exits 0.\n\n{}",
+        exit_codes_help()
+    )
 )]
 pub struct PurgeArgs {
     /// CSV file whose key column(s) name the rows to delete (the file used to seed works

@@ -2,15 +2,15 @@
 
 use clap::{Args, Subcommand};
 
-use super::{ConnectArgs, LedgerArgs, block_on};
-use crate::connect;
+use super::{ConnectArgs, LedgerArgs, block_on, exit_codes_help};
+use crate::db::connect;
+use crate::db::ledger::{self, Access, Run};
 use crate::error::Error;
-use crate::ledger::{Ledger, Run};
+use crate::model::Command;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit codes: 0 done; 1 could not connect, or could not read (or create) the \
-ledger; 2 usage error, no such run, or missing privileges on the ledger (named, with the GRANT)."
+    after_help = exit_codes_help()
 )]
 pub struct RunsArgs {
     #[command(subcommand)]
@@ -47,7 +47,10 @@ pub fn run(args: RunsArgs) -> Result<i32, Error> {
     block_on(async {
         let pool = connect::pool(db.clone(), 1)?;
         let mut client = connect::check(&pool, &db).await?;
-        let ledger = Ledger::open(&mut client, &args.ledger.ledger_schema).await?;
+        let schema = args.ledger.ledger_schema.as_str();
+        let ledger = ledger::authorize(&mut client, Vec::new(), Some((schema, Access::Write)))
+            .await?
+            .expect("a ledger opened for writing is there");
         match args.show {
             None => {
                 let runs = ledger.runs(&client, None, args.limit).await?;
@@ -116,7 +119,7 @@ fn print_run(run: &Run, resume: Option<String>) {
         "  duration:  {:.1} s over {} attempt(s)",
         run.duration_s, run.attempts
     );
-    if run.is_purge() {
+    if run.command == Command::Purge {
         println!(
             "  committed: {} batches: {} rows deleted, {} not found ({} keys read)",
             run.batches, run.rows_deleted, run.rows_missing, run.rows_read

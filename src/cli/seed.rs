@@ -2,24 +2,20 @@
 
 use clap::Args;
 
-use super::{ConnectArgs, CsvArgs, RunArgs, block_on, finish};
+use super::{ConnectArgs, CsvArgs, RunArgs, block_on, exit_codes_help, finish};
 use crate::error::{EXIT_OK, EXIT_REJECTED, Error};
-use crate::plan::FormatChoice;
-use crate::read::Source;
-use crate::report::Console;
-use crate::seed::{SeedOptions, seed};
-use crate::write::OnConflict;
+use crate::input::source::Source;
+use crate::run::report::Console;
+use crate::seed::{FormatChoice, OnConflict, SeedOptions, seed};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit codes: 0 done; 1 failed (the message names the CSV line, the column \
-and the reason, or the server's error; batches committed before the failure stay committed and \
-recorded), or more rows rejected than --max-errors allows; 2 usage or configuration error, \
-nothing written; 3 done, but rows were rejected (--rejects): they are in the rejects file; 130 \
-interrupted (Ctrl-C, SIGTERM): the message gives the command that resumes the run.\n\n\
-The rejects file is CSV in the input's dialect: the input's header plus rejected_line, \
-rejected_column, rejected_sqlstate, rejected_reason; then each rejected record exactly as it \
-was in the input, followed by those four fields."
+    after_help = format!(
+        "The rejects file is CSV in the input's dialect: the input's header plus rejected_line, \
+         rejected_column, rejected_sqlstate, rejected_reason; then each rejected record exactly \
+         as it was in the input, followed by those four fields.\n\n{}",
+        exit_codes_help()
+    )
 )]
 pub struct SeedArgs {
     /// CSV file with a header line naming the target columns; .gz is decompressed; - reads stdin.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::pipeline::Outcome;
-use crate::throttle::Throttle;
+use super::throttle::Throttle;
+use crate::model::{Command, Invocation, Outcome, Status};
 
 /// How often a log line reports progress when stderr is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -128,10 +128,6 @@ impl Progress {
         self.retries.fetch_add(1, Relaxed);
     }
 
-    pub fn rows_read(&self) -> u64 {
-        self.rows_read.load(Relaxed)
-    }
-
     pub fn committed(&self, outcome: Outcome) {
         self.rows_inserted.fetch_add(outcome.inserted, Relaxed);
         self.rows_updated.fetch_add(outcome.updated, Relaxed);
@@ -164,7 +160,7 @@ impl Progress {
 /// The end-of-run figures: printed for humans and, with `--json`, as one JSON object.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
-    pub command: &'static str,
+    pub command: Invocation,
     pub table: String,
     /// The ledger's run id; null with --no-ledger and for a dry run.
     pub run_id: Option<i64>,
@@ -179,7 +175,7 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub rows_per_s: f64,
     /// completed, failed or interrupted.
-    pub status: &'static str,
+    pub status: Status,
     /// The failure, when the run did not finish.
     pub error: Option<String>,
     /// The command that resumes the run, when it did not finish.
@@ -216,6 +212,7 @@ impl Summary {
 
     pub fn human(&self) -> String {
         let status = self.status;
+        let dry_run = self.command.dry_run;
         let run = self
             .run_id
             .map(|id| format!(" (run {id})"))
@@ -237,7 +234,7 @@ impl Summary {
                 format!(
                     "{} {}, {} updated, {} skipped, {} rejected into",
                     group(*rows_inserted),
-                    if self.command.ends_with("--dry-run") {
+                    if dry_run {
                         "would be inserted"
                     } else {
                         "inserted"
@@ -255,7 +252,7 @@ impl Summary {
                 format!(
                     "{} {}, {} not found in",
                     group(*rows_deleted),
-                    if self.command.ends_with("--dry-run") {
+                    if dry_run {
                         "would be deleted"
                     } else {
                         "deleted"
@@ -371,27 +368,26 @@ impl Reporter {
 
     /// Stops the display and returns the figures of `command`; the caller fills in the run
     /// and its end.
-    pub fn finish(self, command: &'static str, table: String) -> Summary {
+    pub fn finish(self, command: Invocation, table: String) -> Summary {
         self.task.abort();
         self.bar.finish_and_clear();
         let p = &self.progress;
         let elapsed = self.started.elapsed().as_secs_f64();
         let batches = p.batches.load(Relaxed);
         let batches_binary = p.batches_binary.load(Relaxed);
-        let rows = if command == "purge" {
-            Rows::Purge {
+        let rows = match command.command {
+            Command::Purge => Rows::Purge {
                 rows_deleted: p.rows_deleted.load(Relaxed),
                 rows_missing: p.rows_missing.load(Relaxed),
-            }
-        } else {
-            Rows::Seed {
+            },
+            Command::Seed => Rows::Seed {
                 rows_inserted: p.rows_inserted.load(Relaxed),
                 rows_updated: p.rows_updated.load(Relaxed),
                 rows_skipped: p.rows_skipped.load(Relaxed),
                 rows_rejected: p.rows_rejected.load(Relaxed),
                 batches_binary,
                 batches_csv: batches - batches_binary,
-            }
+            },
         };
         Summary {
             command,
@@ -404,7 +400,7 @@ impl Reporter {
             retries: p.retries.load(Relaxed),
             elapsed_s: elapsed,
             rows_per_s: p.rows_done() as f64 / elapsed.max(1e-9),
-            status: "completed",
+            status: Status::Completed,
             error: None,
             resume_command: None,
         }

@@ -1,130 +1,20 @@
-//! Reading: opening the input (file, stdin, gzip) and splitting it into records exactly as
-//! PostgreSQL's `COPY … (FORMAT csv)` would.
+//! Splitting the input into records exactly as PostgreSQL's `COPY … (FORMAT csv)` would.
 //!
 //! Why not the csv crate: it cannot tell an unquoted empty field (NULL to Postgres) from a
 //! quoted `""` (an empty string), and that difference is data. This reader keeps it, follows
 //! COPY's rules for quotes and escapes (a quote may open anywhere in a field, `\N` is text),
 //! accepts a UTF-8 BOM and `\n`, `\r\n` or `\r` line ends, skips blank lines (in a one-column
-//! file a blank line is a row, as COPY reads it), and tracks the physical line (as an editor counts it) where every record starts.
+//! file a blank line is a row, as COPY reads it), and tracks the physical line (as an editor
+//! counts it) where every record starts.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, BufRead};
 
+use super::source::Source;
 use crate::error::Error;
 
 /// A record larger than this is refused rather than buffered: an unterminated quote must not
 /// turn a constant-memory reader into one that swallows the whole file.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
-
-const READ_BUFFER: usize = 256 << 10;
-
-/// Where rows come from: a path or `-` for stdin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Stdin,
-    Path(std::path::PathBuf),
-}
-
-impl Source {
-    pub fn parse(arg: &str) -> Self {
-        if arg == "-" {
-            Source::Stdin
-        } else {
-            Source::Path(arg.into())
-        }
-    }
-
-    pub fn display(&self) -> String {
-        match self {
-            Source::Stdin => "stdin".into(),
-            Source::Path(p) => p.display().to_string(),
-        }
-    }
-}
-
-/// How much of the input's start its fingerprint covers.
-const FINGERPRINT_BYTES: u64 = 1 << 20;
-
-/// An opened input: decompressed bytes to parse, plus what progress reporting needs.
-pub struct Input {
-    pub reader: Box<dyn BufRead + Send>,
-    /// The canonical path, or `-` for stdin: part of the run's identity.
-    pub path: String,
-    /// Size on disk, when known (files); progress is measured against it.
-    pub size: Option<u64>,
-    /// xxh3-128 of the first MiB as read (compressed for gzip), in hex: a resumed run
-    /// refuses an input whose fingerprint changed.
-    pub fingerprint: String,
-    /// Bytes consumed from the file or stdin so far (compressed bytes for gzip).
-    pub consumed: Arc<AtomicU64>,
-}
-
-/// Opens `source`; gzip is recognised by its magic bytes, so `.gz` files and gzip on stdin
-/// both work without a flag.
-pub fn open(source: &Source) -> Result<Input, Error> {
-    let io_err = |source_err| Error::Input {
-        path: source.display(),
-        source: source_err,
-    };
-    let (mut raw, size, path): (Box<dyn Read + Send>, Option<u64>, String) = match source {
-        Source::Stdin => (Box::new(io::stdin()), None, "-".into()),
-        Source::Path(path) => {
-            // A path that cannot be opened is the command line's mistake: nothing has started.
-            let unopenable =
-                |e: io::Error| Error::Usage(format!("cannot open {}: {e}", path.display()));
-            let file = File::open(path).map_err(unopenable)?;
-            let size = file.metadata().map_err(io_err)?.len();
-            let canonical = std::fs::canonicalize(path).map_err(unopenable)?;
-            (Box::new(file), Some(size), canonical.display().to_string())
-        }
-    };
-    let mut prefix = Vec::new();
-    (&mut raw)
-        .take(FINGERPRINT_BYTES)
-        .read_to_end(&mut prefix)
-        .map_err(io_err)?;
-    let fingerprint = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&prefix));
-    let consumed = Arc::new(AtomicU64::new(0));
-    let counted = Counted {
-        inner: Box::new(io::Cursor::new(prefix).chain(raw)),
-        consumed: consumed.clone(),
-    };
-    let mut buffered = BufReader::with_capacity(READ_BUFFER, counted);
-    let is_gzip = buffered
-        .fill_buf()
-        .map_err(io_err)?
-        .starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn BufRead + Send> = if is_gzip {
-        Box::new(BufReader::with_capacity(
-            READ_BUFFER,
-            flate2::bufread::MultiGzDecoder::new(buffered),
-        ))
-    } else {
-        Box::new(buffered)
-    };
-    Ok(Input {
-        reader,
-        path,
-        size,
-        fingerprint,
-        consumed,
-    })
-}
-
-struct Counted {
-    inner: Box<dyn Read + Send>,
-    consumed: Arc<AtomicU64>,
-}
-
-impl Read for Counted {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
 
 /// COPY's CSV dialect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -549,6 +439,7 @@ fn finish_field(rec: &mut Record, start: usize, saw_quote: bool, null: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufReader;
 
     #[test]
     fn kept_raw_text_is_the_record_as_it_was_without_its_line_end() {

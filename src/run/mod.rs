@@ -1,7 +1,8 @@
-//! The pipeline both commands share: a producer fills a bounded channel with units of work
+//! The run engine both commands share: a producer fills a bounded channel with units of work
 //! (batches of rows or keys), one writer task per connection takes them out and writes each
-//! in its own transaction, replaying transient failures, and the run ends in one verdict
-//! that the ledger records.
+//! in its own transaction ([`transaction`]), replaying transient failures, and the run ends
+//! in one verdict that the ledger records ([`finish`]). [`start`] is how every run begins,
+//! [`throttle`] paces the writers and [`report`] shows and sums up what they did.
 //!
 //! The first permanent failure closes the channel: the producer stops and the units already
 //! taken still finish. The first Ctrl-C or SIGTERM does the same and marks the run
@@ -12,59 +13,43 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod finish;
+mod options;
+pub mod report;
+pub mod start;
+pub mod throttle;
+pub mod transaction;
+
 use deadpool_postgres::Pool;
 
+pub use finish::Finished;
+pub use options::RunOptions;
+pub use transaction::{Transactions, Worked, Written};
+
+use crate::db::ledger::BatchId;
+use crate::db::retry::RetryPolicy;
 use crate::error::{EXIT_INTERRUPTED, Error};
-use crate::ledger::{Ledger, Status};
-use crate::report::{Progress, Summary};
-use crate::retry::RetryPolicy;
-use crate::throttle::Throttle;
-
-/// Sends a COPY payload in pieces of this size: the driver buffers one piece at a time,
-/// not a whole batch per connection.
-const COPY_CHUNK: usize = 64 << 10;
-
-/// Streams `payload` into a COPY `sink` and finishes it; returns the rows copied.
-pub async fn copy_payload(
-    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
-    payload: &bytes::Bytes,
-) -> Result<u64, tokio_postgres::Error> {
-    use futures_util::SinkExt;
-    futures_util::pin_mut!(sink);
-    let mut at = 0;
-    while at < payload.len() {
-        let end = (at + COPY_CHUNK).min(payload.len());
-        sink.feed(payload.slice(at..end)).await?;
-        at = end;
-    }
-    sink.as_mut().finish().await
-}
+use crate::model::Outcome;
+use report::Progress;
+use throttle::Throttle;
 
 /// How long a stopped run waits for its producer to notice.
 pub(crate) const PRODUCER_GRACE: Duration = Duration::from_millis(500);
 
-/// What one committed unit did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    pub inserted: u64,
-    pub updated: u64,
-    pub skipped: u64,
-    pub deleted: u64,
-    /// Keys that matched no row.
-    pub missing: u64,
-    /// Rows set aside in reject mode (refused by a client-side check or by the server).
-    pub rejected: u64,
-    /// Sent in binary COPY format.
-    pub binary: bool,
-}
-
 /// A unit of work: one transaction, one ledger row, one retry.
 pub trait Unit: Send + Sync + 'static {
-    fn seq(&self) -> u64;
+    /// Where the unit sits in its run, as its ledger row records it.
+    fn id(&self) -> BatchId;
+    fn seq(&self) -> u64 {
+        self.id().seq
+    }
     /// Rows the unit holds (an estimate where only the server knows), for the rate cap.
     fn rows(&self) -> u64;
     /// What the unit covers, for logs: input lines, or a page range.
     fn span(&self) -> String;
+    /// A driver error met while writing the unit, as the run reports it: naming the unit,
+    /// and the line and column where the server names a row.
+    fn error(&self, source: tokio_postgres::Error) -> Error;
 }
 
 /// Writes one unit in one transaction; returns what it did. `limit` is the unit's deadline
@@ -113,78 +98,6 @@ pub enum ProduceEnd {
     Complete,
     /// The channel closed (a writer failed, or a signal) or a stop was asked for.
     Stopped,
-}
-
-/// How any run (seed, purge) goes: parallelism, batching, ledger, retries, pace.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub connections: usize,
-    pub batch_size: usize,
-    /// The ledger's schema; `None` runs without a ledger (no resume, no exactly-once replay).
-    pub ledger_schema: Option<String>,
-    pub resume: Option<crate::seed::Resume>,
-    pub retry: RetryPolicy,
-    pub throttle: crate::throttle::ThrottleOptions,
-    pub lock_timeout: Duration,
-    pub statement_timeout: Duration,
-    /// A unit's deadline on the client (`--batch-timeout`), see [`on_connection`].
-    pub batch_timeout: Duration,
-    /// The command line, password removed: stored with the run to print its resume command.
-    pub command_line: Vec<String>,
-}
-
-impl RunOptions {
-    /// Refuses combinations that cannot work, before anything happens.
-    pub fn check(&self) -> Result<(), Error> {
-        if self.resume.is_some() && self.ledger_schema.is_none() {
-            return Err(Error::Usage(
-                "--resume needs the ledger; it cannot be combined with --no-ledger".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Refuses (exit 2, naming the grant) a run whose throttle could not work: watching the
-    /// primary's standbys for `--max-replica-lag` needs `pg_read_all_stats`, without which
-    /// `pg_stat_replication` hides their lag and the brake would never hold.
-    pub async fn check_privileges(&self, client: &tokio_postgres::Client) -> Result<(), Error> {
-        if self.throttle.max_replica_lag.is_none() || self.throttle.replica.is_some() {
-            return Ok(());
-        }
-        let stats = crate::catalog::Privilege {
-            privilege: "USAGE",
-            on: crate::catalog::Object::Role("pg_read_all_stats".into()),
-        };
-        crate::catalog::require(client, &[stats]).await
-    }
-
-    /// The writers for this run.
-    pub fn workers(&self, pool: &Pool, progress: Arc<Progress>) -> Workers {
-        Workers {
-            connections: self.connections,
-            batch_timeout: self.batch_timeout,
-            retry: self.retry,
-            progress,
-            stop: Arc::new(AtomicBool::new(false)),
-            throttle: Throttle::new(self.throttle.clone()),
-            pool: pool.clone(),
-        }
-    }
-
-    /// `SET LOCAL` statements for a unit's transaction: bounded waits for locks and
-    /// statements (0 leaves the server's, role's or database's setting alone). Local to the
-    /// transaction, so they cannot leak to another client behind a transaction-mode pooler.
-    pub fn session_settings(&self) -> String {
-        [
-            ("lock_timeout", self.lock_timeout),
-            ("statement_timeout", self.statement_timeout),
-        ]
-        .iter()
-        .filter(|(_, limit)| !limit.is_zero())
-        .map(|(name, limit)| format!("SET LOCAL {name} = '{}ms'", limit.as_millis()))
-        .collect::<Vec<_>>()
-        .join("; ")
-    }
 }
 
 /// What the writers share.
@@ -297,59 +210,6 @@ impl Workers {
             )
             .await
     }
-}
-
-/// How a run that started ended: its figures, and the failure if it did not finish.
-#[derive(Debug)]
-pub struct Finished {
-    pub summary: Summary,
-    pub error: Option<Error>,
-}
-
-/// Ends a run: the summary gets the run's status, error and (when it did not finish) the
-/// command that resumes it; the ledger records the end.
-pub async fn conclude(
-    pool: &Pool,
-    run: &RunOptions,
-    recorded: Option<(&Ledger, i64)>,
-    error: Option<Error>,
-    mut summary: Summary,
-) -> Finished {
-    summary.error = error.as_ref().map(ToString::to_string);
-    let status = match &error {
-        None => Status::Completed,
-        Some(Error::Interrupted) => Status::Interrupted,
-        Some(_) => Status::Failed,
-    };
-    summary.status = status.as_str();
-    if let Some((ledger, run_id)) = recorded {
-        summary.run_id = Some(run_id);
-        let finish = || async {
-            let client = pool.get().await.map_err(Error::Pool)?;
-            ledger
-                .finish(
-                    &client,
-                    run_id,
-                    status,
-                    summary.rows_read,
-                    summary.error.as_deref(),
-                )
-                .await
-        };
-        let recorded = run
-            .retry
-            .run(finish, |_, cause, _| {
-                tracing::warn!(%cause, "recording the end of the run failed; retrying")
-            })
-            .await;
-        if let Err(e) = recorded {
-            tracing::warn!("the ledger could not record the end of run {}: {e}", run_id);
-        }
-        if status != Status::Completed {
-            summary.resume_command = Some(crate::ledger::resume_command(&run.command_line, run_id));
-        }
-    }
-    Finished { summary, error }
 }
 
 /// On the first Ctrl-C or SIGTERM, asks the producer and the writers to stop after the

@@ -10,9 +10,9 @@
 //! server's silent truncation of trailing spaces), and booleans, integers and uuids that
 //! no PostgreSQL version parses.
 
-use crate::catalog::Table;
-use crate::read::Record;
-use crate::reject::Rejection;
+use super::csv::Record;
+use crate::db::catalog::Table;
+use crate::error::Rejection;
 
 /// The checks for one target table's columns, in CSV order.
 #[derive(Debug, Clone)]

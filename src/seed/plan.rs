@@ -1,14 +1,16 @@
-//! The seed plan: which CSV column feeds which table column, how values are encoded and what
-//! a conflicting key does. Decided and checked against the catalog before any data moves, so
-//! every problem with the header, the mapping or the key is reported at once (exit 2).
+//! The seed plan: which CSV column feeds which table column, how values are encoded, what a
+//! conflicting key does and which privileges that takes. Decided and checked against the
+//! catalog before any data moves, so every problem with the header, the mapping or the key
+//! is reported at once (exit 2).
 
 use std::collections::HashMap;
 
-use crate::catalog::Table;
-use crate::encode::{Encoder, RowEncoder};
+use super::write::{MergeSpec, OnConflict, Statements};
+use crate::copy::encode::{Encoder, RowEncoder};
+use crate::db::catalog::Table;
+use crate::db::privileges::{Privilege, TEMPORARY};
 use crate::error::Error;
-use crate::read::Record;
-use crate::write::{MergeSpec, OnConflict, Statements};
+use crate::input::csv::Record;
 
 /// `--format`: the COPY format to prefer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,6 +38,8 @@ pub struct Plan {
     pub recorded_key: Option<Vec<String>>,
     /// With a direct COPY, the CSV fields the reader collects those values from.
     pub collect_keys: Option<Vec<usize>>,
+    /// What loading this way needs (see [`privileges`]).
+    pub privileges: Vec<Privilege>,
 }
 
 pub struct Request<'a> {
@@ -142,6 +146,7 @@ pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
                 .map(|c| columns.iter().position(|n| n == c).expect("covered"))
                 .collect()
         });
+    let privileges = privileges(table, &columns, req.on_conflict, key.as_deref());
     Ok(Plan {
         columns,
         encoder,
@@ -149,7 +154,38 @@ pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
         key,
         recorded_key,
         collect_keys,
+        privileges,
     })
+}
+
+/// What seeding `columns` (CSV order) of `table` needs: USAGE on its schema and INSERT on
+/// the columns; a staged merge (`skip`, `update`) also reads the table (SELECT) from a
+/// temporary table, and `update` overwrites the columns outside the key (UPDATE).
+fn privileges(
+    table: &Table,
+    columns: &[String],
+    mode: OnConflict,
+    key: Option<&[String]>,
+) -> Vec<Privilege> {
+    let mut needs = vec![
+        Privilege::on_schema("USAGE", &table.schema),
+        Privilege::on_columns("INSERT", table, columns),
+    ];
+    if mode != OnConflict::Error {
+        needs.push(Privilege::on_table("SELECT", table));
+        needs.push(TEMPORARY);
+    }
+    if let (OnConflict::Update, Some(key)) = (mode, key) {
+        let updated: Vec<String> = columns
+            .iter()
+            .filter(|c| !key.contains(c))
+            .cloned()
+            .collect();
+        if !updated.is_empty() {
+            needs.push(Privilege::on_columns("UPDATE", table, &updated));
+        }
+    }
+    needs
 }
 
 fn header_names(header: &Record, problems: &mut Vec<String>) -> Vec<String> {
@@ -232,8 +268,8 @@ fn conflict_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Column, UniqueKey};
-    use crate::read::{CsvReader, Dialect};
+    use crate::db::catalog::{Column, UniqueKey};
+    use crate::input::csv::{CsvReader, Dialect};
 
     fn table() -> Table {
         let col = |name: &str, oid, not_null, has_default| Column {
@@ -257,13 +293,9 @@ mod tests {
             ],
             unique_keys: vec![
                 UniqueKey {
-                    name: "t_pkey".into(),
-                    primary: true,
                     columns: vec!["id".into()],
                 },
                 UniqueKey {
-                    name: "t_email_key".into(),
-                    primary: false,
                     columns: vec!["email".into()],
                 },
             ],

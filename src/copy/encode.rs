@@ -9,7 +9,7 @@
 //! holding a refused value is sent in CSV format instead, so the server decides, and the
 //! loaded data is the same as `psql \copy` of the same file either way.
 
-use crate::read::Record;
+use crate::input::csv::Record;
 
 /// The wire format of one COPY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -158,8 +158,6 @@ pub fn select_rows(
 /// Turns records into a COPY payload for one batch.
 #[derive(Debug, Clone)]
 pub struct RowEncoder {
-    /// Fields in each record.
-    width: usize,
     /// The fields to send, in order, with their column's encoder (`None`: no binary encoder).
     fields: Vec<(usize, Option<Encoder>)>,
     prefer_binary: bool,
@@ -168,31 +166,17 @@ pub struct RowEncoder {
 impl RowEncoder {
     /// Sends every field of `encoders.len()`-field records.
     pub fn new(encoders: Vec<Option<Encoder>>, prefer_binary: bool) -> Self {
-        Self::project(
-            encoders.len(),
-            encoders.into_iter().enumerate().collect(),
-            prefer_binary,
-        )
+        Self::project(encoders.into_iter().enumerate().collect(), prefer_binary)
     }
 
-    /// Sends only `fields` of `width`-field records (purge sends the key columns of a CSV
-    /// that may hold more). `prefer_binary` is honoured only when every field has an encoder.
-    pub fn project(
-        width: usize,
-        fields: Vec<(usize, Option<Encoder>)>,
-        prefer_binary: bool,
-    ) -> Self {
+    /// Sends only `fields` of the records (purge sends the key columns of a CSV that may hold
+    /// more). `prefer_binary` is honoured only when every field has an encoder.
+    pub fn project(fields: Vec<(usize, Option<Encoder>)>, prefer_binary: bool) -> Self {
         let prefer_binary = prefer_binary && fields.iter().all(|(_, e)| e.is_some());
         RowEncoder {
-            width,
             fields,
             prefer_binary,
         }
-    }
-
-    /// Fields every record must have.
-    pub fn width(&self) -> usize {
-        self.width
     }
 
     /// Encodes `rows` into `out` (cleared first), describes where each row went in
@@ -665,7 +649,7 @@ mod tests {
             keep_mask in proptest::collection::vec(proptest::bool::ANY, 0..64),
             binary in proptest::bool::ANY,
         ) {
-            use crate::read::{CsvReader, Dialect};
+            use crate::input::csv::{CsvReader, Dialect};
             let mut reader = CsvReader::new(&text[..], Dialect::default());
             let mut rows = Vec::new();
             let mut rec = Record::default();
@@ -704,7 +688,7 @@ mod tests {
 
     #[test]
     fn a_refused_value_sends_the_whole_batch_as_csv() {
-        use crate::read::{CsvReader, Dialect};
+        use crate::input::csv::{CsvReader, Dialect};
         let mut reader = CsvReader::new(&b"1,x\n2,\"\"\n3,\n"[..], Dialect::default());
         let mut rows = Vec::new();
         let mut rec = Record::default();
@@ -740,7 +724,7 @@ mod tests {
 
     #[test]
     fn csv_copy_lines_count_newlines_inside_values() {
-        use crate::read::{CsvReader, Dialect};
+        use crate::input::csv::{CsvReader, Dialect};
         let mut reader =
             CsvReader::new(&b"1,\"a\nb\nc\"\n2,x\n3,\"\r\n\"\n"[..], Dialect::default());
         let mut rows = Vec::new();

@@ -12,45 +12,13 @@
 //! (the run fails as soon as a reservation would exceed the limit) and released when the
 //! transaction that found it fails and will be replayed.
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::Error;
-use crate::read::{Dialect, quote_into};
-
-/// A row refused by a client-side check or by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Physical line where the record starts.
-    pub line: u64,
-    /// The column, where the check or the server's error names one.
-    pub column: Option<String>,
-    /// The server's SQLSTATE, or for a client-side check the one the server gives for the
-    /// same problem.
-    pub sqlstate: String,
-    pub reason: String,
-    /// The value, shortened and escaped, when the reason does not show it already.
-    pub value: Option<String>,
-    /// The record's text as it was in the input (reject mode only).
-    pub raw: Vec<u8>,
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}", self.line)?;
-        if let Some(column) = &self.column {
-            write!(f, ", column {column}")?;
-        }
-        write!(f, ": {}", self.reason)?;
-        if let Some(value) = &self.value {
-            write!(f, ", value {value}")?;
-        }
-        write!(f, " [SQLSTATE {}]", self.sqlstate)
-    }
-}
+use super::csv::{Dialect, quote_into};
+use crate::error::{Error, Rejection};
 
 /// Columns the rejects file adds after the input's own.
 pub const EXTRA_COLUMNS: [&str; 4] = [

@@ -1,7 +1,7 @@
 //! Batching: groups records into fixed-size batches, encodes each into one COPY payload, and
 //! hands it to the writers through a bounded channel.
 //!
-//! Every record passes the client-side [checks](crate::check) first: in stop mode the first
+//! Every record passes the client-side [checks](crate::input::check) first: in stop mode the first
 //! refused one ends the run before its batch is sent; in reject mode it travels with its
 //! batch, outside the payload, to the rejects file.
 //!
@@ -18,14 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::check::Checker;
-use crate::encode::{Format, Layout, RowEncoder, select_rows};
-use crate::error::Error;
-use crate::ledger::BatchId;
-use crate::pipeline::{ProduceEnd, Unit};
-use crate::read::{CsvReader, Record};
-use crate::reject::{Rejection, Rejects};
-use crate::report::Progress;
+use super::encode::{Format, Layout, RowEncoder, select_rows};
+use super::stream::copy_row;
+use crate::db::ledger::BatchId;
+use crate::error::{Error, Rejection};
+use crate::input::check::Checker;
+use crate::input::csv::{CsvReader, Record};
+use crate::input::rejects::Rejects;
+use crate::run::report::Progress;
+use crate::run::{ProduceEnd, Unit};
 
 /// One batch: the unit of a COPY, a transaction, a ledger row and a retry.
 #[derive(Debug, Clone)]
@@ -58,16 +59,6 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn id(&self) -> BatchId {
-        BatchId {
-            seq: self.seq,
-            first_line: self.first_line,
-            last_line: self.last_line,
-            rows: (self.rows + self.rejected.len()) as u64,
-            content_hash: self.content_hash,
-        }
-    }
-
     /// The payload row on COPY's line `n` (as its error context counts).
     pub fn row_of_copy_line(&self, n: u64) -> Option<usize> {
         let row = if self.layout.copy_lines.is_empty() {
@@ -79,6 +70,23 @@ impl Batch {
                 .checked_sub(1)?
         };
         (row < self.rows).then_some(row)
+    }
+
+    /// A failure of the batch, naming the file `line` and `column` where they are known.
+    pub fn failed_at(
+        &self,
+        line: Option<u64>,
+        column: Option<String>,
+        source: tokio_postgres::Error,
+    ) -> Error {
+        Error::Batch {
+            seq: self.seq,
+            first_line: self.first_line,
+            last_line: self.last_line,
+            line,
+            column,
+            source,
+        }
     }
 
     /// The file line of the row on COPY's line `n`.
@@ -116,8 +124,14 @@ impl Batch {
 }
 
 impl Unit for Batch {
-    fn seq(&self) -> u64 {
-        self.seq
+    fn id(&self) -> BatchId {
+        BatchId {
+            seq: self.seq,
+            first_line: self.first_line,
+            last_line: self.last_line,
+            rows: (self.rows + self.rejected.len()) as u64,
+            content_hash: self.content_hash,
+        }
     }
 
     fn rows(&self) -> u64 {
@@ -126,6 +140,15 @@ impl Unit for Batch {
 
     fn span(&self) -> String {
         format!("lines {}-{}", self.first_line, self.last_line)
+    }
+
+    /// The failure with the batch's lines, and the exact line and column when the server's
+    /// error context names a COPY row (`COPY accounts, line 5, column email: "…"`).
+    fn error(&self, source: tokio_postgres::Error) -> Error {
+        let (line, column) = copy_row(&source).map_or((None, None), |(row, column)| {
+            (self.line_of_copy_line(row), column)
+        });
+        self.failed_at(line, column, source)
     }
 }
 

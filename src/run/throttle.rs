@@ -60,7 +60,7 @@ pub struct ThrottleOptions {
     pub max_replica_lag: Option<Duration>,
     /// The standby to watch (`--replica-url`); without it, the primary's
     /// `pg_stat_replication` is read for every standby at once.
-    pub replica: Option<crate::connect::Endpoint>,
+    pub replica: Option<crate::db::connect::Endpoint>,
     pub pause_file: Option<PathBuf>,
 }
 
@@ -245,7 +245,7 @@ impl Throttle {
             return Vec::new();
         };
         let (pool, query) = match &self.opts.replica {
-            Some(replica) => match crate::connect::pool(replica.clone(), 1) {
+            Some(replica) => match crate::db::connect::pool(replica.clone(), 1) {
                 Ok(pool) => (pool, STANDBY_LAG),
                 Err(e) => {
                     tracing::warn!("--replica-url: {e}; replica lag is not watched");

@@ -9,22 +9,22 @@
 //! equality on a unique key, pages by the predicate); a batch commits at most once (its
 //! ledger row is claimed first, as for seeding); a dry run counts and rolls back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
 use tokio_postgres::types::{ToSql, Type};
+
+use crate::copy::batch::Batch;
+use crate::copy::stream::CopyStatements;
+use crate::db::catalog::{Reference, Table, quote_ident, quote_list};
+use crate::db::ledger::BatchId;
+use crate::error::Error;
+use crate::model::Outcome;
+use crate::run::{Sink, Transactions, Unit, Worked, Written};
 
 /// A statement parameter.
 type PgParam = dyn ToSql + Sync;
-
-use crate::batch::Batch;
-use crate::catalog::{Reference, Table, quote_ident, quote_list};
-use crate::encode::Format;
-use crate::error::Error;
-use crate::ledger::{BatchId, BatchLedger, begin_batch};
-use crate::pipeline::{Outcome, Sink, Unit, copy_payload, on_connection};
-use crate::write::batch_error;
 
 /// One purge batch.
 #[derive(Debug)]
@@ -55,33 +55,6 @@ impl From<Batch> for PurgeUnit {
 }
 
 impl Unit for PurgeUnit {
-    fn seq(&self) -> u64 {
-        match self {
-            PurgeUnit::Keys(b) => b.seq,
-            PurgeUnit::Recorded { seq, .. } | PurgeUnit::Pages { seq, .. } => *seq,
-        }
-    }
-
-    fn rows(&self) -> u64 {
-        match self {
-            PurgeUnit::Keys(b) => b.rows(),
-            PurgeUnit::Recorded { keys, .. } => *keys,
-            PurgeUnit::Pages { rows, .. } => *rows,
-        }
-    }
-
-    fn span(&self) -> String {
-        match self {
-            PurgeUnit::Keys(b) => b.span(),
-            PurgeUnit::Recorded {
-                seed_run, seed_seq, ..
-            } => format!("keys of run {seed_run} batch {seed_seq}"),
-            PurgeUnit::Pages { first, end, .. } => format!("pages {first}-{}", end - 1),
-        }
-    }
-}
-
-impl PurgeUnit {
     fn id(&self) -> BatchId {
         match self {
             PurgeUnit::Keys(b) => b.id(),
@@ -104,9 +77,27 @@ impl PurgeUnit {
         }
     }
 
+    fn rows(&self) -> u64 {
+        match self {
+            PurgeUnit::Keys(b) => b.rows(),
+            PurgeUnit::Recorded { keys, .. } => *keys,
+            PurgeUnit::Pages { rows, .. } => *rows,
+        }
+    }
+
+    fn span(&self) -> String {
+        match self {
+            PurgeUnit::Keys(b) => b.span(),
+            PurgeUnit::Recorded {
+                seed_run, seed_seq, ..
+            } => format!("keys of run {seed_run} batch {seed_seq}"),
+            PurgeUnit::Pages { first, end, .. } => format!("pages {first}-{}", end - 1),
+        }
+    }
+
     fn error(&self, source: tokio_postgres::Error) -> Error {
         match self {
-            PurgeUnit::Keys(b) => batch_error(b, source),
+            PurgeUnit::Keys(b) => b.error(source),
             other => Error::database(format!("batch {} ({})", other.seq(), other.span()), source),
         }
     }
@@ -128,11 +119,8 @@ pub enum Selector {
 /// The SQL a deleter runs, built once per run.
 #[derive(Debug, Clone)]
 pub struct DeletePlan {
-    /// `SET LOCAL` timeouts.
-    session: String,
     create_keys: String,
-    copy_binary: String,
-    copy_csv: String,
+    copy: CopyStatements,
     /// Params: seed run, seed batch.
     fill_recorded: String,
     /// Params: first page, end page (as tid text).
@@ -150,13 +138,7 @@ impl DeletePlan {
     /// `key` columns identify rows (for `Where`, a unique key used only when child rows
     /// must go first); `children` are the references to delete through (empty unless
     /// `--cascade` found blocking ones).
-    pub fn new(
-        table: &Table,
-        key: &[String],
-        selector: &Selector,
-        children: &[Reference],
-        session: String,
-    ) -> Self {
+    pub fn new(table: &Table, key: &[String], selector: &Selector, children: &[Reference]) -> Self {
         let target = table.quoted();
         let cols = quote_list(key);
         let join = |a: &str, b: &str, ac: &[String], bc: &[String]| -> String {
@@ -167,8 +149,6 @@ impl DeletePlan {
                 .join(" AND ")
         };
         let on_keys = join("t", "k", key, key);
-        let copy =
-            |format: Format| format!("COPY {KEYS} ({cols}) FROM STDIN (FORMAT {})", format.sql());
         let fill_recorded = match selector {
             Selector::Run { ledger } => {
                 let casts: Vec<String> = key
@@ -232,12 +212,10 @@ impl DeletePlan {
             })
             .collect();
         DeletePlan {
-            session,
             create_keys: format!(
                 "CREATE TEMP TABLE {KEYS} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
             ),
-            copy_binary: copy(Format::Binary),
-            copy_csv: copy(Format::Csv),
+            copy: CopyStatements::new(KEYS, &cols),
             fill_recorded,
             fill_pages: format!(
                 "INSERT INTO {KEYS} ({cols}) SELECT {cols} FROM {target} WHERE {pages} AND {predicate}"
@@ -256,45 +234,42 @@ impl DeletePlan {
 /// Deletes purge batches over the pool.
 #[derive(Clone)]
 pub struct Deleter {
-    pool: Pool,
-    plan: std::sync::Arc<DeletePlan>,
-    ledger: Option<std::sync::Arc<BatchLedger>>,
+    transactions: Transactions,
+    plan: Arc<DeletePlan>,
     /// Count what would be deleted, change nothing.
     dry_run: bool,
 }
 
 impl Deleter {
-    pub fn new(pool: Pool, plan: DeletePlan, ledger: Option<BatchLedger>, dry_run: bool) -> Self {
+    /// `transactions` roll back in a dry run.
+    pub fn new(transactions: Transactions, plan: DeletePlan, dry_run: bool) -> Self {
         Deleter {
-            pool,
-            plan: std::sync::Arc::new(plan),
-            ledger: ledger.filter(|_| !dry_run).map(std::sync::Arc::new),
+            transactions,
+            plan: Arc::new(plan),
             dry_run,
         }
     }
 
     pub async fn delete(&self, unit: &PurgeUnit, limit: Duration) -> Result<Outcome, Error> {
-        on_connection(&self.pool, limit, unit, async |client| {
-            self.delete_on(client, unit).await
+        let written = self
+            .transactions
+            .write(unit, limit, async |tx| {
+                Ok(Worked {
+                    outcome: self.delete_in(tx, unit).await?,
+                    keys: None,
+                    kept: (),
+                })
+            })
+            .await?;
+        Ok(match written {
+            Written::Done(outcome, ()) | Written::AlreadyCommitted(outcome) => outcome,
         })
-        .await
     }
 
-    async fn delete_on(
-        &self,
-        client: &mut deadpool_postgres::Client,
-        unit: &PurgeUnit,
-    ) -> Result<Outcome, Error> {
+    /// Deletes (or in a dry run counts) the unit's rows in `tx`.
+    async fn delete_in(&self, tx: &Transaction<'_>, unit: &PurgeUnit) -> Result<Outcome, Error> {
         let fail = |e| unit.error(e);
         let p = &*self.plan;
-        let tx = client.transaction().await.map_err(fail)?;
-        if let Some(done) = begin_batch(&tx, &p.session, self.ledger.as_deref(), unit.id())
-            .await
-            .map_err(fail)?
-        {
-            tx.rollback().await.map_err(fail)?;
-            return Ok(done);
-        }
         let (keys, deleted) = match (unit, &p.delete_pages) {
             (PurgeUnit::Pages { first, end, .. }, Some(direct)) => {
                 let (from, to) = (format!("({first},0)"), format!("({end},0)"));
@@ -312,7 +287,7 @@ impl Deleter {
             }
             _ => {
                 tx.batch_execute(&p.create_keys).await.map_err(fail)?;
-                let keys = self.fill_keys(&tx, unit).await?;
+                let keys = self.fill_keys(tx, unit).await?;
                 // Without statistics the planner may scan the whole table to join a few keys.
                 tx.batch_execute(&format!("ANALYZE {KEYS}"))
                     .await
@@ -329,43 +304,23 @@ impl Deleter {
                 (keys, deleted)
             }
         };
-        let outcome = Outcome {
+        Ok(Outcome {
             deleted,
             missing: keys.saturating_sub(deleted),
             ..Outcome::default()
-        };
-        if self.dry_run {
-            tx.rollback().await.map_err(fail)?;
-            return Ok(outcome);
-        }
-        if let Some(ledger) = &self.ledger {
-            ledger
-                .record(&tx, unit.seq(), &outcome, None)
-                .await
-                .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok(outcome)
+        })
     }
 
     /// Puts the unit's keys into the keys table; returns how many.
-    async fn fill_keys(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        unit: &PurgeUnit,
-    ) -> Result<u64, Error> {
+    async fn fill_keys(&self, tx: &Transaction<'_>, unit: &PurgeUnit) -> Result<u64, Error> {
         let fail = |e| unit.error(e);
         let p = &*self.plan;
         match unit {
-            PurgeUnit::Keys(batch) => {
-                let sql = match batch.format {
-                    Format::Binary => &p.copy_binary,
-                    Format::Csv => &p.copy_csv,
-                };
-                // Prepared (named) and closed inside the transaction: nothing outlives it.
-                let sink = tx.copy_in::<_, Bytes>(sql.as_str()).await.map_err(fail)?;
-                copy_payload(sink, &batch.payload).await.map_err(fail)
-            }
+            PurgeUnit::Keys(batch) => p
+                .copy
+                .send(tx, batch.format, &batch.payload)
+                .await
+                .map_err(fail),
             PurgeUnit::Recorded {
                 seed_run, seed_seq, ..
             } => tx

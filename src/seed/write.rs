@@ -14,19 +14,20 @@
 //! replayed; a batch's rejects reach the rejects file only after it committed; a
 //! connection that failed is never handed out again.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use deadpool_postgres::Pool;
-
-use crate::batch::Batch;
-use crate::catalog::{Table, quote_ident, quote_list};
-use crate::encode::Format;
-use crate::error::Error;
-use crate::ledger::{BatchLedger, begin_batch};
-use crate::pipeline::{Outcome, Sink, Unit, copy_payload, on_connection};
-use crate::reject::{Rejection, Rejects};
+use crate::copy::batch::Batch;
+use crate::copy::encode::Format;
+use crate::copy::stream::{CopyStatements, copy_row};
+use crate::db::catalog::{Table, quote_ident, quote_list};
+use crate::db::retry::is_row_error;
+use crate::error::{Error, Rejection, server_reason};
+use crate::input::rejects::Rejects;
+use crate::model::Outcome;
+use crate::run::report::Progress;
+use crate::run::{Sink, Transactions, Unit, Worked, Written};
 
 /// What to do with a row whose key already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -43,8 +44,7 @@ pub enum OnConflict {
 /// The SQL a writer runs, built once per run from the validated plan.
 #[derive(Debug, Clone)]
 pub struct Statements {
-    copy_binary: String,
-    copy_csv: String,
+    copy: CopyStatements,
     /// `skip`/`update`: the staging table and the merge into the target.
     staged: Option<Staged>,
 }
@@ -79,9 +79,6 @@ impl Statements {
     pub fn new(table: &Table, columns: &[String], spec: MergeSpec) -> Self {
         let cols = quote_list(columns);
         let target = table.quoted();
-        let copy = |into: &str, format: Format| {
-            format!("COPY {into} ({cols}) FROM STDIN (FORMAT {})", format.sql())
-        };
         let staged = match spec.mode {
             OnConflict::Error => None,
             OnConflict::Skip | OnConflict::Update => Some(Staged {
@@ -98,8 +95,7 @@ impl Statements {
             target
         };
         Statements {
-            copy_binary: copy(&into, Format::Binary),
-            copy_csv: copy(&into, Format::Csv),
+            copy: CopyStatements::new(&into, &cols),
             staged,
         }
     }
@@ -183,28 +179,21 @@ struct Loaded {
 /// Writes batches over the pool.
 #[derive(Clone)]
 pub struct Writer {
-    pool: Pool,
+    transactions: Transactions,
     statements: Arc<Statements>,
-    ledger: Option<Arc<BatchLedger>>,
-    /// `SET LOCAL` timeouts run first in every batch transaction.
-    session: Arc<str>,
     /// Reject mode: rows the server refuses are set aside here instead of failing the run.
     rejects: Option<Arc<Rejects>>,
 }
 
 impl Writer {
     pub fn new(
-        pool: Pool,
+        transactions: Transactions,
         statements: Statements,
-        ledger: Option<BatchLedger>,
-        session: String,
         rejects: Option<Arc<Rejects>>,
     ) -> Self {
         Writer {
-            pool,
+            transactions,
             statements: Arc::new(statements),
-            ledger: ledger.map(Arc::new),
-            session: session.into(),
             rejects,
         }
     }
@@ -215,12 +204,42 @@ impl Writer {
     /// once it committed. `limit` is the batch's deadline (`--batch-timeout`).
     pub async fn write(&self, batch: &Batch, limit: Duration) -> Result<Outcome, Error> {
         let mut reserved = 0;
-        let result = on_connection(&self.pool, limit, batch, async |client| {
-            self.write_on(client, batch, &mut reserved).await
-        })
-        .await;
+        let result = self
+            .transactions
+            .write(batch, limit, async |tx| {
+                let loaded = self.load(tx, batch, &mut reserved).await?;
+                // A direct COPY inserted every row sent, whose keys the reader collected; a
+                // merge reports the keys of the rows it really inserted.
+                let keys = match loaded.keys {
+                    Some(keys) => Some(Cow::Owned(keys)),
+                    None => batch.keys.as_deref().map(Cow::Borrowed),
+                };
+                Ok(Worked {
+                    outcome: loaded.outcome,
+                    keys,
+                    kept: loaded.rejected,
+                })
+            })
+            .await;
         let (outcome, rejected) = match result {
-            Ok(done) => done,
+            Ok(Written::Done(outcome, rejected)) => (outcome, rejected),
+            Ok(Written::AlreadyCommitted(done)) => {
+                tracing::info!(
+                    batch = batch.seq,
+                    "batch had already committed; not replayed"
+                );
+                let unknown = done.rejected.saturating_sub(batch.rejected.len() as u64);
+                if self.rejects.is_some() && unknown > 0 {
+                    tracing::warn!(
+                        batch = batch.seq,
+                        "{unknown} rows the server refused in batch {} ({}) are counted but not \
+                         in the rejects file: the reply to its COMMIT was lost",
+                        batch.seq,
+                        batch.span()
+                    );
+                }
+                (done, batch.rejected.clone())
+            }
             Err(e) => {
                 // The replay (if any) finds its rejections again.
                 if let Some(rejects) = &self.rejects {
@@ -242,13 +261,17 @@ impl Writer {
         if !unplaced_row_error(&err) {
             return err;
         }
-        let Ok(mut client) = self.pool.get().await else {
+        let Ok(mut client) = self.transactions.pool().get().await else {
             return err;
         };
         let Ok(mut tx) = client.transaction().await else {
             return err;
         };
-        if tx.batch_execute(&self.session).await.is_err() {
+        if tx
+            .batch_execute(self.transactions.settings())
+            .await
+            .is_err()
+        {
             return err;
         }
         let named = self.name_in(&mut tx, batch, err).await;
@@ -269,52 +292,9 @@ impl Writer {
             return err;
         }
         match self.first_failing_row(tx, batch).await {
-            Ok(Some((row, cause))) => named_row_error(batch, row, cause),
+            Ok(Some((row, cause))) => batch.failed_at(batch.lines.get(row).copied(), None, cause),
             _ => err,
         }
-    }
-
-    async fn write_on(
-        &self,
-        client: &mut deadpool_postgres::Client,
-        batch: &Batch,
-        reserved: &mut u64,
-    ) -> Result<(Outcome, Vec<Rejection>), Error> {
-        let fail = |source| batch_error(batch, source);
-        let mut tx = client.transaction().await.map_err(fail)?;
-        if let Some(done) = begin_batch(&tx, &self.session, self.ledger.as_deref(), batch.id())
-            .await
-            .map_err(fail)?
-        {
-            tx.rollback().await.map_err(fail)?;
-            tracing::info!(
-                batch = batch.seq,
-                "batch had already committed; not replayed"
-            );
-            let unknown = done.rejected.saturating_sub(batch.rejected.len() as u64);
-            if self.rejects.is_some() && unknown > 0 {
-                tracing::warn!(
-                    batch = batch.seq,
-                    "{unknown} rows the server refused in batch {} ({}) are counted but not \
-                     in the rejects file: the reply to its COMMIT was lost",
-                    batch.seq,
-                    batch.span()
-                );
-            }
-            return Ok((done, batch.rejected.clone()));
-        }
-        let loaded = self.load(&mut tx, batch, reserved).await?;
-        if let Some(ledger) = &self.ledger {
-            // A direct COPY inserted every row sent, whose keys the reader collected; a
-            // merge reports the keys of the rows it really inserted.
-            let keys = loaded.keys.as_deref().or(batch.keys.as_deref());
-            ledger
-                .record(&tx, batch.seq, &loaded.outcome, keys)
-                .await
-                .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok((loaded.outcome, loaded.rejected))
     }
 
     /// Loads `batch` in `tx`. In reject mode each try runs in a savepoint: when the server
@@ -328,17 +308,14 @@ impl Writer {
     ) -> Result<Loaded, Error> {
         let mut rejected = batch.rejected.clone();
         let Some(rejects) = &self.rejects else {
-            let (outcome, keys) = self
-                .attempt(tx, batch)
-                .await
-                .map_err(|e| batch_error(batch, e))?;
+            let (outcome, keys) = self.attempt(tx, batch).await.map_err(|e| batch.error(e))?;
             return Ok(Loaded {
                 outcome,
                 keys,
                 rejected,
             });
         };
-        let fail = |source| batch_error(batch, source);
+        let fail = |source| batch.error(source);
         let mut outcome = Outcome {
             binary: batch.format == Format::Binary,
             ..Outcome::default()
@@ -376,8 +353,8 @@ impl Writer {
                     loaded.extend(pending.drain(..take));
                     continue;
                 }
-                Err(e) if crate::retry::is_row_error(&e) => e,
-                Err(e) => return Err(batch_error(current, e)),
+                Err(e) if is_row_error(&e) => e,
+                Err(e) => return Err(current.error(e)),
             };
             let named =
                 copy_row(&err).and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
@@ -385,7 +362,7 @@ impl Writer {
                 Some((row, column)) => (row, column, err),
                 None => match self.first_failing_row(tx, current).await.map_err(fail)? {
                     Some((row, cause)) => (row, None, cause),
-                    None => return Err(batch_error(current, err)),
+                    None => return Err(current.error(err)),
                 },
             };
             let db = err.as_db_error().expect("a row error is a server error");
@@ -393,7 +370,7 @@ impl Writer {
                 line: current.lines[row],
                 column,
                 sqlstate: db.code().code().to_string(),
-                reason: crate::error::server_reason(db),
+                reason: server_reason(db),
                 value: None,
                 raw: batch
                     .records
@@ -471,7 +448,7 @@ impl Writer {
                 .await?
             {
                 Ok(_) => Ok(None),
-                Err(e) if crate::retry::is_row_error(&e) => Ok(Some(e)),
+                Err(e) if is_row_error(&e) => Ok(Some(e)),
                 Err(e) => Err(e),
             }
         };
@@ -506,13 +483,7 @@ impl Writer {
         if let Some(staged) = &st.staged {
             tx.batch_execute(&staged.create).await?;
         }
-        let copy_sql = match batch.format {
-            Format::Binary => &st.copy_binary,
-            Format::Csv => &st.copy_csv,
-        };
-        // Prepared (named) and closed inside the transaction: nothing outlives it.
-        let sink = tx.copy_in::<_, Bytes>(copy_sql.as_str()).await?;
-        let copied = copy_payload(sink, &batch.payload).await?;
+        let copied = st.copy.send(tx, batch.format, &batch.payload).await?;
         let binary = batch.format == Format::Binary;
         let Some(staged) = &st.staged else {
             let outcome = Outcome {
@@ -545,19 +516,19 @@ impl Writer {
     pub async fn dry_run(
         &self,
         batches: async_channel::Receiver<Batch>,
-        progress: &crate::report::Progress,
+        progress: &Progress,
     ) -> Result<(), Error> {
-        let mut client = self.pool.get().await.map_err(Error::Pool)?;
+        let mut client = self.transactions.pool().get().await.map_err(Error::Pool)?;
         let mut tx = client
             .transaction()
             .await
             .map_err(|e| Error::database("starting the dry run's transaction", e))?;
-        tx.batch_execute(&self.session)
+        tx.batch_execute(self.transactions.settings())
             .await
             .map_err(|e| Error::database("starting the dry run's transaction", e))?;
         let mut reserved = 0;
         while let Ok(batch) = batches.recv().await {
-            let fail = |source| batch_error(&batch, source);
+            let fail = |source| batch.error(source);
             let mut savepoint = tx.transaction().await.map_err(fail)?;
             match self.load(&mut savepoint, &batch, &mut reserved).await {
                 Ok(loaded) => {
@@ -599,72 +570,5 @@ fn add(total: &mut Outcome, part: Outcome) {
 
 /// A failure the server blamed on a row without saying which (no COPY line in its context).
 fn unplaced_row_error(err: &Error) -> bool {
-    matches!(err, Error::Batch { line: None, source, .. } if crate::retry::is_row_error(source))
-}
-
-/// A batch failure, naming the row `row` of the batch (found by bisection).
-fn named_row_error(batch: &Batch, row: usize, source: tokio_postgres::Error) -> Error {
-    Error::Batch {
-        seq: batch.seq,
-        first_line: batch.first_line,
-        last_line: batch.last_line,
-        line: batch.lines.get(row).copied(),
-        column: None,
-        source,
-    }
-}
-
-/// Wraps a failure with the batch's lines, and the exact line and column when the server's
-/// error context names a COPY row (`COPY accounts, line 5, column email: "…"`).
-pub(crate) fn batch_error(batch: &Batch, source: tokio_postgres::Error) -> Error {
-    let (line, column) = copy_row(&source).map_or((None, None), |(row, column)| {
-        (batch.line_of_copy_line(row), column)
-    });
-    Error::Batch {
-        seq: batch.seq,
-        first_line: batch.first_line,
-        last_line: batch.last_line,
-        line,
-        column,
-        source,
-    }
-}
-
-/// The COPY row (its line within the COPY stream) and column a server error's context names.
-fn copy_row(err: &tokio_postgres::Error) -> Option<(u64, Option<String>)> {
-    copy_context(err.as_db_error()?.where_()?)
-}
-
-/// Parses COPY's error context into (line within the COPY stream, column).
-fn copy_context(context: &str) -> Option<(u64, Option<String>)> {
-    let copy = context.lines().find(|l| l.starts_with("COPY "))?;
-    let rest = &copy[copy.find(", line ")? + ", line ".len()..];
-    let digits = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    let row = rest[..digits].parse().ok()?;
-    let column = rest[digits..].strip_prefix(", column ").map(|c| {
-        let end = c.find(": ").unwrap_or(c.len());
-        c[..end].to_string()
-    });
-    Some((row, column))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_context_gives_row_and_column() {
-        assert_eq!(copy_context("COPY accounts, line 5"), Some((5, None)));
-        assert_eq!(
-            copy_context("COPY accounts, line 12, column email: \"a@b\""),
-            Some((12, Some("email".into())))
-        );
-        assert_eq!(
-            copy_context("PL/pgSQL function f() line 3 at RAISE\nCOPY t, line 7, column x"),
-            Some((7, Some("x".into())))
-        );
-        assert_eq!(copy_context("SQL statement \"INSERT …\""), None);
-    }
+    matches!(err, Error::Batch { line: None, source, .. } if is_row_error(source))
 }

@@ -1,0 +1,141 @@
+//! Inside a batch's transaction: claim the batch first, record what it did last, in the same
+//! transaction as its data (see the ledger's invariant).
+
+use tokio_postgres::types::Type;
+
+use super::Ledger;
+use crate::model::Outcome;
+
+/// Where a batch sits in its input, as its ledger row records it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchId {
+    pub seq: u64,
+    pub first_line: u64,
+    pub last_line: u64,
+    pub rows: u64,
+    pub content_hash: u64,
+}
+
+/// A run's ledger rows as seen from inside a batch's transaction: claim the batch first,
+/// record what it did last, in the same transaction as its data. Each statement is one round
+/// trip on the unnamed statement (`query_typed`): a named statement prepared once per
+/// connection would outlive its transaction, which a transaction-mode pooler cannot carry.
+#[derive(Debug, Clone)]
+pub struct BatchLedger {
+    run_id: i64,
+    claim: String,
+    record: String,
+    lookup: String,
+    record_keys: String,
+}
+
+impl BatchLedger {
+    /// Claims the batch for this transaction. `Some(outcome)` when it already committed (an
+    /// earlier attempt whose COMMIT reply was lost): the caller must not write it again and
+    /// should roll back. Waits while another open transaction holds the claim.
+    pub async fn claim(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        id: BatchId,
+    ) -> Result<Option<Outcome>, tokio_postgres::Error> {
+        let seq = id.seq as i64;
+        let claimed = tx
+            .execute_typed(
+                &self.claim,
+                &[
+                    (&self.run_id, Type::INT8),
+                    (&seq, Type::INT8),
+                    (&(id.first_line as i64), Type::INT8),
+                    (&(id.last_line as i64), Type::INT8),
+                    (&(id.rows as i64), Type::INT8),
+                    (&(id.content_hash as i64), Type::INT8),
+                ],
+            )
+            .await?;
+        if claimed == 1 {
+            return Ok(None);
+        }
+        let row = tx
+            .query_typed_one(
+                &self.lookup,
+                &[(&self.run_id, Type::INT8), (&seq, Type::INT8)],
+            )
+            .await?;
+        let n = |i| row.get::<_, i64>(i) as u64;
+        Ok(Some(Outcome {
+            inserted: n(0),
+            updated: n(1),
+            skipped: n(2),
+            deleted: n(3),
+            missing: n(4),
+            rejected: n(5),
+            binary: false,
+        }))
+    }
+
+    /// Records what the batch did, and the keys of the rows it inserted (a JSON text, see
+    /// `inserted_keys` in sql/ledger/002_purge.sql).
+    pub async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        seq: u64,
+        outcome: &Outcome,
+        inserted_keys: Option<&str>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let seq = seq as i64;
+        let n = |v: u64| v as i64;
+        tx.execute_typed(
+            &self.record,
+            &[
+                (&self.run_id, Type::INT8),
+                (&seq, Type::INT8),
+                (&n(outcome.inserted), Type::INT8),
+                (&n(outcome.updated), Type::INT8),
+                (&n(outcome.skipped), Type::INT8),
+                (&n(outcome.deleted), Type::INT8),
+                (&n(outcome.missing), Type::INT8),
+                (&n(outcome.rejected), Type::INT8),
+            ],
+        )
+        .await?;
+        if let Some(keys) = inserted_keys {
+            tx.execute_typed(
+                &self.record_keys,
+                &[
+                    (&self.run_id, Type::INT8),
+                    (&seq, Type::INT8),
+                    (&keys, Type::TEXT),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Ledger {
+    /// The run's ledger rows, for the writers.
+    pub fn batches(&self, run_id: i64) -> BatchLedger {
+        let s = self.quoted_schema();
+        BatchLedger {
+            run_id,
+            claim: format!(
+                "INSERT INTO {s}.batches (run_id, seq, first_line, last_line, rows, content_hash, started_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (run_id, seq) DO NOTHING"
+            ),
+            record: format!(
+                "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, deleted = $6, \
+                   missing = $7, rejected = $8, committed_at = clock_timestamp() \
+                 WHERE run_id = $1 AND seq = $2"
+            ),
+            lookup: format!(
+                "SELECT coalesce(inserted, 0), coalesce(updated, 0), coalesce(skipped, 0), \
+                        coalesce(deleted, 0), coalesce(missing, 0), coalesce(rejected, 0) \
+                 FROM {s}.batches WHERE run_id = $1 AND seq = $2"
+            ),
+            record_keys: format!(
+                "INSERT INTO {s}.inserted_keys (run_id, seq, keys) VALUES ($1, $2, $3::text::jsonb)"
+            ),
+        }
+    }
+}

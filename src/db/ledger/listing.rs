@@ -1,0 +1,159 @@
+//! The `runs` command's view of the ledger: each run with the figures its committed batches
+//! add up to.
+
+use tokio_postgres::Client;
+use tokio_postgres::types::{FromSql, Type};
+
+use super::{Ledger, resume_command};
+use crate::error::Error;
+use crate::model::{Command, Status};
+
+/// A run as the ledger records it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub command: Command,
+    pub target_table: String,
+    pub input_path: String,
+    pub input_size: Option<i64>,
+    pub status: Status,
+    pub rows_read: i64,
+    pub rows_inserted: i64,
+    pub rows_updated: i64,
+    pub rows_skipped: i64,
+    /// Rows set aside in reject mode.
+    pub rows_rejected: i64,
+    /// Rows a purge deleted.
+    pub rows_deleted: i64,
+    /// Keys a purge looked for and did not find.
+    pub rows_missing: i64,
+    pub batches: i64,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub host: Option<String>,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub command_line: Vec<String>,
+}
+
+impl Run {
+    pub fn finished(&self) -> bool {
+        self.status == Status::Completed
+    }
+
+    /// The rows the run wrote: deleted by a purge; inserted, updated or skipped by a seed.
+    pub fn rows(&self) -> i64 {
+        if self.command == Command::Purge {
+            self.rows_deleted
+        } else {
+            self.rows_inserted + self.rows_updated + self.rows_skipped
+        }
+    }
+
+    /// The shell command that resumes this run.
+    pub fn resume_command(&self) -> String {
+        resume_command(&self.command_line, self.id)
+    }
+}
+
+/// Reads a name the ledger stores as text into its type; a name this version does not know
+/// (a newer one wrote it) is an error, not a guess.
+fn named<'a, T>(
+    ty: &Type,
+    raw: &'a [u8],
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, Box<dyn std::error::Error + Sync + Send>> {
+    let name = <&str as FromSql>::from_sql(ty, raw)?;
+    parse(name).ok_or_else(|| format!("unknown name {name:?} in the ledger").into())
+}
+
+impl<'a> FromSql<'a> for Command {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        named(ty, raw, Command::parse)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for Status {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        named(ty, raw, Status::parse)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl Ledger {
+    /// Runs, newest first.
+    pub async fn runs(
+        &self,
+        client: &Client,
+        id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Run>, Error> {
+        let rows = client
+            .query_typed(
+                &format!(
+                    // Counts come from the batches, so an unfinished run shows what committed.
+                    "SELECT r.id, r.command, r.target_table, r.input_path, r.input_size, r.status, \
+                       r.rows_read, b.inserted, b.updated, b.skipped, b.n, r.attempts, r.error, r.host, \
+                       to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
+                       extract(epoch FROM coalesce(r.finished_at, greatest(r.updated_at, b.last_commit)) \
+                                          - r.started_at)::float8, \
+                       r.command_line, b.rejected, b.deleted, b.missing \
+                     FROM {s}.runs r CROSS JOIN LATERAL \
+                       (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
+                               coalesce(sum(updated), 0)::bigint AS updated, \
+                               coalesce(sum(skipped), 0)::bigint AS skipped, count(*) AS n, \
+                               coalesce(sum(rejected), 0)::bigint AS rejected, \
+                               coalesce(sum(deleted), 0)::bigint AS deleted, \
+                               coalesce(sum(missing), 0)::bigint AS missing, \
+                               max(committed_at) AS last_commit \
+                        FROM {s}.batches WHERE run_id = r.id) b \
+                     WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
+                    s = self.quoted_schema()
+                ),
+                &[(&id, Type::INT8), (&limit, Type::INT8)],
+            )
+            .await
+            .map_err(|e| Error::database("listing runs", e))?;
+        let read = |r: &tokio_postgres::Row| -> Result<Run, tokio_postgres::Error> {
+            Ok(Run {
+                id: r.get(0),
+                command: r.try_get(1)?,
+                target_table: r.get(2),
+                input_path: r.get(3),
+                input_size: r.get(4),
+                status: r.try_get(5)?,
+                rows_read: r.get(6),
+                rows_inserted: r.get(7),
+                rows_updated: r.get(8),
+                rows_skipped: r.get(9),
+                rows_rejected: r.get(17),
+                rows_deleted: r.get(18),
+                rows_missing: r.get(19),
+                batches: r.get(10),
+                attempts: r.get(11),
+                error: r.get(12),
+                host: r.get(13),
+                started_at: r.get(14),
+                duration_s: r.get(15),
+                command_line: r.get(16),
+            })
+        };
+        rows.iter()
+            .map(read)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::database("reading the listed runs", e))
+    }
+}

@@ -1,0 +1,143 @@
+//! Plain data every layer shares: which command a run is, how it stands, and what one
+//! committed unit of it did. Typed here so that no layer decides anything by comparing
+//! strings; serialized exactly as the ledger stores them and `--json` prints them.
+
+use std::fmt;
+
+/// The command a run belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    Seed,
+    Purge,
+}
+
+impl Command {
+    /// The name the ledger stores and the summaries print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Seed => "seed",
+            Command::Purge => "purge",
+        }
+    }
+
+    /// The command a ledger row names; `None` for one this version does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Command::Seed, Command::Purge]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A command as it ran: for real, or as a dry run. Printed and serialized as the command
+/// line names it (`seed`, `purge --dry-run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invocation {
+    pub command: Command,
+    pub dry_run: bool,
+}
+
+impl fmt::Display for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.command.as_str())?;
+        if self.dry_run {
+            f.write_str(" --dry-run")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Invocation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+}
+
+impl Status {
+    /// The name the ledger stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    /// The status a ledger row names; `None` for one this version does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Status::Running,
+            Status::Completed,
+            Status::Failed,
+            Status::Interrupted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What one committed unit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub inserted: u64,
+    pub updated: u64,
+    pub skipped: u64,
+    pub deleted: u64,
+    /// Keys that matched no row.
+    pub missing: u64,
+    /// Rows set aside in reject mode (refused by a client-side check or by the server).
+    pub rejected: u64,
+    /// Sent in binary COPY format.
+    pub binary: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_serialize_as_the_ledger_stores_them() {
+        for c in [Command::Seed, Command::Purge] {
+            assert_eq!(Command::parse(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+        }
+        for s in [
+            Status::Running,
+            Status::Completed,
+            Status::Failed,
+            Status::Interrupted,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        assert_eq!(Status::parse("done"), None);
+        let dry = Invocation {
+            command: Command::Purge,
+            dry_run: true,
+        };
+        assert_eq!(serde_json::to_string(&dry).unwrap(), "\"purge --dry-run\"");
+    }
+}

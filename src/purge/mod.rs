@@ -1,0 +1,212 @@
+//! `purge`: select (keys from CSV, a seed run's recorded keys, or a predicate) → batch →
+//! delete (over the pool) → record (ledger) → report.
+//!
+//! Before anything is deleted it checks the selector against the catalog ([`select`]), looks
+//! at every foreign key that reaches the table, checks the privileges and asks for
+//! confirmation above a threshold ([`guard`]). Then it hands a producer of units and a
+//! [`Deleter`] to the run engine.
+
+mod delete;
+mod guard;
+mod select;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::copy::batch::Batcher;
+use crate::copy::encode::{Encoder, RowEncoder};
+use crate::db::connect::Endpoint;
+use crate::db::ledger::{Access, LAYOUT, Resume, RunKey};
+use crate::error::Error;
+use crate::input::check::Checker;
+use crate::model::{Command, Invocation};
+use crate::run::report::{Console, Progress, Reporter, Rows};
+use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
+use delete::{DeletePlan, Deleter, PurgeUnit};
+pub use select::Target;
+use select::{KeyFile, recorded_units, resumed_layout};
+
+#[derive(Debug, Clone)]
+pub struct PurgeOptions {
+    pub target: Target,
+    pub table: String,
+    pub dry_run: bool,
+    /// Delete without asking, whatever the count.
+    pub yes: bool,
+    /// Ask (on a terminal) or require `--yes` above this many rows.
+    pub confirm_above: u64,
+    /// Delete rows of referencing tables whose foreign keys would block, first.
+    pub cascade: bool,
+    pub run: RunOptions,
+}
+
+/// A producer of the purge's units for the run engine.
+type Produce = Box<
+    dyn FnOnce(
+            async_channel::Sender<PurgeUnit>,
+        ) -> tokio::task::JoinHandle<Result<ProduceEnd, Error>>
+        + Send,
+>;
+
+pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
+    let (pool, mut client) = start::connect(db, &opts.run).await?;
+    let table = start::table(&client, &opts.table, "").await?;
+    let children = guard::children(&client, &table, opts.cascade).await?;
+    let needs = guard::privileges(&table, &children, opts.dry_run);
+    let access = if opts.dry_run {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let ledger = start::authorize(&mut client, &opts.run, needs, access).await?;
+    let selection = select::select(&client, &table, &opts.target, ledger.as_ref()).await?;
+    if !children.is_empty() && selection.key.is_empty() {
+        return Err(Error::Usage(format!(
+            "--cascade needs a primary key or unique index on {} to find the referencing rows",
+            table.display()
+        )));
+    }
+    // The estimate only serves the confirmation: with --yes (or a dry run) it is not worth
+    // an extra pass over the file or the table.
+    if !opts.dry_run && !opts.yes {
+        let estimate = guard::estimate(&client, &table, &opts.target, ledger.as_ref()).await?;
+        guard::confirm(&table, estimate, &opts)?;
+    }
+
+    // A --where run's page ranges, as measured now; the run records them.
+    let measured = match &opts.target {
+        Target::Where(_) => Some(select::measure(&client, &table, opts.run.batch_size).await?),
+        _ => None,
+    };
+    let mut options = serde_json::json!({
+        "batch_size": opts.run.batch_size,
+        "key": selection.key,
+        "cascade": opts.cascade,
+    });
+    if let Some((layout, _)) = measured {
+        options[LAYOUT] = serde_json::to_value(layout).expect("a layout serializes");
+    }
+    let run_key = RunKey {
+        command: Command::Purge,
+        target_table: table.display(),
+        input_path: selection.input_path,
+        input_size: selection.input_size.map(|s| s as i64),
+        input_fingerprint: selection.input_fingerprint,
+        options,
+    };
+    let mut resume = opts.run.resume;
+    // Everything that can fail happens before the run is recorded (or marked running again),
+    // so that no error leaves it `running`.
+    let units = match (&opts.target, measured) {
+        (_, Some((mut layout, rows_per_page))) => {
+            if let (Some(ledger), Some(wanted), false) = (&ledger, resume, opts.dry_run) {
+                let (id, recorded) = ledger.resumable(&client, &run_key, wanted.id()).await?;
+                layout = resumed_layout(ledger, &client, id, &recorded, layout).await?;
+                // The run just checked, whatever ran since.
+                resume = Some(Resume::Run(id));
+            }
+            layout.units(rows_per_page)
+        }
+        (Target::Run(run), None) => recorded_units(&client, ledger.as_ref(), *run).await?,
+        // A file's units come from its reader.
+        (_, None) => Vec::new(),
+    };
+    let (run_id, committed) = match (&ledger, opts.dry_run) {
+        (Some(ledger), false) => {
+            let (id, committed) = ledger
+                .open_run(&client, &run_key, &opts.run.command_line, resume)
+                .await?;
+            (Some(id), committed)
+        }
+        _ => (None, HashMap::new()),
+    };
+    drop(client);
+
+    let progress = Arc::new(Progress::default());
+    let workers = opts.run.workers(&pool, progress.clone());
+    let plan = DeletePlan::new(&table, &selection.key, &selection.selector, &children);
+    let transactions = Transactions::new(
+        pool.clone(),
+        opts.run.session_settings(),
+        ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id)),
+        opts.dry_run,
+    );
+    let deleter = Deleter::new(transactions, plan, opts.dry_run);
+    let stop = workers.stop.clone();
+    let (produce, consumed, size): (Produce, _, _) = match selection.file {
+        Some(KeyFile {
+            reader,
+            header,
+            consumed,
+            size,
+        }) => {
+            let fields = selection
+                .key
+                .iter()
+                .zip(KeyFile::positions(&header, &selection.key))
+                .map(|(k, i)| {
+                    let type_oid = table.column(k).expect("key column").type_oid;
+                    (i, Encoder::for_type(type_oid))
+                })
+                .collect();
+            let batcher = Batcher {
+                encoder: RowEncoder::project(fields, true),
+                checker: Checker::width_only(header.len()),
+                rejects: None,
+                size: opts.run.batch_size,
+                committed,
+                collect_keys: None,
+                progress: progress.clone(),
+                stop,
+            };
+            let produce = move |tx: async_channel::Sender<PurgeUnit>| {
+                tokio::task::spawn_blocking(move || batcher.run(reader, &tx))
+            };
+            (Box::new(produce), consumed, size)
+        }
+        None => {
+            let handed = Arc::new(AtomicU64::new(0));
+            let size = Some(units.len() as u64);
+            let counted = handed.clone();
+            let produce = move |tx: async_channel::Sender<PurgeUnit>| {
+                tokio::spawn(async move {
+                    for unit in units {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        if committed.contains_key(&unit.seq()) {
+                            continue;
+                        }
+                        if stop.load(Ordering::Relaxed) || tx.send(unit).await.is_err() {
+                            return Ok(ProduceEnd::Stopped);
+                        }
+                    }
+                    Ok(ProduceEnd::Complete)
+                })
+            };
+            (Box::new(produce), handed, size)
+        }
+    };
+    let reporter = Reporter::start(
+        console,
+        progress.clone(),
+        (consumed, size),
+        workers.throttle.clone(),
+    );
+    let error = workers.drive(produce, deleter).await;
+    let invocation = Invocation {
+        command: Command::Purge,
+        dry_run: opts.dry_run,
+    };
+    let mut summary = reporter.finish(invocation, table.display());
+    if let Rows::Purge {
+        rows_deleted,
+        rows_missing,
+    } = summary.rows
+        && !matches!(opts.target, Target::File { .. })
+    {
+        // Without a file, what was read is what the ledger or the predicate supplied.
+        summary.rows_read = rows_deleted + rows_missing;
+    }
+    let recorded = ledger.as_ref().zip(run_id);
+    Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
+}

@@ -1,0 +1,43 @@
+//! How every run begins, seed and purge alike, before anything is recorded or moved: the
+//! pool and a first connection (which proves the target answers), the target table from the
+//! catalog, then ONE check of every privilege the run needs (the command's, the throttle's
+//! and the ledger's), so that a role missing several grants hears of all of them at once,
+//! and the ledger opened last.
+
+use deadpool_postgres::{Object, Pool};
+
+use super::RunOptions;
+use crate::db::catalog::{self, Table};
+use crate::db::connect::{self, Endpoint};
+use crate::db::ledger::{self, Access, Ledger};
+use crate::db::privileges::Privilege;
+use crate::error::Error;
+
+/// The pool of `run`'s size and its first connection, after `run`'s options were checked.
+pub async fn connect(db: Endpoint, run: &RunOptions) -> Result<(Pool, Object), Error> {
+    run.check()?;
+    let pool = connect::pool(db.clone(), run.connections)?;
+    let client = connect::check(&pool, &db).await?;
+    Ok((pool, client))
+}
+
+/// The table `name` names (as SQL would parse it), or a usage error that ends with `hint`.
+pub async fn table(client: &Object, name: &str, hint: &str) -> Result<Table, Error> {
+    catalog::describe(client, name)
+        .await?
+        .ok_or_else(|| Error::Usage(format!("table {name} does not exist{hint}")))
+}
+
+/// Checks in one call `needs` (what the command does to its tables), what `run`'s throttle
+/// needs and what using the ledger for `access` needs; then opens the ledger (`None` with
+/// `--no-ledger`, or when reading one that is not there).
+pub async fn authorize(
+    client: &mut Object,
+    run: &RunOptions,
+    mut needs: Vec<Privilege>,
+    access: Access,
+) -> Result<Option<Ledger>, Error> {
+    needs.extend(run.privileges());
+    let ledger = run.ledger_schema.as_deref().map(|schema| (schema, access));
+    ledger::authorize(client, needs, ledger).await
+}

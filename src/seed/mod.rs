@@ -1,0 +1,329 @@
+//! `seed`: read (CSV) → check → batch → write (COPY over the pool) → record (ledger) → report.
+//!
+//! This module only wires the stages together, in four steps: [`prepare`] checks the input,
+//! the table, the header and every privilege before anything is recorded; the run is opened
+//! (or resumed) in the ledger; a CSV reader (on a blocking thread) and a COPY [`Writer`] are
+//! handed to the run engine (a dry run hands them to [`Writer::dry_run`] instead, with no
+//! ledger); the run is concluded.
+
+mod plan;
+mod write;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use deadpool_postgres::{Object, Pool};
+
+use crate::copy::batch::{Batch, Batcher};
+use crate::db::catalog::Table;
+use crate::db::connect::Endpoint;
+use crate::db::ledger::{Access, Ledger, RunKey};
+use crate::db::privileges::{self, Object as On, Privilege};
+use crate::error::Error;
+use crate::input::check::Checker;
+use crate::input::csv::{self, CsvOptions, CsvReader};
+use crate::input::rejects::Rejects;
+use crate::input::source::{self, Input, Source};
+use crate::model::{Command, Invocation};
+use crate::run::report::{Console, Progress, Reporter};
+use crate::run::{self, Finished, ProduceEnd, RunOptions, Transactions, finish, start};
+pub use plan::FormatChoice;
+use plan::Plan;
+pub use write::OnConflict;
+use write::Writer;
+
+/// The example table's DDL (`sql/accounts.sql`), for `--create-example-table`.
+pub const EXAMPLE_TABLE_SQL: &str = include_str!("../../sql/accounts.sql");
+const EXAMPLE_TABLE: &str = "accounts";
+
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    pub source: Source,
+    pub csv: CsvOptions,
+    pub table: String,
+    pub renames: Vec<(String, String)>,
+    pub format: FormatChoice,
+    pub on_conflict: OnConflict,
+    pub key: Option<Vec<String>>,
+    pub create_example_table: bool,
+    /// Record the keys of inserted rows in the ledger, for `purge --run`.
+    pub record_keys: bool,
+    /// Reject mode: refused rows go to this file instead of stopping the run.
+    pub rejects: Option<PathBuf>,
+    /// With `rejects`: more rejected rows than this fail the run (`None`: no limit).
+    pub max_errors: Option<u64>,
+    /// Load in one transaction that is rolled back, with no ledger: what would happen.
+    pub dry_run: bool,
+    pub run: RunOptions,
+}
+
+/// Seeds `opts.table` from `opts.source`. `Err` means nothing was written (bad flags, header,
+/// unreachable server); a run that started returns `Finished`, with its error if it failed.
+pub async fn seed(
+    db: Endpoint,
+    mut opts: SeedOptions,
+    console: &Console,
+) -> Result<Finished, Error> {
+    if opts.dry_run {
+        if opts.run.resume.is_some() {
+            return Err(Error::Usage(
+                "--dry-run cannot be combined with --resume: a dry run records nothing".into(),
+            ));
+        }
+        // A dry run leaves no trace in the database, the ledger included.
+        opts.run.ledger_schema = None;
+        opts.run.connections = 1;
+    }
+    let Prepared {
+        pool,
+        client,
+        table,
+        csv,
+        plan,
+        input_key,
+        consumed,
+        rejects,
+        ledger,
+    } = prepare(db, &opts).await?;
+
+    let key = RunKey {
+        command: Command::Seed,
+        target_table: table.display(),
+        input_path: input_key.path,
+        input_size: input_key.size.map(|s| s as i64),
+        input_fingerprint: input_key.fingerprint,
+        options: serde_json::json!({
+            "batch_size": opts.run.batch_size,
+            "columns": plan.columns,
+            "on_conflict": opts.on_conflict,
+            "key": plan.key,
+            "recorded_key": plan.recorded_key,
+        }),
+    };
+    let (run_id, committed) = match &ledger {
+        None => (None, HashMap::new()),
+        Some(ledger) => {
+            let (run_id, committed) = ledger
+                .open_run(&client, &key, &opts.run.command_line, opts.run.resume)
+                .await?;
+            (Some(run_id), committed)
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    if let (Some(rejects), Some(ledger), Some(id), Some(_)) =
+        (&rejects, &ledger, run_id, opts.run.resume)
+    {
+        // Best effort: the run is recorded now, and a count missing here only understates
+        // the summary and the budget; the run itself stays resumable.
+        match ledger.rejected(&client, id).await {
+            Ok(already) => {
+                rejects.rejected_before(already);
+                progress.rejected_before(already);
+            }
+            Err(e) => tracing::warn!("cannot count the rows run {id} rejected before: {e}"),
+        }
+    }
+    drop(client);
+
+    let workers = opts.run.workers(&pool, progress.clone());
+    let reporter = Reporter::start(
+        console,
+        progress.clone(),
+        (consumed, input_key.size),
+        workers.throttle.clone(),
+    );
+    let batcher = Batcher {
+        checker: Checker::new(&table, &plan.columns),
+        encoder: plan.encoder,
+        rejects: rejects.clone(),
+        size: opts.run.batch_size,
+        committed,
+        collect_keys: plan.collect_keys,
+        progress: progress.clone(),
+        stop: workers.stop.clone(),
+    };
+    let batch_ledger = ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id));
+    let transactions = Transactions::new(
+        pool.clone(),
+        opts.run.session_settings(),
+        batch_ledger,
+        false,
+    );
+    let writer = Writer::new(transactions, plan.statements, rejects);
+    let produce = move |tx| tokio::task::spawn_blocking(move || batcher.run(csv, &tx));
+    let error = if opts.dry_run {
+        dry_run(produce, &writer, &progress).await
+    } else {
+        workers.drive(produce, writer).await
+    };
+    let invocation = Invocation {
+        command: Command::Seed,
+        dry_run: opts.dry_run,
+    };
+    let summary = reporter.finish(invocation, table.display());
+    let recorded = ledger.as_ref().zip(run_id);
+    Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
+}
+
+/// The input's identity, as the run records it.
+struct InputKey {
+    path: String,
+    size: Option<u64>,
+    fingerprint: String,
+}
+
+/// Everything checked and opened before the run is recorded.
+struct Prepared {
+    pool: Pool,
+    client: Object,
+    table: Table,
+    csv: CsvReader<Box<dyn std::io::BufRead + Send>>,
+    plan: Plan,
+    input_key: InputKey,
+    consumed: Arc<std::sync::atomic::AtomicU64>,
+    rejects: Option<Arc<Rejects>>,
+    ledger: Option<Ledger>,
+}
+
+/// Everything that can refuse the run, before the ledger records it: the input, the
+/// connection, the table, the header against the table, the rejects file, and every
+/// privilege, checked at once.
+async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
+    let Input {
+        reader,
+        path,
+        size,
+        fingerprint,
+        consumed,
+    } = source::open(&opts.source)?;
+    let (pool, mut client) = start::connect(db, &opts.run).await?;
+    if opts.create_example_table {
+        create_example_table(&client, &opts.table).await?;
+    }
+    let hint = if opts.table == EXAMPLE_TABLE {
+        " (--create-example-table creates it)"
+    } else {
+        ""
+    };
+    let table = start::table(&client, &opts.table, hint).await?;
+    let (csv, header) = {
+        let (csv_opts, source) = (opts.csv.clone(), opts.source.clone());
+        tokio::task::spawn_blocking(move || csv::header(reader, &csv_opts, &source))
+            .await
+            .expect("header reader panicked")?
+    };
+    let record_keys = opts.record_keys && opts.run.ledger_schema.is_some();
+    let plan = plan::build(
+        &table,
+        &plan::Request {
+            header: &header,
+            renames: &opts.renames,
+            format: opts.format,
+            on_conflict: opts.on_conflict,
+            key: opts.key.as_deref(),
+            record_keys,
+        },
+    )?;
+    if record_keys && plan.recorded_key.is_none() {
+        tracing::warn!(
+            "the CSV covers no primary key or unique index of {}: inserted keys are not \
+             recorded, so `purge --run` will not be possible for this run",
+            table.display()
+        );
+    }
+    tracing::debug!(table = %table.display(), columns = ?plan.columns, key = ?plan.key, "plan");
+    if let Some(rejects) = &opts.rejects
+        && std::fs::canonicalize(rejects).is_ok_and(|p| p.display().to_string() == path)
+    {
+        return Err(Error::Usage(format!(
+            "--rejects {} is the input file itself",
+            rejects.display()
+        )));
+    }
+    let ledger = start::authorize(
+        &mut client,
+        &opts.run,
+        plan.privileges.clone(),
+        Access::Write,
+    )
+    .await?;
+    let rejects = match &opts.rejects {
+        None => None,
+        Some(rejects) => Some(Arc::new(Rejects::open(
+            rejects,
+            header.raw(),
+            &opts.csv.dialect,
+            opts.run.resume.is_some(),
+            opts.max_errors,
+        )?)),
+    };
+    Ok(Prepared {
+        pool,
+        client,
+        table,
+        csv,
+        plan,
+        input_key: InputKey {
+            path,
+            size,
+            fingerprint,
+        },
+        consumed,
+        rejects,
+        ledger,
+    })
+}
+
+/// Runs a dry run's producer and its one writer; returns the failure, if any: the writer's
+/// first, else the producer's.
+async fn dry_run(
+    produce: impl FnOnce(
+        async_channel::Sender<Batch>,
+    ) -> tokio::task::JoinHandle<Result<ProduceEnd, Error>>,
+    writer: &Writer,
+    progress: &Progress,
+) -> Option<Error> {
+    let (tx, rx) = async_channel::bounded(1);
+    let producer = produce(tx);
+    let written = writer.dry_run(rx, progress).await;
+    let produced = match &written {
+        // The producer stops at its next batch; one blocked on a quiet stdin is left behind.
+        Err(_) => tokio::time::timeout(run::PRODUCER_GRACE, producer)
+            .await
+            .unwrap_or(Ok(Ok(ProduceEnd::Stopped))),
+        Ok(()) => producer.await,
+    };
+    written
+        .err()
+        .or_else(|| produced.expect("producer panicked").err())
+}
+
+async fn create_example_table(client: &tokio_postgres::Client, table: &str) -> Result<(), Error> {
+    if table != EXAMPLE_TABLE {
+        return Err(Error::Usage(format!(
+            "--create-example-table creates the table {EXAMPLE_TABLE:?}; it cannot be combined with --table {table}"
+        )));
+    }
+    let exists: bool = client
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&EXAMPLE_TABLE, tokio_postgres::types::Type::TEXT)],
+        )
+        .await
+        .map_err(|e| Error::database("looking for the example table", e))?
+        .get(0);
+    if !exists {
+        let create = Privilege {
+            privilege: "CREATE",
+            on: On::CurrentSchema,
+        };
+        privileges::require(client, &[create]).await?;
+        client
+            .batch_execute(EXAMPLE_TABLE_SQL)
+            .await
+            .map_err(|e| Error::database("creating the example table", e))?;
+        tracing::info!("created the example table {EXAMPLE_TABLE}");
+    }
+    Ok(())
+}
