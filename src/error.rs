@@ -22,27 +22,25 @@ pub const EXIT_REJECTED: i32 = 3;
 /// Exit code: interrupted (Ctrl-C, SIGTERM); the run can be resumed.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-/// Every exit code and what it means, for `--help` and the README.
+/// Every exit code and what it means: `--help` prints this table and the README repeats it
+/// (a test compares the two).
 pub const EXIT_CODES: [(i32, &str); 5] = [
-    (EXIT_OK, "done"),
+    (EXIT_OK, "Done."),
     (
         EXIT_FAILED,
-        "failed: the message names the CSV line, column and reason, the server's error, or \
-         more rows rejected than --max-errors; committed batches stay, --resume goes on",
+        "Failed: bad row, server error, retries ran out, or no connection; committed batches stay.",
     ),
     (
         EXIT_USAGE,
-        "usage or configuration error, or a refusal (flags, input, header, table, privileges, \
-         resume, foreign keys, confirmation), found before anything was written or deleted",
+        "Usage or configuration error, or a refusal (privileges, resume, FKs); nothing was written.",
     ),
     (
         EXIT_REJECTED,
-        "seed done, but rows were rejected: they are in the --rejects file",
+        "Done, but rows were rejected into the --rejects file (seed only).",
     ),
     (
         EXIT_INTERRUPTED,
-        "interrupted (Ctrl-C, SIGTERM): in-flight batches committed or rolled back; the \
-         message gives the command that resumes the run",
+        "Interrupted by Ctrl-C or SIGTERM; with a ledger, the message prints how to resume.",
     ),
 ];
 
@@ -317,5 +315,49 @@ mod tests {
         };
         assert_eq!(csv.exit_code(), EXIT_FAILED);
         assert_eq!(csv.to_string(), "line 7: expected 3 fields, found 2");
+    }
+
+    #[test]
+    fn refusals_are_told_apart_and_all_exit_2() {
+        let privileges = Error::MissingPrivileges {
+            lacking: vec![
+                "role r lacks INSERT on table public.a: GRANT INSERT ON \"public\".\"a\" TO \"r\"".into(),
+                "role r lacks CREATE on database d: GRANT CREATE ON DATABASE \"d\" TO \"r\"".into(),
+            ],
+            note: Some("The ledger in schema provisioner is missing or behind.".into()),
+        };
+        assert_eq!(
+            privileges.to_string(),
+            "role r lacks INSERT on table public.a: GRANT INSERT ON \"public\".\"a\" TO \"r\"\n\
+             role r lacks CREATE on database d: GRANT CREATE ON DATABASE \"d\" TO \"r\"\n\
+             Nothing was written or deleted.\n\
+             The ledger in schema provisioner is missing or behind."
+        );
+        let blocked = Error::BlockingForeignKeys {
+            table: "public.accounts".into(),
+            references: vec!["public.notes(account_id) via notes_fk ON DELETE NO ACTION".into()],
+        };
+        assert!(blocked.to_string().starts_with(
+            "rows of public.accounts are referenced by foreign keys that would block the \
+             delete:\n  - public.notes(account_id) via notes_fk ON DELETE NO ACTION\n\
+             Nothing was deleted."
+        ));
+        for refusal in [
+            privileges,
+            blocked,
+            Error::ResumeRefused("--resume 3: the run is already completed".into()),
+        ] {
+            assert_eq!(refusal.exit_code(), EXIT_USAGE, "{refusal}");
+        }
+        assert_eq!(Error::Interrupted.exit_code(), EXIT_INTERRUPTED);
+    }
+
+    #[test]
+    fn every_exit_code_is_documented_once() {
+        let codes: Vec<i32> = EXIT_CODES.iter().map(|(code, _)| *code).collect();
+        assert_eq!(
+            codes,
+            [EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED]
+        );
     }
 }

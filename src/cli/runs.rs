@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::{ConnectArgs, LedgerArgs, block_on, exit_codes_help};
 use crate::db::connect;
-use crate::db::ledger::{self, Access, Run};
+use crate::db::ledger::{self, Access, Ledger, Run};
 use crate::error::Error;
 use crate::model::Command;
 
@@ -48,7 +48,8 @@ pub fn run(args: RunsArgs) -> Result<i32, Error> {
         let pool = connect::pool(db.clone(), 1)?;
         let mut client = connect::check(&pool, &db).await?;
         let schema = args.ledger.ledger_schema.as_str();
-        let ledger = ledger::authorize(&mut client, Vec::new(), Some((schema, Access::Write)))
+        ledger::authorize(&client, Vec::new(), Some((schema, Access::Write))).await?;
+        let ledger = Ledger::open(&mut client, schema, Access::Write)
             .await?
             .expect("a ledger opened for writing is there");
         match args.show {

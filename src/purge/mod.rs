@@ -59,7 +59,8 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     } else {
         Access::Write
     };
-    let ledger = start::authorize(&mut client, &opts.run, needs, access).await?;
+    start::authorize(&client, &opts.run, needs, access).await?;
+    let ledger = start::ledger(&mut client, &opts.run, access).await?;
     let selection = select::select(&client, &table, &opts.target, ledger.as_ref()).await?;
     if !children.is_empty() && selection.key.is_empty() {
         return Err(Error::Usage(format!(

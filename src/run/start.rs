@@ -29,15 +29,27 @@ pub async fn table(client: &Object, name: &str, hint: &str) -> Result<Table, Err
 }
 
 /// Checks in one call `needs` (what the command does to its tables), what `run`'s throttle
-/// needs and what using the ledger for `access` needs; then opens the ledger (`None` with
-/// `--no-ledger`, or when reading one that is not there).
+/// needs and what using the ledger for `access` needs.
 pub async fn authorize(
-    client: &mut Object,
+    client: &Object,
     run: &RunOptions,
     mut needs: Vec<Privilege>,
     access: Access,
-) -> Result<Option<Ledger>, Error> {
+) -> Result<(), Error> {
     needs.extend(run.privileges());
     let ledger = run.ledger_schema.as_deref().map(|schema| (schema, access));
     ledger::authorize(client, needs, ledger).await
+}
+
+/// The run's ledger, once [`authorize`] allowed it: `None` with `--no-ledger`, or when
+/// reading one that is not there.
+pub async fn ledger(
+    client: &mut Object,
+    run: &RunOptions,
+    access: Access,
+) -> Result<Option<Ledger>, Error> {
+    match &run.ledger_schema {
+        None => Ok(None),
+        Some(schema) => Ledger::open(client, schema, access).await,
+    }
 }

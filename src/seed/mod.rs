@@ -241,13 +241,7 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
             rejects.display()
         )));
     }
-    let ledger = start::authorize(
-        &mut client,
-        &opts.run,
-        plan.privileges.clone(),
-        Access::Write,
-    )
-    .await?;
+    start::authorize(&client, &opts.run, plan.privileges.clone(), Access::Write).await?;
     let rejects = match &opts.rejects {
         None => None,
         Some(rejects) => Some(Arc::new(Rejects::open(
@@ -258,6 +252,8 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
             opts.max_errors,
         )?)),
     };
+    // Last: opening the ledger may create it, which no refusal above should leave behind.
+    let ledger = start::ledger(&mut client, &opts.run, Access::Write).await?;
     Ok(Prepared {
         pool,
         client,

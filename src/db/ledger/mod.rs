@@ -71,13 +71,12 @@ pub struct Ledger {
 
 /// Checks, in ONE round trip, the privileges a command needs (`needs`) and those its use of
 /// the ledger in `ledger` needs, so that a role missing several hears of all of them at once
-/// (exit 2); then opens the ledger. `None` without a ledger, or when reading one that is not
-/// there.
+/// (exit 2). Changes nothing.
 pub async fn authorize(
-    client: &mut Client,
+    client: &Client,
     mut needs: Vec<Privilege>,
     ledger: Option<(&str, Access)>,
-) -> Result<Option<Ledger>, Error> {
+) -> Result<(), Error> {
     let own = needs.len();
     if let Some((schema, access)) = ledger {
         needs.extend(Ledger::needs(client, schema, access).await?);
@@ -95,11 +94,7 @@ pub async fn authorize(
                 .map(|(schema, _)| missing_or_behind(schema)),
         });
     }
-    Ok(match ledger {
-        None => None,
-        Some((schema, Access::Write)) => Some(Ledger::open(client, schema).await?),
-        Some((schema, Access::Read)) => Ledger::existing(client, schema).await?,
-    })
+    Ok(())
 }
 
 fn missing_or_behind(schema: &str) -> String {
@@ -110,6 +105,19 @@ fn missing_or_behind(schema: &str) -> String {
 }
 
 impl Ledger {
+    /// The ledger in `schema`, once [`authorize`] allowed `access` to it: for writing, created
+    /// or migrated when it is missing or behind; for reading, `None` when it is not there.
+    pub async fn open(
+        client: &mut Client,
+        schema: &str,
+        access: Access,
+    ) -> Result<Option<Ledger>, Error> {
+        match access {
+            Access::Write => Ledger::current(client, schema).await.map(Some),
+            Access::Read => Ledger::existing(client, schema).await,
+        }
+    }
+
     /// What using the ledger in `schema` needs, as far as the catalog tells without any
     /// privilege: USAGE on the schema and the [`GRANTS`] on the tables that are there; for
     /// writing, CREATE where the ledger is still to be made (on the database when the schema
@@ -167,7 +175,7 @@ impl Ledger {
     /// serialised by an advisory lock, so two runs starting at once do not race). A ledger
     /// already current is only read: no DDL, so a role without CREATE can use it. The
     /// privileges to use it were checked by [`authorize`].
-    async fn open(client: &mut Client, schema: &str) -> Result<Ledger, Error> {
+    async fn current(client: &mut Client, schema: &str) -> Result<Ledger, Error> {
         let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
         if Ledger::version(client, schema).await? == Some(latest) {
             return Ok(Ledger {
