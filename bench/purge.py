@@ -4,7 +4,7 @@
 Builds the release binary, generates N rows, and deletes them from a fresh database with each
 method R times (order rotated every round; before each run the table is truncated, reloaded
 with a server-side COPY, VACUUM ANALYZEd and CHECKPOINTed, none of it timed). Prints a
-markdown table of medians for README.md. Progress goes to stderr.
+markdown table of medians for bench/README.md. Progress goes to stderr.
 
     python3 bench/purge.py [--rows N] [--runs R] [--connections 4,2] [--keep]
 

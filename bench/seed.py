@@ -3,7 +3,7 @@
 
 Builds the release binary, generates N rows, loads them into a fresh database with each
 method R times (order rotated every round, table truncated and CHECKPOINTed before each run)
-and prints a markdown table of medians for README.md. Progress goes to stderr.
+and prints a markdown table of medians for bench/README.md. Progress goes to stderr.
 
     python3 bench/seed.py [--rows N] [--runs R] [--connections 4,2] [--stdin-rows M] [--keep]
 

@@ -321,7 +321,8 @@ mod tests {
     fn refusals_are_told_apart_and_all_exit_2() {
         let privileges = Error::MissingPrivileges {
             lacking: vec![
-                "role r lacks INSERT on table public.a: GRANT INSERT ON \"public\".\"a\" TO \"r\"".into(),
+                "role r lacks INSERT on table public.a: GRANT INSERT ON \"public\".\"a\" TO \"r\""
+                    .into(),
                 "role r lacks CREATE on database d: GRANT CREATE ON DATABASE \"d\" TO \"r\"".into(),
             ],
             note: Some("The ledger in schema provisioner is missing or behind.".into()),
@@ -357,7 +358,13 @@ mod tests {
         let codes: Vec<i32> = EXIT_CODES.iter().map(|(code, _)| *code).collect();
         assert_eq!(
             codes,
-            [EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED]
+            [
+                EXIT_OK,
+                EXIT_FAILED,
+                EXIT_USAGE,
+                EXIT_REJECTED,
+                EXIT_INTERRUPTED
+            ]
         );
     }
 }

@@ -2,24 +2,24 @@
 //! duplicating a row, and purge exactly those rows afterwards.
 //!
 //! # The data's path
-//! read ([`input`]: source, COPY-compatible CSV, client-side checks, rejects file) →
-//! batch and encode ([`copy`]) → write (COPY or DELETE, in the transactions of the [`run`]
-//! engine) → record (the ledger in [`db`]) → report ([`run`]'s report). [`seed`] and
-//! [`purge`] wire those stages together; [`cli`] is the command line.
+//! read (`input`: source, COPY-compatible CSV, client-side checks, rejects file) →
+//! batch and encode (`copy`) → write (COPY or DELETE, in the transactions of the `run`
+//! engine) → record (the ledger in `db`) → report (`run`'s report). `seed` and
+//! `purge` wire those stages together; `cli` is the command line.
 //!
 //! # Layers
 //! Lowest first; a module never names a module of a higher layer (a test in
 //! `tests/it/layers.rs` checks every `crate::` path against this list):
 //!
-//! 1. [`error`] (the error type, exit codes) and [`model`] (plain data: commands, statuses,
+//! 1. `error` (the error type, exit codes) and `model` (plain data: commands, statuses,
 //!    outcomes)
-//! 2. [`db`]: connecting, the catalog, privileges, retry classification, the ledger
-//! 3. [`run`]: the engine both commands share (units, writers, transactions, throttle,
+//! 2. `db`: connecting, the catalog, privileges, retry classification, the ledger
+//! 3. `run`: the engine both commands share (units, writers, transactions, throttle,
 //!    report, start and finish)
-//! 4. [`input`]: source, CSV reader, checks, rejects file
-//! 5. [`copy`]: COPY encoding, batches, COPY streams
-//! 6. [`seed`], [`purge`], [`generate`]: the commands
-//! 7. [`cli`]: flags → options → commands → exit code
+//! 4. `input`: source, CSV reader, checks, rejects file
+//! 5. `copy`: COPY encoding, batches, COPY streams
+//! 6. `seed`, `purge`, `generate`: the commands
+//! 7. `cli`: flags → options → commands → exit code
 
 pub mod cli;
 mod copy;
