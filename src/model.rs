@@ -3,6 +3,7 @@
 //! strings; serialized exactly as the ledger stores them and `--json` prints them.
 
 use std::fmt;
+use std::str::FromStr;
 
 /// The command a run belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -20,12 +21,18 @@ impl Command {
             Command::Purge => "purge",
         }
     }
+}
 
-    /// The command a ledger row names; `None` for one this version does not know.
-    pub fn parse(name: &str) -> Option<Self> {
-        [Command::Seed, Command::Purge]
-            .into_iter()
-            .find(|c| c.as_str() == name)
+impl FromStr for Command {
+    type Err = String;
+
+    /// The command a ledger row names; one this version does not know is an error.
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "seed" => Ok(Command::Seed),
+            "purge" => Ok(Command::Purge),
+            _ => Err(format!("unknown command {name:?}")),
+        }
     }
 }
 
@@ -79,17 +86,20 @@ impl Status {
             Status::Interrupted => "interrupted",
         }
     }
+}
 
-    /// The status a ledger row names; `None` for one this version does not know.
-    pub fn parse(name: &str) -> Option<Self> {
-        [
-            Status::Running,
-            Status::Completed,
-            Status::Failed,
-            Status::Interrupted,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+impl FromStr for Status {
+    type Err = String;
+
+    /// The status a ledger row names; one this version does not know is an error.
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "running" => Ok(Status::Running),
+            "completed" => Ok(Status::Completed),
+            "failed" => Ok(Status::Failed),
+            "interrupted" => Ok(Status::Interrupted),
+            _ => Err(format!("unknown run status {name:?}")),
+        }
     }
 }
 
@@ -121,7 +131,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_serialize_as_the_ledger_stores_them() {
         for c in [Command::Seed, Command::Purge] {
-            assert_eq!(Command::parse(c.as_str()), Some(c));
+            assert_eq!(c.as_str().parse(), Ok(c));
             assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
         }
         for s in [
@@ -130,10 +140,10 @@ mod tests {
             Status::Failed,
             Status::Interrupted,
         ] {
-            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(s.as_str().parse(), Ok(s));
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
-        assert_eq!(Status::parse("done"), None);
+        assert!("done".parse::<Status>().is_err());
         let dry = Invocation {
             command: Command::Purge,
             dry_run: true,

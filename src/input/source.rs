@@ -7,6 +7,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::db::ledger::InputId;
 use crate::error::Error;
 
 const READ_BUFFER: usize = 256 << 10;
@@ -41,13 +42,9 @@ const FINGERPRINT_BYTES: u64 = 1 << 20;
 /// An opened input: decompressed bytes to parse, plus what progress reporting needs.
 pub struct Input {
     pub reader: Box<dyn BufRead + Send>,
-    /// The canonical path, or `-` for stdin: part of the run's identity.
-    pub path: String,
-    /// Size on disk, when known (files); progress is measured against it.
-    pub size: Option<u64>,
-    /// xxh3-128 of the first MiB as read (compressed for gzip), in hex: a resumed run
-    /// refuses an input whose fingerprint changed.
-    pub fingerprint: String,
+    /// The canonical path (`-` for stdin), the size on disk when known (progress is measured
+    /// against it), and the xxh3-128 of the first MiB as read (compressed for gzip), in hex.
+    pub id: InputId,
     /// Bytes consumed from the file or stdin so far (compressed bytes for gzip).
     pub consumed: Arc<AtomicU64>,
 }
@@ -97,9 +94,11 @@ pub fn open(source: &Source) -> Result<Input, Error> {
     };
     Ok(Input {
         reader,
-        path,
-        size,
-        fingerprint,
+        id: InputId {
+            path,
+            size,
+            fingerprint,
+        },
         consumed,
     })
 }

@@ -91,9 +91,7 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     let run_key = RunKey {
         command: Command::Purge,
         target_table: table.display(),
-        input_path: selection.input_path,
-        input_size: selection.input_size.map(|s| s as i64),
-        input_fingerprint: selection.input_fingerprint,
+        input: selection.input,
         options,
     };
     let mut resume = opts.run.resume;

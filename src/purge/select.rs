@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::delete::{PurgeUnit, Selector};
 use crate::db::catalog::Table;
-use crate::db::ledger::{LAYOUT, Ledger};
+use crate::db::ledger::{InputId, LAYOUT, Ledger};
 use crate::error::{Error, describe_pg};
 use crate::input::csv::{self, CsvOptions, CsvReader, Record};
 use crate::input::source::{self, Source};
@@ -35,11 +35,8 @@ pub struct Selection {
     /// rows must go first; empty when the table has none).
     pub key: Vec<String>,
     pub selector: Selector,
-    /// What the run records as its input: a file's canonical path, size and fingerprint,
-    /// or `run:ID` / `where:PREDICATE`.
-    pub input_path: String,
-    pub input_size: Option<u64>,
-    pub input_fingerprint: String,
+    /// What the run records as its input: a file, or `run:ID` / `where:PREDICATE`.
+    pub input: InputId,
     /// The opened key file, for a file target.
     pub file: Option<KeyFile>,
 }
@@ -83,15 +80,13 @@ pub async fn select(
             Selection {
                 key,
                 selector: Selector::File,
-                input_path: input.path,
-                input_size: input.size,
-                input_fingerprint: input.fingerprint,
                 file: Some(KeyFile {
                     reader,
                     header,
                     consumed: input.consumed,
-                    size: input.size,
+                    size: input.id.size,
                 }),
+                input: input.id,
             }
         }
         Target::Run(run) => {
@@ -105,9 +100,7 @@ pub async fn select(
                 selector: Selector::Run {
                     ledger: ledger.quoted_schema().to_string(),
                 },
-                input_path: format!("run:{run}"),
-                input_size: None,
-                input_fingerprint: String::new(),
+                input: InputId::named(format!("run:{run}")),
                 file: None,
             }
         }
@@ -122,9 +115,7 @@ pub async fn select(
                 selector: Selector::Where {
                     predicate: predicate.clone(),
                 },
-                input_path: format!("where:{predicate}"),
-                input_size: None,
-                input_fingerprint: String::new(),
+                input: InputId::named(format!("where:{predicate}")),
                 file: None,
             }
         }

@@ -18,7 +18,7 @@ use deadpool_postgres::{Object, Pool};
 use crate::copy::batch::{Batch, Batcher};
 use crate::db::catalog::Table;
 use crate::db::connect::Endpoint;
-use crate::db::ledger::{Access, Ledger, RunKey};
+use crate::db::ledger::{Access, InputId, Ledger, RunKey};
 use crate::db::privileges::{self, Object as On, Privilege};
 use crate::error::Error;
 use crate::input::check::Checker;
@@ -81,18 +81,17 @@ pub async fn seed(
         table,
         csv,
         plan,
-        input_key,
+        input_id,
         consumed,
         rejects,
         ledger,
     } = prepare(db, &opts).await?;
 
+    let size = input_id.size;
     let key = RunKey {
         command: Command::Seed,
         target_table: table.display(),
-        input_path: input_key.path,
-        input_size: input_key.size.map(|s| s as i64),
-        input_fingerprint: input_key.fingerprint,
+        input: input_id,
         options: serde_json::json!({
             "batch_size": opts.run.batch_size,
             "columns": plan.columns,
@@ -130,7 +129,7 @@ pub async fn seed(
     let reporter = Reporter::start(
         console,
         progress.clone(),
-        (consumed, input_key.size),
+        (consumed, size),
         workers.throttle.clone(),
     );
     let batcher = Batcher {
@@ -166,13 +165,6 @@ pub async fn seed(
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
 }
 
-/// The input's identity, as the run records it.
-struct InputKey {
-    path: String,
-    size: Option<u64>,
-    fingerprint: String,
-}
-
 /// Everything checked and opened before the run is recorded.
 struct Prepared {
     pool: Pool,
@@ -180,7 +172,7 @@ struct Prepared {
     table: Table,
     csv: CsvReader<Box<dyn std::io::BufRead + Send>>,
     plan: Plan,
-    input_key: InputKey,
+    input_id: InputId,
     consumed: Arc<std::sync::atomic::AtomicU64>,
     rejects: Option<Arc<Rejects>>,
     ledger: Option<Ledger>,
@@ -192,9 +184,7 @@ struct Prepared {
 async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
     let Input {
         reader,
-        path,
-        size,
-        fingerprint,
+        id: input_id,
         consumed,
     } = source::open(&opts.source)?;
     let (pool, mut client) = start::connect(db, &opts.run).await?;
@@ -234,7 +224,7 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
     }
     tracing::debug!(table = %table.display(), columns = ?plan.columns, key = ?plan.key, "plan");
     if let Some(rejects) = &opts.rejects
-        && std::fs::canonicalize(rejects).is_ok_and(|p| p.display().to_string() == path)
+        && std::fs::canonicalize(rejects).is_ok_and(|p| p.display().to_string() == input_id.path)
     {
         return Err(Error::Usage(format!(
             "--rejects {} is the input file itself",
@@ -260,11 +250,7 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
         table,
         csv,
         plan,
-        input_key: InputKey {
-            path,
-            size,
-            fingerprint,
-        },
+        input_id,
         consumed,
         rejects,
         ledger,

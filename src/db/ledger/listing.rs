@@ -1,6 +1,8 @@
 //! The `runs` command's view of the ledger: each run with the figures its committed batches
 //! add up to.
 
+use std::str::FromStr;
+
 use tokio_postgres::Client;
 use tokio_postgres::types::{FromSql, Type};
 
@@ -56,36 +58,17 @@ impl Run {
     }
 }
 
-/// Reads a name the ledger stores as text into its type; a name this version does not know
-/// (a newer one wrote it) is an error, not a guess.
-fn named<'a, T>(
-    ty: &Type,
-    raw: &'a [u8],
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, Box<dyn std::error::Error + Sync + Send>> {
-    let name = <&str as FromSql>::from_sql(ty, raw)?;
-    parse(name).ok_or_else(|| format!("unknown name {name:?} in the ledger").into())
-}
+/// A name the ledger stores as text (a command, a status), read into its type; a name this
+/// version does not know (a newer one wrote it) is an error, not a guess.
+struct Stored<T>(T);
 
-impl<'a> FromSql<'a> for Command {
+impl<'a, T: FromStr<Err = String>> FromSql<'a> for Stored<T> {
     fn from_sql(
         ty: &Type,
         raw: &'a [u8],
     ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        named(ty, raw, Command::parse)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <&str as FromSql>::accepts(ty)
-    }
-}
-
-impl<'a> FromSql<'a> for Status {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        named(ty, raw, Status::parse)
+        let name = <&str as FromSql>::from_sql(ty, raw)?;
+        Ok(Stored(name.parse()?))
     }
 
     fn accepts(ty: &Type) -> bool {
@@ -130,11 +113,11 @@ impl Ledger {
         let read = |r: &tokio_postgres::Row| -> Result<Run, tokio_postgres::Error> {
             Ok(Run {
                 id: r.get(0),
-                command: r.try_get(1)?,
+                command: r.try_get::<_, Stored<Command>>(1)?.0,
                 target_table: r.get(2),
                 input_path: r.get(3),
                 input_size: r.get(4),
-                status: r.try_get(5)?,
+                status: r.try_get::<_, Stored<Status>>(5)?.0,
                 rows_read: r.get(6),
                 rows_inserted: r.get(7),
                 rows_updated: r.get(8),

@@ -26,7 +26,7 @@ use crate::error::Error;
 
 pub use batches::{BatchId, BatchLedger};
 pub use listing::Run;
-pub use runs::{LAYOUT, Resume, RunKey, resume_command};
+pub use runs::{InputId, LAYOUT, Resume, RunKey, resume_command};
 
 pub const DEFAULT_SCHEMA: &str = "provisioner";
 

@@ -29,14 +29,40 @@ impl Resume {
     }
 }
 
+/// Which input a run reads, as the ledger records it: a resume must read the same.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputId {
+    /// The canonical path, `-` for stdin, or what a purge without a file deletes by
+    /// (`run:7`, `where:…`).
+    pub path: String,
+    /// Bytes on disk, when known.
+    pub size: Option<u64>,
+    /// A hash of the input's start (empty without a file): a resume refuses an input whose
+    /// fingerprint changed.
+    pub fingerprint: String,
+}
+
+impl InputId {
+    /// What a purge without a file records as its input.
+    pub fn named(name: String) -> Self {
+        InputId {
+            path: name,
+            size: None,
+            fingerprint: String::new(),
+        }
+    }
+
+    fn size(&self) -> Option<i64> {
+        self.size.map(|s| s as i64)
+    }
+}
+
 /// What identifies a run for `--resume`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunKey {
     pub command: Command,
     pub target_table: String,
-    pub input_path: String,
-    pub input_size: Option<i64>,
-    pub input_fingerprint: String,
+    pub input: InputId,
     /// Batch size, columns, conflict mode and key: everything that fixes batch boundaries
     /// and what a batch does. Its `layout` member, where there is one, is how the run cut its
     /// input when it first started (a `--where` purge's page ranges): a resume reuses the
@@ -95,9 +121,7 @@ struct Candidate {
     id: i64,
     completed: bool,
     target_table: String,
-    input_path: String,
-    input_size: Option<i64>,
-    input_fingerprint: String,
+    input: InputId,
     options: serde_json::Value,
 }
 
@@ -116,7 +140,7 @@ fn check_resumable(
             ),
             None => format!(
                 "--resume: no unfinished {} run of {} into {} with these options; run without --resume to start one",
-                key.command, key.input_path, key.target_table
+                key.command, key.input.path, key.target_table
             ),
         }));
     };
@@ -135,8 +159,8 @@ fn check_resumable(
     if run.target_table != key.target_table {
         return mismatch("table", run.target_table, key.target_table.clone());
     }
-    if run.input_path != key.input_path {
-        return mismatch("input", run.input_path, key.input_path.clone());
+    if run.input.path != key.input.path {
+        return mismatch("input", run.input.path, key.input.path.clone());
     }
     if identity(&run.options) != identity(&key.options) {
         return mismatch(
@@ -145,14 +169,14 @@ fn check_resumable(
             identity(&key.options).to_string(),
         );
     }
-    if run.input_size != key.input_size || run.input_fingerprint != key.input_fingerprint {
+    if run.input != key.input {
         return Err(Error::ResumeRefused(format!(
             "--resume {run_id}: {} changed since the run started (size {} then, {} now; \
              content fingerprint {}); refusing to resume",
-            key.input_path,
-            run.input_size.map_or("unknown".into(), |s| s.to_string()),
-            key.input_size.map_or("unknown".into(), |s| s.to_string()),
-            if run.input_fingerprint == key.input_fingerprint {
+            key.input.path,
+            run.input.size.map_or("unknown".into(), |s| s.to_string()),
+            key.input.size.map_or("unknown".into(), |s| s.to_string()),
+            if run.input.fingerprint == key.input.fingerprint {
                 "unchanged"
             } else {
                 "changed"
@@ -206,9 +230,9 @@ impl Ledger {
                 &[
                     (&key.command.as_str(), Type::TEXT),
                     (&key.target_table, Type::TEXT),
-                    (&key.input_path, Type::TEXT),
-                    (&key.input_size, Type::INT8),
-                    (&key.input_fingerprint, Type::TEXT),
+                    (&key.input.path, Type::TEXT),
+                    (&key.input.size(), Type::INT8),
+                    (&key.input.fingerprint, Type::TEXT),
                     (&key.options, Type::JSONB),
                     (&command_line, Type::TEXT_ARRAY),
                     (&host, Type::TEXT),
@@ -264,7 +288,7 @@ impl Ledger {
                     (&key.command.as_str(), Type::TEXT),
                     (&id, Type::INT8),
                     (&key.target_table, Type::TEXT),
-                    (&key.input_path, Type::TEXT),
+                    (&key.input.path, Type::TEXT),
                     (&identity(&key.options), Type::JSONB),
                 ],
             )
@@ -274,9 +298,11 @@ impl Ledger {
                 id: row.get(0),
                 completed: row.get::<_, &str>(1) == Status::Completed.as_str(),
                 target_table: row.get(2),
-                input_path: row.get(3),
-                input_size: row.get(4),
-                input_fingerprint: row.get(5),
+                input: InputId {
+                    path: row.get(3),
+                    size: row.get::<_, Option<i64>>(4).map(|s| s as u64),
+                    fingerprint: row.get(5),
+                },
                 options: row.get(6),
             });
         check_resumable(key, id, found)
@@ -413,9 +439,11 @@ mod tests {
         RunKey {
             command: Command::Seed,
             target_table: "public.accounts".into(),
-            input_path: "/data/a.csv".into(),
-            input_size: Some(100),
-            input_fingerprint: "f".into(),
+            input: InputId {
+                path: "/data/a.csv".into(),
+                size: Some(100),
+                fingerprint: "f".into(),
+            },
             options: serde_json::json!({"batch_size": 10}),
         }
     }
@@ -426,9 +454,7 @@ mod tests {
             id: 7,
             completed: false,
             target_table: key.target_table,
-            input_path: key.input_path,
-            input_size: key.input_size,
-            input_fingerprint: key.input_fingerprint,
+            input: key.input,
             options: serde_json::json!({"batch_size": 10, "layout": {"pages": 3}}),
         }
     }
@@ -470,7 +496,10 @@ mod tests {
         };
         refused(Some(table), Some(7), "the table differs");
         let input = Candidate {
-            input_path: "/data/b.csv".into(),
+            input: InputId {
+                path: "/data/b.csv".into(),
+                ..candidate().input
+            },
             ..candidate()
         };
         refused(Some(input), Some(7), "the input differs");
@@ -480,7 +509,10 @@ mod tests {
         };
         refused(Some(options), Some(7), "the batching options differs");
         let size = Candidate {
-            input_size: Some(99),
+            input: InputId {
+                size: Some(99),
+                ..candidate().input
+            },
             ..candidate()
         };
         refused(
@@ -489,7 +521,10 @@ mod tests {
             "size 99 then, 100 now; content fingerprint unchanged",
         );
         let content = Candidate {
-            input_fingerprint: "g".into(),
+            input: InputId {
+                fingerprint: "g".into(),
+                ..candidate().input
+            },
             ..candidate()
         };
         refused(Some(content), None, "content fingerprint changed");
