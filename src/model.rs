@@ -3,42 +3,29 @@
 //! strings; serialized exactly as the ledger stores them and `--json` prints them.
 
 use std::fmt;
-use std::str::FromStr;
 
-/// The command a run belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The command a run belongs to, named as the ledger stores it and `--json` prints it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Command {
     Seed,
     Purge,
 }
 
 impl Command {
-    /// The name the ledger stores and the summaries print.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Command::Seed => "seed",
-            Command::Purge => "purge",
-        }
-    }
-}
-
-impl FromStr for Command {
-    type Err = String;
-
-    /// The command a ledger row names; one this version does not know is an error.
-    fn from_str(name: &str) -> Result<Self, String> {
-        match name {
-            "seed" => Ok(Command::Seed),
-            "purge" => Ok(Command::Purge),
-            _ => Err(format!("unknown command {name:?}")),
-        }
-    }
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
+        self.into()
     }
 }
 
@@ -66,9 +53,20 @@ impl serde::Serialize for Invocation {
     }
 }
 
-/// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Where a run stands, named as the ledger stores it and `--json` prints it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     Running,
     Completed,
@@ -77,35 +75,8 @@ pub enum Status {
 }
 
 impl Status {
-    /// The name the ledger stores.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Interrupted => "interrupted",
-        }
-    }
-}
-
-impl FromStr for Status {
-    type Err = String;
-
-    /// The status a ledger row names; one this version does not know is an error.
-    fn from_str(name: &str) -> Result<Self, String> {
-        match name {
-            "running" => Ok(Status::Running),
-            "completed" => Ok(Status::Completed),
-            "failed" => Ok(Status::Failed),
-            "interrupted" => Ok(Status::Interrupted),
-            _ => Err(format!("unknown run status {name:?}")),
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
+        self.into()
     }
 }
 
@@ -131,7 +102,8 @@ mod tests {
     #[test]
     fn names_round_trip_and_serialize_as_the_ledger_stores_them() {
         for c in [Command::Seed, Command::Purge] {
-            assert_eq!(c.as_str().parse(), Ok(c));
+            assert_eq!(c.as_str().parse::<Command>(), Ok(c));
+            assert_eq!(format!("{c:<6}|"), format!("{:<6}|", c.as_str()));
             assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
         }
         for s in [
@@ -140,7 +112,7 @@ mod tests {
             Status::Failed,
             Status::Interrupted,
         ] {
-            assert_eq!(s.as_str().parse(), Ok(s));
+            assert_eq!(s.as_str().parse::<Status>(), Ok(s));
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
         assert!("done".parse::<Status>().is_err());

@@ -62,13 +62,16 @@ impl Run {
 /// version does not know (a newer one wrote it) is an error, not a guess.
 struct Stored<T>(T);
 
-impl<'a, T: FromStr<Err = String>> FromSql<'a> for Stored<T> {
+impl<'a, T: FromStr> FromSql<'a> for Stored<T> {
     fn from_sql(
         ty: &Type,
         raw: &'a [u8],
     ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let name = <&str as FromSql>::from_sql(ty, raw)?;
-        Ok(Stored(name.parse()?))
+        let parsed = name
+            .parse()
+            .map_err(|_| format!("unknown name {name:?} in the ledger"))?;
+        Ok(Stored(parsed))
     }
 
     fn accepts(ty: &Type) -> bool {
