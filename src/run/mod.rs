@@ -8,17 +8,17 @@
 //! taken still finish. The first Ctrl-C or SIGTERM does the same and marks the run
 //! interrupted; the second exits at once, which the ledger makes safe.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
 pub mod finish;
 mod options;
 pub mod report;
 pub mod start;
 pub mod throttle;
 pub mod transaction;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 
@@ -69,7 +69,7 @@ pub trait Sink<U>: Clone + Send + Sync + 'static {
 /// a `COPY … FROM STDIN` waiting for the client's data ignores `statement_timeout`; a unit
 /// that misses it is replayed like one whose connection was lost, which the ledger's claim
 /// makes safe.
-pub async fn on_connection<T>(
+async fn on_connection<T>(
     pool: &Pool,
     limit: Duration,
     unit: &impl Unit,
@@ -103,16 +103,16 @@ pub enum ProduceEnd {
 /// What the writers share.
 #[derive(Clone)]
 pub struct Workers {
-    pub connections: usize,
-    pub batch_timeout: Duration,
-    pub retry: RetryPolicy,
-    pub progress: Arc<Progress>,
+    connections: usize,
+    batch_timeout: Duration,
+    retry: RetryPolicy,
+    progress: Arc<Progress>,
     /// Set by the first signal: producers check it between units.
     pub stop: Arc<AtomicBool>,
     /// Pauses and paces the writers; a no-op unless asked for (or SIGUSR1).
     pub throttle: Arc<Throttle>,
     /// For the throttle's replica-lag watcher.
-    pub pool: Pool,
+    pool: Pool,
 }
 
 impl Workers {
