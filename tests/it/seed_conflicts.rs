@@ -1,10 +1,8 @@
-//! `--on-conflict error|skip|update` and `--key` (hostile names: tests/hostile_names.rs).
-
-mod common;
+//! `--on-conflict error|skip|update` and `--key` (hostile names: `hostile_names.rs`).
 
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 
 /// The `Key (col)=(value)` the server's unique-violation detail names in `stderr`.
 fn named_key(stderr: &str) -> (String, String) {

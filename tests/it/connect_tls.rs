@@ -2,15 +2,13 @@
 //! CA made for the test: each `sslmode` connects, or refuses, for the reason libpq would, and
 //! a connection that should be encrypted really is (the server says so).
 
-mod common;
-
 use std::path::Path;
 
-use common::cluster::{Cluster, SUPERUSER};
-use common::tls::{
+use crate::common::cluster::{Cluster, SUPERUSER};
+use crate::common::tls::{
     CERT_USER, Pki, SCRAM_PASSWORD, SCRAM_USER, accounts_in, error_line, run_with_env, ssl_cluster,
 };
-use common::{Run, fixture_path, fixture_records, path_str};
+use crate::common::{Run, fixture_path, fixture_records, path_str};
 
 /// `host=<host> port=… user=<user> dbname=<db> application_name=<app> <extra>`.
 fn url(cluster: &Cluster, host: &str, user: &str, db: &str, app: &str, extra: &str) -> String {

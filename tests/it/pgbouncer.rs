@@ -6,13 +6,11 @@
 //! Plus the client-side batch watchdog: a COPY stalled on the network is abandoned at
 //! `--batch-timeout` and replayed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::bouncer::Bouncer;
-use common::proxy::Proxy;
-use common::*;
+use crate::common::bouncer::Bouncer;
+use crate::common::proxy::Proxy;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -120,7 +118,7 @@ fn seed_through_transaction_pooling_gives_exact_rows_resumes_and_lists_runs() {
         "500",
         "--json",
     ];
-    let mut first = common::Spawned::start(&[&args[..], &["--rate", "10000"]].concat());
+    let mut first = Spawned::start(&[&args[..], &["--rate", "10000"]].concat());
     first.wait_for("ten committed batches", LONG, || db.ledger_batches() >= 10);
     let killed = first.kill_and_collect();
     assert_eq!(killed.code, -1, "killed by a signal: {killed:?}");
@@ -313,7 +311,7 @@ fn mixed_target() -> TestDb {
 /// the input, with their line, column, SQLSTATE and reason (in any batch order).
 #[track_caller]
 fn assert_mixed_rejects(rejects: &std::path::Path, what: &str) {
-    use common::rejects::read_rejects;
+    use crate::common::rejects::read_rejects;
     let (header, mut got) = read_rejects(rejects);
     assert_eq!(
         header,

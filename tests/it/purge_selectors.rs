@@ -2,11 +2,8 @@
 //! deleting exactly what it names and nothing else; and the command line that must name
 //! exactly one of them.
 
-mod common;
-mod purge_support;
-
-use common::*;
-use purge_support::*;
+use crate::common::*;
+use crate::purge_support::*;
 
 // ---------------------------------------------------------------------------------------------
 // 1. FILE

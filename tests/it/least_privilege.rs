@@ -6,11 +6,9 @@
 //! (after DROP OWNED BY in the test's database), panics included. Trust authentication on
 //! 127.0.0.1 lets the tests connect as any role.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 
 const LONG: Duration = Duration::from_secs(120);
 

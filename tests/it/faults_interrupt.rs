@@ -12,12 +12,10 @@
 //! 5. `provisioner runs` and `runs show ID` show runs and, for an unfinished one, its resume
 //!    command.
 
-mod common;
-
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 

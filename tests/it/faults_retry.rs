@@ -11,14 +11,12 @@
 //! Every test ends by checking the table against the input: the exact row count, no key
 //! twice, and the same rows psql's `\copy` loads from the same file.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 

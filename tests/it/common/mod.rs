@@ -1,4 +1,4 @@
-//! Shared harness for the `seed_*` integration tests.
+//! The shared harness of the integration tests (every module of `tests/it`).
 //!
 //! Every test makes its own [`TestDb`]: a fresh, uniquely named database created through an
 //! admin connection (`DATABASE_URL`, else the libpq-style defaults the binary itself uses) and

@@ -7,11 +7,8 @@
 //!    recomputed ranges no longer match its committed batches is refused, deletes nothing,
 //!    and is not left `running`.
 
-mod common;
-mod purge_support;
-
-use common::*;
-use purge_support::*;
+use crate::common::*;
+use crate::purge_support::*;
 
 /// About a third of the generated rows, spread over every page of the table.
 const SELECTED: &str = "email LIKE '%@example.test' AND id % 3 = 0";

@@ -3,13 +3,11 @@
 //! case: tokio-postgres's own timeout covers only the TCP connect, so `--connect-timeout`
 //! must bound the whole start-up.
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::tls::{error_line, run_with_env};
-use common::{Run, TestDb, fixture_path, path_str};
+use crate::common::tls::{error_line, run_with_env};
+use crate::common::{Run, TestDb, fixture_path, path_str};
 
 /// A TCP port that accepts connections and never answers: the start-up packet (or TLS
 /// request) waits forever. Connections are held open until the process ends.

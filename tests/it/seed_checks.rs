@@ -3,12 +3,10 @@
 //! recorded; and a check never refuses a value the server accepts: for every value tried,
 //! the tool rejects it exactly when `COPY` refuses it, with the server's SQLSTATE.
 
-mod common;
-
 use std::io::Write;
 
-use common::rejects::read_rejects;
-use common::*;
+use crate::common::rejects::read_rejects;
+use crate::common::*;
 
 const COLS: &str = "external_id,email,username,display_name";
 

@@ -2,11 +2,9 @@
 //! and CR line ends, blank lines. Each must load exactly what psql loads from the plain
 //! fixture.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Loads `accounts` of `db` with `run`, checks the figures, compares with `want` and empties
 /// the table for the next variant.

@@ -4,14 +4,12 @@
 //! table); its stdout, stderr, the ledger's rows and what `runs` prints must not hold the
 //! password in any spelling.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::cluster::Cluster;
-use common::tls::{Pki, accounts_in, reconfigure, run_with_env};
-use common::{Run, fixture_path, fixture_records, path_str};
+use crate::common::cluster::Cluster;
+use crate::common::tls::{Pki, accounts_in, reconfigure, run_with_env};
+use crate::common::{Run, fixture_path, fixture_records, path_str};
 
 /// The role's password: a colon and an at sign (escaped in the password file, encoded in a
 /// URL) and a space (quoted in conninfo).

@@ -3,10 +3,8 @@
 //! the run exits 3; more than N bad rows fail the run (exit 1); a resumed run appends
 //! without writing a line twice.
 
-mod common;
-
-use common::rejects::{Rejected, read_rejects};
-use common::*;
+use crate::common::rejects::{Rejected, read_rejects};
+use crate::common::*;
 
 const COLS: &str = "external_id,email,username,display_name,role,team";
 

@@ -2,13 +2,10 @@
 //! `--cascade`), `--dry-run`, the confirmation threshold, and retries when the server kills
 //! the tool's connections mid-purge.
 
-mod common;
-mod purge_support;
-
 use std::time::Duration;
 
-use common::*;
-use purge_support::*;
+use crate::common::*;
+use crate::purge_support::*;
 
 /// The external_ids of the fixture's records, in file order, quoted for SQL.
 fn fixture_ids() -> Vec<String> {

@@ -7,14 +7,12 @@
 //!    without the ledger ends in a duplicate key, as the control test shows;
 //! 3. a private cluster is restarted (`pg_ctl restart -m fast`) mid-run.
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
-use common::proxy::Proxy;
-use common::*;
+use crate::common::cluster::Cluster;
+use crate::common::proxy::Proxy;
+use crate::common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 

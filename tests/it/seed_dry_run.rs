@@ -2,10 +2,8 @@
 //! rolled back; the counts are what a real run would report, and nothing is written to the
 //! table or the ledger.
 
-mod common;
-
-use common::rejects::read_rejects;
-use common::*;
+use crate::common::rejects::read_rejects;
+use crate::common::*;
 
 const COLS: &str = "external_id,email,username,role";
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the `purge_*` integration tests, on top of `tests/common`.
+//! Helpers shared by the `purge_*` integration tests, on top of [`crate::common`].
 //!
 //! The idea of every purge test: put "real" accounts (domain `real.example`, usernames
 //! `real_user_N`, never produced by the fixture or `generate`) into the table first, snapshot

@@ -1,9 +1,7 @@
 //! Errors: header problems (exit 2, nothing written, all listed at once) and bad rows (exit 1,
 //! the message names the physical line; earlier batches stay committed).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const COLS: [&str; 5] = ["external_id", "email", "username", "display_name", "role"];
 

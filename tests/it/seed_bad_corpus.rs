@@ -16,10 +16,8 @@
 //! the real run (stop mode) or writes the same rejects file (reject mode), and leaves the
 //! table empty and the database without a ledger.
 
-mod common;
-
-use common::rejects::read_rejects_of;
-use common::*;
+use crate::common::rejects::read_rejects_of;
+use crate::common::*;
 
 /// What seeding one corpus file must do.
 struct Case {

@@ -14,11 +14,9 @@
 //! With a database: mangled CSV (plain, gzipped, or with its gzip stream mangled) fed to
 //! `provisioner seed` ends in exit 0, 1 or 2, never a panic.
 
-mod common;
-
 use std::io::BufReader;
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use provisioner::Error;

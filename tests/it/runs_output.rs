@@ -2,11 +2,8 @@
 //! did not find, counted from its committed batches (so an unfinished run shows what it
 //! committed), in the table, in `show` and in `--json`; and `--limit` below 1 refused.
 
-mod common;
-mod purge_support;
-
-use common::*;
-use purge_support::*;
+use crate::common::*;
+use crate::purge_support::*;
 
 /// `provisioner runs --database-url <db> <args…>`, expected to succeed; its stdout.
 fn runs(db: &TestDb, args: &[&str]) -> String {

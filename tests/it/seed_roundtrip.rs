@@ -1,12 +1,10 @@
 //! Loads through the tool equal loads through `psql \copy`: the fixture, random rows, and a
 //! large generated file.
 
-mod common;
-
 use std::fs::File;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 

@@ -14,15 +14,13 @@
 //!
 //! Timing bounds are generous: they assert behaviour, the benchmarks measure it.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Longest any single run may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);

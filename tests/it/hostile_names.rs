@@ -5,13 +5,11 @@
 //! `--cascade`, the privilege check), change exactly what they should, inject nothing, and
 //! are shown readably in messages (the suggested GRANT pastes into psql as it is).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::rejects::read_rejects;
-use common::*;
+use crate::common::rejects::read_rejects;
+use crate::common::*;
 
 const SCHEMA: &str = "Load Test";
 const TABLE: &str = r#"Acc "x"; drop table accounts;--"#;
