@@ -3,17 +3,14 @@
 //! The idea of every purge test: put "real" accounts (domain `real.example`, usernames
 //! `real_user_N`, never produced by the fixture or `generate`) into the table first, snapshot
 //! them with their ids, purge, and check the snapshot is still there, byte for byte.
-#![allow(dead_code)]
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{BIN, Run, TestDb, run_bin};
+use crate::common::{Run, TestDb, csv_file, generate_csv_with, run_bin};
 
 /// The predicate that selects the real accounts (the ones no purge may touch).
 pub const REAL: &str = "email LIKE '%@real.example'";
@@ -82,31 +79,10 @@ pub fn seed_ok(db: &TestDb, file: &Path, args: &[&str]) -> serde_json::Value {
     run.json()
 }
 
-fn clean_env(cmd: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("PG") || key == "DATABASE_URL" {
-            cmd.env_remove(&key);
-        }
-    }
-}
-
-/// `provisioner generate --count <count> --seed <seed> --domain <domain>` into `file` in the
-/// test's scratch directory.
+/// `provisioner generate --count <count> --seed <seed> -q --domain <domain>` into `file` in
+/// the test's scratch directory.
 pub fn generate(db: &TestDb, file: &str, count: u64, seed: u64, domain: &str) -> PathBuf {
-    let path = db.path(file);
-    let out = fs::File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    let mut cmd = Command::new(BIN);
-    clean_env(&mut cmd);
-    let status = cmd
-        .args(["generate", "-q", "--count", &count.to_string()])
-        .args(["--seed", &seed.to_string(), "--domain", domain])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .status()
-        .expect("run provisioner generate");
-    assert!(status.success(), "generate failed: {status}");
-    path
+    generate_csv_with(&db.path(file), count, seed, &["-q", "--domain", domain])
 }
 
 /// Writes the header and the given records of `records` (a CSV's data rows) to `file`.
@@ -116,7 +92,7 @@ pub fn write_records(
     header: &[&str],
     records: &[Vec<Option<String>>],
 ) -> PathBuf {
-    db.write(file, crate::common::csv_file(header, records, "\n"))
+    db.write(file, csv_file(header, records, "\n"))
 }
 
 /// A thread that, once `ready` holds, terminates every backend whose application_name is

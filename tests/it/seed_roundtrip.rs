@@ -1,9 +1,6 @@
 //! Loads through the tool equal loads through `psql \copy`: the fixture, random rows, and a
 //! large generated file.
 
-use std::fs::File;
-use std::process::{Command, Stdio};
-
 use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -612,14 +609,7 @@ fn random_rows_load_like_psql() {
 #[test]
 fn two_hundred_thousand_generated_rows_over_four_connections() {
     let db = TestDb::with_accounts();
-    let path = db.path("generated.csv");
-    let status = Command::new(BIN)
-        .args(["generate", "--count", "200000", "--seed", "7"])
-        .stdout(File::create(&path).expect("create generated.csv"))
-        .stderr(Stdio::inherit())
-        .status()
-        .expect("run provisioner generate");
-    assert!(status.success(), "generate failed: {status}");
+    let path = generate_csv(&db.path("generated.csv"), 200_000, 7);
 
     let run = db.seed(&path, &["--connections", "4", "--json"]);
     run.expect_ok();

@@ -11,7 +11,6 @@
 //! (Debian: `apt-get install pgbouncer`); without it the test fails and says so. PgBouncer
 //! refuses to run as root, so as root it runs as the `postgres` OS user, which owns the
 //! directory. It is killed, and the directory removed, on drop (panics included).
-#![allow(dead_code)]
 
 use std::fs;
 use std::net::TcpStream;

@@ -7,7 +7,6 @@
 //! `/usr/lib/postgresql/*/bin`. initdb refuses to run as root, so when the tests run as root
 //! every server command runs as the `postgres` OS user (`runuser -u postgres --`), which owns
 //! the directory. Every command is bounded in time.
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::Write;

@@ -9,7 +9,6 @@
 //! The test-side CSV code ([`parse_csv`], [`csv_field`], [`csv_record`]) is a small,
 //! independent model of PostgreSQL's CSV COPY dialect, used to build inputs and to locate
 //! physical lines; it does not share code with `src/read.rs` on purpose.
-#![allow(dead_code)]
 
 pub mod bouncer;
 pub mod cluster;
@@ -429,8 +428,7 @@ pub fn run_bin(args: &[&str], stdin: Option<&[u8]>) -> Run {
 /// Runs the binary with `args`, writing each of `chunks` to its stdin with a pause of `pause`
 /// before every chunk but the first, as a slow producer at the other end of a pipe would.
 pub fn run_bin_chunked(args: &[&str], chunks: Option<Vec<Vec<u8>>>, pause: Duration) -> Run {
-    let mut cmd = Command::new(BIN);
-    clean_env(&mut cmd);
+    let mut cmd = bin_command();
     cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -745,10 +743,17 @@ pub fn bin_command() -> Command {
 
 /// `provisioner generate --count <count> --seed <seed>` into `path`.
 pub fn generate_csv(path: &Path, count: u64, seed: u64) -> PathBuf {
+    generate_csv_with(path, count, seed, &[])
+}
+
+/// `provisioner generate --count <count> --seed <seed> <extra…>` into `path`.
+pub fn generate_csv_with(path: &Path, count: u64, seed: u64, extra: &[&str]) -> PathBuf {
     let file = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     let status = bin_command()
         .args(["generate", "--count", &count.to_string()])
         .args(["--seed", &seed.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
         .stdout(file)
         .stderr(Stdio::inherit())
         .status()

@@ -17,7 +17,6 @@
 //! byte and a big-endian int32 length that counts itself) and forwarded a whole message at a
 //! time, so a `COMMIT` can be recognised before the server sees it. Plain threads, no
 //! runtime; every thread ends when its sockets are shut down, which dropping the proxy does.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -117,11 +116,6 @@ impl Proxy {
         }
         self.shared.cut.fetch_add(conns.len(), SeqCst);
         conns.len()
-    }
-
-    /// Connections open through the proxy now.
-    pub fn open_connections(&self) -> usize {
-        self.shared.conns.lock().unwrap().len()
     }
 
     /// Loses the reply of the next `k` COMMITs (added to any still pending).

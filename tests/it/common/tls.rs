@@ -2,7 +2,6 @@
 //! made for the test (with the `openssl` CLI), client-certificate logins, password logins
 //! (scram-sha-256). Built on [`super::cluster::Cluster`]: started plain, then reconfigured
 //! and restarted.
-#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
