@@ -3,30 +3,81 @@
 //! case: tokio-postgres's own timeout covers only the TCP connect, so `--connect-timeout`
 //! must bound the whole start-up.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::tls::{error_line, run_with_env};
 use crate::common::{Run, TestDb, fixture_path, path_str};
 
 /// A TCP port that accepts connections and never answers: the start-up packet (or TLS
-/// request) waits forever. Connections are held open until the process ends.
-fn silent_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    port
+/// request) waits forever. Connections are held open until the value is dropped, which stops
+/// the listener (the tests share one process: nothing may outlive its test).
+struct SilentServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+impl SilentServer {
+    fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => held.push(stream),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        SilentServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A port of 127.0.0.1 nothing listens on, and no other test can start listening on while
+/// the value lives: it is the local port of a connection the value holds open (bound without
+/// `SO_REUSEADDR`, so neither a `bind` to port 0 nor one to that port gets it), and a
+/// connection attempt to it is refused. A port merely found free and let go could be taken
+/// by a server, proxy or PgBouncer another test starts meanwhile.
+struct ClosedPort {
+    port: u16,
+    _held: (TcpListener, TcpStream, TcpStream),
+}
+
+impl ClosedPort {
+    fn new() -> ClosedPort {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+        let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect to it");
+        let (server, _) = listener.accept().expect("accept the connection");
+        ClosedPort {
+            port: client.local_addr().unwrap().port(),
+            _held: (listener, client, server),
+        }
+    }
 }
 
 /// Runs `seed fixtures/accounts.csv --database-url <url> <extra…>` with `env`, returning the
@@ -42,7 +93,8 @@ fn seed(url: &str, extra: &[&str], env: &[(&str, &str)]) -> (Run, Duration) {
 
 #[test]
 fn a_server_that_never_answers_fails_within_the_connect_timeout() {
-    let port = silent_server();
+    let server = SilentServer::start();
+    let port = server.port;
     let url = format!("host=127.0.0.1 port={port} user=someone dbname=somedb password=pw-3c1d");
     let expected = format!(
         "error: could not connect to host=127.0.0.1 port={port} user=someone dbname=somedb: \
@@ -102,7 +154,8 @@ fn a_server_that_never_answers_fails_within_the_connect_timeout() {
 
 #[test]
 fn refused_connections_and_unknown_databases_name_the_target_in_one_line() {
-    let port = closed_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let url = format!("postgres://someone:pw-9e2a@127.0.0.1:{port}/somedb");
     let (run, took) = seed(&url, &[], &[]);
     let line = error_line(&run);
@@ -130,7 +183,8 @@ fn refused_connections_and_unknown_databases_name_the_target_in_one_line() {
 
 #[test]
 fn impossible_settings_are_usage_errors_before_connecting() {
-    let port = silent_server();
+    let server = SilentServer::start();
+    let port = server.port;
     for (url, message) in [
         (
             format!("host=localhost port={port} sslmode=verify-full"),

@@ -263,14 +263,7 @@ fn a_server_restart_mid_run_is_ridden_out() {
 struct TempDir(std::path::PathBuf);
 
 fn tempdir(what: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "prov_faults_{what}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    ));
+    let dir = std::env::temp_dir().join(unique_name(&format!("prov_faults_{what}")));
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
     TempDir(dir)
 }

@@ -6,7 +6,7 @@
 //! (after DROP OWNED BY in the test's database), panics included. Trust authentication on
 //! 127.0.0.1 lets the tests connect as any role.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -21,11 +21,7 @@ struct Role {
 
 impl Role {
     fn new(db: &TestDb, tag: &str) -> Role {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let name = format!("prov_{tag}_{}_{nanos}", std::process::id());
+        let name = unique_name(&format!("prov_{tag}"));
         db.execute(&format!("CREATE ROLE {name} LOGIN"));
         let addr = server_tcp_addr();
         Role {

@@ -14,7 +14,9 @@
 //!
 //! All tests share this one process and run in parallel threads: none may set process
 //! environment variables, change the working directory, install signal handlers, or use a
-//! fixed port, path, role or application name.
+//! fixed port, path, role or application name. Names come from [`common::unique_name`],
+//! ports from the OS (`127.0.0.1:0`), and each child process gets its environment through
+//! its own `Command`.
 
 mod common;
 mod purge_support;

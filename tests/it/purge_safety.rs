@@ -396,7 +396,7 @@ fn purge_survives_its_backends_being_terminated() {
     let real = real_accounts(&db);
     assert_eq!(db.count("accounts"), ROWS as i64 + 100);
 
-    let app = format!("purge_victim_{}", std::process::id());
+    let app = unique_name("purge_victim");
     // The setup (catalog, ledger, count) is not what is under test: start killing once the
     // run is recorded, i.e. once batches are about to flow.
     let killer = Killer::start(

@@ -10,12 +10,13 @@
 //! The binary is `PROVISIONER_TEST_PGBOUNCER` or `pgbouncer` on PATH or `/usr/sbin/pgbouncer`
 //! (Debian: `apt-get install pgbouncer`); without it the test fails and says so. PgBouncer
 //! refuses to run as root, so as root it runs as the `postgres` OS user, which owns the
-//! directory. It is killed, and the directory removed, on drop (panics included).
+//! directory. It is killed, and the directory removed, on drop (panics included). A port
+//! taken between picking and binding it (another test may be starting a server) is retried.
 
 use std::fs;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,83 +79,103 @@ impl Bouncer {
                 format!("host={} port={}", addr.ip(), addr.port())
             }
         };
-        let port = super::cluster::free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "prov_bouncer_{}_{port}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        ));
+        let dir = std::env::temp_dir().join(super::unique_name("prov_bouncer"));
         fs::create_dir_all(&dir).expect("create the pgbouncer directory");
         let users = format!("\"{user}\" \"\"\n");
         fs::write(dir.join("userlist.txt"), users).expect("write userlist.txt");
-        let ini = format!(
-            "[databases]\n\
-             * = {upstream}\n\
-             [pgbouncer]\n\
-             listen_addr = 127.0.0.1\n\
-             listen_port = {port}\n\
-             unix_socket_dir =\n\
-             auth_type = trust\n\
-             auth_file = {dir}/userlist.txt\n\
-             pool_mode = transaction\n\
-             max_client_conn = 200\n\
-             server_round_robin = 1\n\
-             min_pool_size = {POOL_SIZE}\n\
-             default_pool_size = {POOL_SIZE}\n\
-             ignore_startup_parameters = extra_float_digits\n\
-             logfile = {dir}/pgbouncer.log\n\
-             pidfile = {dir}/pgbouncer.pid\n",
-            dir = dir.display()
-        );
-        let ini_path = dir.join("pgbouncer.ini");
-        fs::write(&ini_path, ini).expect("write pgbouncer.ini");
-        let mut cmd = Command::new(&bin);
-        cmd.arg(&ini_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if super::cluster::running_as_root() {
-            let (uid, gid) = (id_of("-u", "postgres"), id_of("-g", "postgres"));
-            let status = Command::new("chown")
-                .arg("-R")
-                .arg(format!("{uid}:{gid}"))
-                .arg(&dir)
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown the pgbouncer directory");
-            cmd.uid(uid).gid(gid);
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut bouncer = Bouncer { dir, port, child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = bouncer.child.try_wait() {
-                panic!("pgbouncer exited ({status}):\n{}", bouncer.log());
+        let owner = super::cluster::running_as_root()
+            .then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
+        // A port picked free may be taken (by another test's server, proxy or bouncer) by the
+        // time PgBouncer binds it: then it exits at once, and another port is tried.
+        for attempt in 0..5 {
+            let port = super::cluster::free_port();
+            match try_start(&bin, &dir, &upstream, port, owner) {
+                Ok(child) => return Bouncer { dir, port, child },
+                Err(log) if attempt < 4 && log.contains("Address already in use") => {
+                    eprintln!("pgbouncer could not listen on {port}, trying another port:\n{log}");
+                }
+                Err(log) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    panic!("pgbouncer did not start:\n{log}");
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "pgbouncer did not listen on 127.0.0.1:{port} within 15 s:\n{}",
-                bouncer.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        bouncer
+        unreachable!()
     }
 
     /// The conninfo that reaches `db` through PgBouncer.
     pub fn url(&self, db: &super::TestDb) -> String {
         db.url_via(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)))
     }
+}
 
-    /// PgBouncer's log, for failure messages.
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+/// Starts PgBouncer on `port` with its files in `dir` (as `owner`, when given), waiting until
+/// it accepts connections; its log when it exits first or does not listen in time.
+fn try_start(
+    bin: &Path,
+    dir: &Path,
+    upstream: &str,
+    port: u16,
+    owner: Option<(u32, u32)>,
+) -> Result<Child, String> {
+    let ini = format!(
+        "[databases]\n\
+         * = {upstream}\n\
+         [pgbouncer]\n\
+         listen_addr = 127.0.0.1\n\
+         listen_port = {port}\n\
+         unix_socket_dir =\n\
+         auth_type = trust\n\
+         auth_file = {dir}/userlist.txt\n\
+         pool_mode = transaction\n\
+         max_client_conn = 200\n\
+         server_round_robin = 1\n\
+         min_pool_size = {POOL_SIZE}\n\
+         default_pool_size = {POOL_SIZE}\n\
+         ignore_startup_parameters = extra_float_digits\n\
+         logfile = {dir}/pgbouncer.log\n\
+         pidfile = {dir}/pgbouncer.pid\n",
+        dir = dir.display()
+    );
+    let ini_path = dir.join("pgbouncer.ini");
+    fs::write(&ini_path, ini).expect("write pgbouncer.ini");
+    let log_path = dir.join("pgbouncer.log");
+    let _ = fs::remove_file(&log_path);
+    let log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let mut cmd = Command::new(bin);
+    cmd.arg(&ini_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some((uid, gid)) = owner {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(dir)
+            .status()
+            .expect("run chown");
+        assert!(status.success(), "chown the pgbouncer directory");
+        cmd.uid(uid).gid(gid);
     }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("pgbouncer exited ({status}):\n{}", log()));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "pgbouncer did not listen on 127.0.0.1:{port} within 15 s:\n{}",
+                log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
 }
 
 impl Drop for Bouncer {

@@ -13,7 +13,6 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The superuser initdb creates; trust authentication, no password.
@@ -96,16 +95,7 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
 impl Cluster {
     /// initdb and start a new cluster; panics (with the server log) when it does not come up.
     pub fn start() -> Cluster {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let root = std::env::temp_dir().join(format!(
-            "prov_cluster_{}_{n}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        ));
+        let root = std::env::temp_dir().join(super::unique_name("prov_cluster"));
         fs::create_dir_all(&root).expect("create the cluster's directory");
         let as_postgres = running_as_root();
         let mut cluster = Cluster {

@@ -152,6 +152,20 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `<prefix>_<pid>_<n>_<nanos>`: a name no other test of this process (`n` counts up) nor of
+/// another test process (its pid, the time) uses. For databases, roles, application names,
+/// scratch directories: every test runs in parallel with the others in this one process, so
+/// nothing may have a fixed name.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}_{}_{n}_{nanos}", std::process::id())
+}
+
 /// A fresh database for one test, dropped (`WITH (FORCE)`) on drop, and a scratch directory
 /// for its files, removed with it.
 pub struct TestDb {
@@ -162,13 +176,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new() -> TestDb {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let name = format!("prov_test_{}_{n}_{nanos}", std::process::id());
+        let name = unique_name("prov_test");
         let mut admin = admin_client();
         admin
             .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name)))

@@ -40,14 +40,7 @@ impl Pki {
     /// A new CA named `name`, a server certificate for `localhost` only (DNS name, no IP)
     /// and a client certificate for [`CERT_USER`], all P-256 keys valid for two days.
     pub fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "prov_pki_{name}_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        ));
+        let dir = std::env::temp_dir().join(super::unique_name(&format!("prov_pki_{name}")));
         fs::create_dir_all(&dir).expect("create the PKI directory");
         let ec = [
             "-newkey",
