@@ -29,6 +29,7 @@ mod faults_network;
 mod faults_retry;
 mod fuzz_input;
 mod hostile_names;
+mod json_output;
 mod least_privilege;
 mod pgbouncer;
 mod purge_resume;
