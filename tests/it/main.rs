@@ -17,6 +17,11 @@
 //! fixed port, path, role or application name. Names come from [`common::unique_name`],
 //! ports from the OS (`127.0.0.1:0`), and each child process gets its environment through
 //! its own `Command`.
+//!
+//! The property tests (`fuzz_input`, `seed_roundtrip`) run with `failure_persistence: None`:
+//! they read and write no regression files. (A `proptest!` here with proptest's default would
+//! use `tests/proptest-regressions/<module>.txt`, next to the nearest `main.rs`; the
+//! top-level `proptest-regressions/encode.txt` belongs to the unit tests of `src/encode.rs`.)
 
 mod common;
 mod purge_support;
