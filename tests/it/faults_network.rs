@@ -5,7 +5,7 @@
 //! 2. the proxy loses the reply to three COMMITs the server did commit: the replays find the
 //!    batches in the ledger and do not write them again (the exactly-once case), which
 //!    without the ledger ends in a duplicate key, as the control test shows;
-//! 3. a private cluster is restarted (`pg_ctl restart -m fast`) mid-run.
+//! 3. a private cluster is restarted (`pg_ctl restart -m fast`) mid-run, a batch in flight.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -208,6 +208,22 @@ fn a_server_restart_mid_run_is_ridden_out() {
     const ROWS: i64 = 200_000;
     let cluster = Cluster::start();
     cluster.create_database_with_accounts("faults");
+    // The restart must catch a batch in flight: between batches the pool merely reconnects,
+    // and nothing would be retried. So while `hold` is on, a batch's statement sleeps in the
+    // server (a statement-level AFTER INSERT trigger); it is switched on once batches flow,
+    // off again (for the replays) once a batch sleeps, and then the server restarts.
+    cluster
+        .client("faults")
+        .batch_execute(
+            "CREATE TABLE public.hold (held boolean NOT NULL); \
+             INSERT INTO public.hold VALUES (false); \
+             CREATE FUNCTION public.hold_batch() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF (SELECT held FROM public.hold) THEN PERFORM pg_sleep(10); END IF; \
+             RETURN NULL; END $$; \
+             CREATE TRIGGER hold AFTER INSERT ON accounts \
+               FOR EACH STATEMENT EXECUTE FUNCTION public.hold_batch();",
+        )
+        .expect("create the hold trigger");
     let scratch = tempdir("restart");
     let csv = generate_csv(&scratch.0.join("generated.csv"), ROWS as u64, 31);
     let url = cluster.url("faults", "application_name=faults_restart");
@@ -230,6 +246,22 @@ fn a_server_restart_mid_run_is_ridden_out() {
         run.wait_for("the first committed batch", RUN_TIMEOUT, || {
             committed_batches(&mut client) > 0
         });
+        client
+            .batch_execute("UPDATE public.hold SET held = true")
+            .expect("hold the next batch");
+        run.wait_for("a batch held in the server", RUN_TIMEOUT, || {
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = 'faults_restart' AND wait_event = 'PgSleep'",
+                    &[],
+                )
+                .map(|r| r.get::<_, i64>(0) > 0)
+                .expect("look for the held batch")
+        });
+        client
+            .batch_execute("UPDATE public.hold SET held = false")
+            .expect("let the replays through");
     }
     let before = cluster.postmaster_pid();
     let started = Instant::now();
