@@ -57,8 +57,9 @@ fn batch_committed(db: &TestDb, seq: i64) -> bool {
         .unwrap_or(false)
 }
 
-/// Makes every batch take at least `seconds` (a statement trigger that sleeps), so that
-/// batches are surely in flight when a signal arrives. Undone by [`fast_batches`].
+/// Makes every batch take at least `seconds` (a statement trigger that sleeps), so that a
+/// batch seen in flight ([`wait_for_a_batch_in_flight`]) still is when a signal arrives.
+/// Undone by [`fast_batches`].
 fn slow_batches(db: &TestDb, seconds: f64) {
     db.execute(&format!(
         "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -70,6 +71,19 @@ fn slow_batches(db: &TestDb, seconds: f64) {
 
 fn fast_batches(db: &TestDb) {
     db.execute("DROP TRIGGER slow ON accounts");
+}
+
+/// Waits until a batch sleeps in the [`slow_batches`] trigger. That one batch committed does
+/// not mean the next one is in flight: on a loaded machine the reader may still be filling
+/// it, and a signal then finds nothing to wait for.
+#[track_caller]
+fn wait_for_a_batch_in_flight(run: &mut Spawned, db: &TestDb) {
+    run.wait_for("a batch in flight", RUN_TIMEOUT, || {
+        db.scalar_i64(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        ) > 0
+    });
 }
 
 /// The `resume with: <command>` line of stderr.
@@ -187,6 +201,7 @@ fn sigint_marks_the_run_interrupted_and_its_printed_command_resumes_it() {
     run.wait_for("the first committed batch", RUN_TIMEOUT, || {
         db.ledger_batches() > 0
     });
+    wait_for_a_batch_in_flight(&mut run, &db);
     let before = db.ledger_batches();
     assert!(run.running(), "the run ended before SIGINT");
     run.signal("INT");
@@ -281,6 +296,7 @@ fn a_second_sigint_exits_at_once_and_the_run_still_resumes() {
     run.wait_for("the first committed batch", RUN_TIMEOUT, || {
         db.ledger_batches() > 0
     });
+    wait_for_a_batch_in_flight(&mut run, &db);
     let signalled = std::time::Instant::now();
     run.signal("INT");
     thread::sleep(Duration::from_millis(150));
