@@ -569,7 +569,7 @@ fn grant_what_is_named(db: &TestDb, run: &Run, want: &[String]) {
 #[test]
 fn least_privilege_refusals_name_hostile_objects_with_grants_that_paste_into_psql() {
     let (db, canary) = hostile_db();
-    // The ledger, made by the admin, and the README's grants on it (quoted).
+    // The ledger, made by the admin, and the grants docs/connecting.md gives on it (quoted).
     run(&db, &["runs"]).expect_ok();
     let role = Role::new(&db);
     let grantee = qi(&role.name);

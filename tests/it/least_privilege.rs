@@ -1,6 +1,6 @@
-//! Least privilege: a role holding only the README's GRANTs seeds and purges with exact
-//! counts, and a role missing any one of them is refused before anything moves (exit 2, the
-//! privilege named, no row written to the table or the ledger).
+//! Least privilege: a role holding only the GRANTs of docs/connecting.md seeds and purges
+//! with exact counts, and a role missing any one of them is refused before anything moves
+//! (exit 2, the privilege named, no row written to the table or the ledger).
 //!
 //! Roles are cluster-wide: each test makes its own, uniquely named, and drops it in a guard
 //! (after DROP OWNED BY in the test's database), panics included. Trust authentication on
@@ -66,7 +66,7 @@ impl Drop for Role {
     }
 }
 
-/// The README's least-privilege GRANTs on the ledger.
+/// The least-privilege GRANTs on the ledger, as docs/connecting.md gives them.
 const LEDGER_GRANTS: &str = "GRANT USAGE ON SCHEMA provisioner TO {role}; \
      GRANT SELECT ON provisioner.migrations TO {role}; \
      GRANT SELECT, INSERT, UPDATE ON provisioner.runs, provisioner.batches TO {role}; \
@@ -363,4 +363,37 @@ fn max_replica_lag_on_the_primary_needs_pg_read_all_stats() {
     run.expect_ok();
     assert_eq!(run.figure("rows_inserted"), 1000);
     assert_eq!(db.count("accounts"), 1000);
+}
+
+/// Every privilege a run needs is checked in one call: a role that lacks several (on the
+/// table, on the ledger, and the role `--max-replica-lag` needs) hears of all of them in one
+/// refusal, not one run at a time.
+#[test]
+fn a_role_missing_several_grants_hears_of_all_of_them_at_once() {
+    let db = prepared_db();
+    let role = Role::new(&db, "many");
+    role.admin(
+        "GRANT USAGE ON SCHEMA provisioner TO {role}; \
+         GRANT SELECT ON provisioner.migrations TO {role};",
+    );
+    let fixture = fixture_path();
+    let run = role.run(&["seed", path_str(&fixture), "--max-replica-lag", "5"]);
+    let r = &role.name;
+    for missing in [
+        format!("role {r} lacks INSERT on table public.accounts"),
+        format!("role {r} lacks INSERT on table provisioner.runs"),
+        format!("role {r} lacks UPDATE on table provisioner.batches"),
+        format!("role {r} lacks SELECT on table provisioner.inserted_keys"),
+        format!("role {r} is not a member of pg_read_all_stats"),
+    ] {
+        expect_refused(&db, &run, &missing, 0, 0);
+    }
+    assert_eq!(
+        run.stderr
+            .matches("Nothing was written or deleted.")
+            .count(),
+        1,
+        "one refusal:\n{}",
+        run.stderr
+    );
 }

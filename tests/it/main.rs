@@ -21,7 +21,7 @@
 //! The property tests (`fuzz_input`, `seed_roundtrip`) run with `failure_persistence: None`:
 //! they read and write no regression files. (A `proptest!` here with proptest's default would
 //! use `tests/proptest-regressions/<module>.txt`, next to the nearest `main.rs`; the
-//! top-level `proptest-regressions/encode.txt` belongs to the unit tests of `src/encode.rs`.)
+//! top-level `proptest-regressions/copy/encode.txt` belongs to the unit tests of `src/copy/encode.rs`.)
 
 mod common;
 mod purge_support;
@@ -29,12 +29,14 @@ mod purge_support;
 mod connect_failures;
 mod connect_secrets;
 mod connect_tls;
+mod docs;
 mod faults_interrupt;
 mod faults_network;
 mod faults_retry;
 mod fuzz_input;
 mod hostile_names;
 mod json_output;
+mod layers;
 mod least_privilege;
 mod pgbouncer;
 mod purge_resume;
