@@ -200,6 +200,22 @@ pub enum Error {
         last_line: u64,
     },
 
+    /// A seed batch whose rows' keys come from the file inserted fewer rows than it sent: a
+    /// `BEFORE INSERT` trigger created since the run started skipped some, so the file's
+    /// keys are not the inserted rows' and the ledger cannot record them.
+    #[error(
+        "batch {seq} ({span}): the server inserted {inserted} of the {sent} rows sent; a \
+         BEFORE INSERT trigger created or enabled since the run started skipped the others, so \
+         the file's keys are not those of the rows inserted. Nothing of the batch was kept: \
+         --resume goes on and records the keys the server returns"
+    )]
+    TriggerSkipped {
+        seq: u64,
+        span: String,
+        inserted: u64,
+        sent: u64,
+    },
+
     /// Stopped by a signal; in-flight batches committed or rolled back.
     #[error("interrupted")]
     Interrupted,
@@ -226,7 +242,8 @@ impl Error {
             | Error::BatchTimeout { .. }
             | Error::Pool(_)
             | Error::RetriesExhausted { .. }
-            | Error::InputChanged { .. } => EXIT_FAILED,
+            | Error::InputChanged { .. }
+            | Error::TriggerSkipped { .. } => EXIT_FAILED,
             Error::Interrupted => EXIT_INTERRUPTED,
         }
     }

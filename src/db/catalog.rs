@@ -47,10 +47,60 @@ impl Column {
     }
 }
 
-/// A unique index usable as an `ON CONFLICT` target (no predicate, no expressions).
+/// A unique index on plain columns (no predicate, no expressions).
 #[derive(Debug, Clone)]
 pub struct UniqueKey {
     pub columns: Vec<String>,
+    /// The index's name, for messages.
+    pub index: String,
+    /// `indisvalid`: an index whose `CREATE … CONCURRENTLY` failed is left invalid. It does
+    /// not vouch for the rows already there, and `ON CONFLICT` cannot use it.
+    pub valid: bool,
+    /// Its constraint is `DEFERRABLE`, which `ON CONFLICT` cannot use.
+    pub deferrable: bool,
+}
+
+impl UniqueKey {
+    /// The same columns as `columns`, in any order.
+    pub fn is(&self, columns: &[String]) -> bool {
+        self.columns.len() == columns.len() && columns.iter().all(|c| self.columns.contains(c))
+    }
+
+    /// `Err` says why the key cannot be relied on: its index is not valid.
+    pub fn check_valid(&self) -> Result<(), String> {
+        if self.valid {
+            return Ok(());
+        }
+        Err(format!(
+            "the unique index {} on ({}) is not valid (a failed CREATE INDEX CONCURRENTLY \
+             leaves it so; REINDEX it or drop it): it does not vouch for the rows already there",
+            self.index,
+            self.columns.join(", ")
+        ))
+    }
+}
+
+/// A relation that holds rows of a table: the table itself, a partition or an inheritance
+/// child, at any depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// A foreign table: its rows are elsewhere, it has no pages.
+    pub foreign: bool,
+}
+
+impl Leaf {
+    /// `"schema"."name"`, safe to put in SQL text.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// `schema.name` for messages.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +111,26 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// The primary key first, then unique indexes in creation order.
     pub unique_keys: Vec<UniqueKey>,
+    /// A partitioned table: its rows are in its partitions, and its unique keys (which hold
+    /// the partition key) span them.
+    pub partitioned: bool,
+    /// The relations holding its rows, the table itself first unless it is partitioned:
+    /// every partition and inheritance child that has rows, at any depth.
+    pub leaves: Vec<Leaf>,
+    /// An enabled `BEFORE INSERT … FOR EACH ROW` trigger on it or below it, which may skip
+    /// or change the rows a COPY sends.
+    pub insert_triggers: bool,
+    /// Its deferrable unique, primary key and exclusion constraints: `ON CONFLICT` without
+    /// a target refuses to run where there is one.
+    pub deferrable: Vec<String>,
+}
+
+/// What a name given as the target table turned out to be.
+pub enum Relation {
+    Table(Table),
+    /// Another kind of relation: `a view`, `a sequence`, …
+    Other(&'static str),
+    Missing,
 }
 
 impl Table {
@@ -77,20 +147,90 @@ impl Table {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    /// An inheritance parent with children: a DELETE on it also deletes from them, and its
+    /// unique indexes do not cover them, so a key of it may name a row in each.
+    pub fn inherited(&self) -> bool {
+        !self.partitioned && self.leaves.len() > 1
+    }
+
+    /// Whether `key` names at most one row of everything a DELETE on the table reaches: a
+    /// valid unique index on exactly those columns of a table without inheritance children.
+    /// `Err` says why not.
+    pub fn identifies(&self, key: &[String]) -> Result<(), String> {
+        if self.inherited() {
+            return Err(format!(
+                "{} has inheritance children, which its unique indexes do not cover: one key \
+                 could name a row in each of them",
+                self.display()
+            ));
+        }
+        match self.unique_keys.iter().find(|u| u.is(key)) {
+            None => Err(format!(
+                "{} has no primary key or unique index on exactly ({})",
+                self.display(),
+                key.join(", ")
+            )),
+            Some(u) => u.check_valid(),
+        }
+    }
+
+    /// The key a seed records for the rows it inserts, for `purge --run`: the primary key,
+    /// else the first valid unique key whose columns are all NOT NULL, that `columns` all
+    /// hold. A row with a NULL key could not be found again, so a nullable key is never
+    /// recorded. `Err` says why there is none.
+    pub fn recordable_key(&self, columns: &[String]) -> Result<&UniqueKey, String> {
+        let covered: Vec<&UniqueKey> = self
+            .unique_keys
+            .iter()
+            .filter(|u| u.columns.iter().all(|c| columns.contains(c)))
+            .collect();
+        let not_null = |u: &&UniqueKey| {
+            u.columns
+                .iter()
+                .all(|c| self.column(c).is_some_and(|c| c.not_null))
+        };
+        if let Some(key) = covered.iter().find(|u| u.valid && not_null(u)) {
+            return Ok(key);
+        }
+        if covered.is_empty() {
+            return Err(format!(
+                "the CSV covers no primary key or unique index of {}",
+                self.display()
+            ));
+        }
+        let why: Vec<String> = covered
+            .iter()
+            .map(|u| {
+                u.check_valid().err().unwrap_or_else(|| {
+                    format!(
+                        "({}) allows NULL, and a row with a NULL key could not be found again",
+                        u.columns.join(", ")
+                    )
+                })
+            })
+            .collect();
+        Err(format!(
+            "no unique key of {} that the CSV covers will do: {}",
+            self.display(),
+            why.join("; ")
+        ))
+    }
 }
 
+
 /// Looks `name` up the way SQL would parse it (`accounts`, `app.accounts`,
-/// `"Load Test"."Acc"`), honouring the search path. `Ok(None)` when there is no such table.
-pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Option<Table>, Error> {
+/// `"Load Test"."Acc"`), honouring the search path.
+pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Relation, Error> {
     let ctx = |what: &str| format!("reading the catalog for {name} ({what})");
     let found = client
         .query_typed_opt(
             // to_regclass raises when the role lacks USAGE on the named schema; such a name
             // is looked up in the catalog instead, so that the privilege check names the
             // missing USAGE with its GRANT.
-            "SELECT c.oid, n.nspname, c.relname FROM pg_class c \
+            "SELECT c.oid, n.nspname, c.relname, c.relkind::text FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p') AND c.oid = ( \
+             WHERE c.oid = ( \
                SELECT CASE WHEN s.oid IS NOT NULL AND NOT has_schema_privilege(s.oid, 'USAGE') \
                         THEN (SELECT oid FROM pg_class WHERE relnamespace = s.oid AND relname = p[2]) \
                         ELSE to_regclass($1) END \
@@ -101,7 +241,7 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
         .await;
     let row = match found {
         Ok(Some(row)) => row,
-        Ok(None) => return Ok(None),
+        Ok(None) => return Ok(Relation::Missing),
         // to_regclass raises on malformed names such as an unclosed quote.
         Err(e) if is_invalid_name(&e) => {
             return Err(Error::Usage(format!(
@@ -110,6 +250,17 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
             )));
         }
         Err(e) => return Err(Error::database(ctx("table"), e)),
+    };
+    let partitioned = match row.get::<_, &str>(3) {
+        "r" => false,
+        "p" => true,
+        "v" => return Ok(Relation::Other("a view")),
+        "m" => return Ok(Relation::Other("a materialized view")),
+        "f" => return Ok(Relation::Other("a foreign table")),
+        "S" => return Ok(Relation::Other("a sequence")),
+        "i" | "I" => return Ok(Relation::Other("an index")),
+        "c" => return Ok(Relation::Other("a composite type")),
+        _ => return Ok(Relation::Other("not a table")),
     };
     let oid: u32 = row.get(0);
     let columns = client
@@ -138,7 +289,11 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
             "SELECT array(SELECT a.attname::text \
                           FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) WITH ORDINALITY k(attnum, ord) \
                           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                          ORDER BY k.ord) \
+                          ORDER BY k.ord), \
+                    i.indexrelid::regclass::text, i.indisvalid, \
+                    coalesce((SELECT con.condeferrable FROM pg_constraint con \
+                              WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid \
+                                AND con.contype IN ('p', 'u')), false) \
              FROM pg_index i \
              WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL \
              ORDER BY i.indisprimary DESC, i.indexrelid",
@@ -147,14 +302,61 @@ pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Opt
         .await
         .map_err(|e| Error::database(ctx("unique keys"), e))?
         .into_iter()
-        .map(|r| UniqueKey { columns: r.get(0) })
+        .map(|r| UniqueKey {
+            columns: r.get(0),
+            index: r.get(1),
+            valid: r.get(2),
+            deferrable: r.get(3),
+        })
         .collect();
-    Ok(Some(Table {
+    // Partitions and inheritance children alike are in pg_inherits.
+    let tree = "WITH RECURSIVE tree(oid) AS (SELECT $1::oid UNION \
+                  SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)";
+    let leaves = client
+        .query_typed(
+            &format!(
+                "{tree} SELECT c.oid, n.nspname::text, c.relname::text, c.relkind = 'f' \
+                 FROM tree JOIN pg_class c ON c.oid = tree.oid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind <> 'p' ORDER BY c.oid <> $1, n.nspname, c.relname"
+            ),
+            &[(&oid, Type::OID)],
+        )
+        .await
+        .map_err(|e| Error::database(ctx("partitions and children"), e))?
+        .into_iter()
+        .map(|r| Leaf {
+            oid: r.get(0),
+            schema: r.get(1),
+            name: r.get(2),
+            foreign: r.get(3),
+        })
+        .collect();
+    // tgtype bits: 1 row, 2 before, 4 insert. A trigger disabled ('D') never fires; any
+    // other may, depending on session_replication_role.
+    let more = client
+        .query_typed_one(
+            &format!(
+                "{tree} SELECT EXISTS (SELECT FROM pg_trigger t JOIN tree ON t.tgrelid = tree.oid \
+                                      WHERE t.tgtype & 7 = 7 AND t.tgenabled <> 'D'), \
+                        array(SELECT conname::text FROM pg_constraint \
+                              WHERE conrelid = $1 AND condeferrable AND contype IN ('p', 'u', 'x') \
+                              ORDER BY conname)"
+            ),
+            &[(&oid, Type::OID)],
+        )
+        .await
+        .map_err(|e| Error::database(ctx("triggers and constraints"), e))?;
+    Ok(Relation::Table(Table {
         oid,
         schema: row.get(1),
         name: row.get(2),
         columns,
         unique_keys,
+        partitioned,
+        leaves,
+        insert_triggers: more.get(0),
+        deferrable: more.get(1),
     }))
 }
 

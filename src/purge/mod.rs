@@ -51,7 +51,7 @@ type Produce = Box<
 
 pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
     let (pool, mut client) = start::connect(db, &opts.run).await?;
-    let table = start::table(&client, &opts.table, "").await?;
+    let table = start::table(&client, &opts.table, "", "purge deletes from tables").await?;
     let children = guard::children(&client, &table, opts.cascade).await?;
     let needs = guard::privileges(&table, &children, opts.dry_run);
     let access = if opts.dry_run {

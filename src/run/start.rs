@@ -7,7 +7,7 @@
 use deadpool_postgres::{Object, Pool};
 
 use super::RunOptions;
-use crate::db::catalog::{self, Table};
+use crate::db::catalog::{self, Relation, Table};
 use crate::db::connect::{self, Endpoint};
 use crate::db::ledger::{self, Access, Ledger};
 use crate::db::privileges::Privilege;
@@ -21,11 +21,17 @@ pub async fn connect(db: Endpoint, run: &RunOptions) -> Result<(Pool, Object), E
     Ok((pool, client))
 }
 
-/// The table `name` names (as SQL would parse it), or a usage error that ends with `hint`.
-pub async fn table(client: &Object, name: &str, hint: &str) -> Result<Table, Error> {
-    catalog::describe(client, name)
-        .await?
-        .ok_or_else(|| Error::Usage(format!("table {name} does not exist{hint}")))
+/// The table `name` names (as SQL would parse it), or a usage error: one that ends with
+/// `hint` when there is no such relation, or that names what it is when it is no table
+/// (`does` says what the command does to tables: "seed loads into tables").
+pub async fn table(client: &Object, name: &str, hint: &str, does: &str) -> Result<Table, Error> {
+    match catalog::describe(client, name).await? {
+        Relation::Table(table) => Ok(table),
+        Relation::Other(kind) => Err(Error::Usage(format!("{name} is {kind}; {does}"))),
+        Relation::Missing => Err(Error::Usage(format!(
+            "table {name} does not exist{hint}"
+        ))),
+    }
 }
 
 /// Checks in one call `needs` (what the command does to its tables), what `run`'s throttle

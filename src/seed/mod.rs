@@ -196,7 +196,7 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
     } else {
         ""
     };
-    let table = start::table(&client, &opts.table, hint).await?;
+    let table = start::table(&client, &opts.table, hint, "seed loads into tables").await?;
     let (csv, header) = {
         let (csv_opts, source) = (opts.csv.clone(), opts.source.clone());
         tokio::task::spawn_blocking(move || csv::header(reader, &csv_opts, &source))
@@ -215,11 +215,10 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
             record_keys,
         },
     )?;
-    if record_keys && plan.recorded_key.is_none() {
+    if record_keys && let Err(why) = table.recordable_key(&plan.columns) {
         tracing::warn!(
-            "the CSV covers no primary key or unique index of {}: inserted keys are not \
-             recorded, so `purge --run` will not be possible for this run",
-            table.display()
+            "{why}: inserted keys are not recorded, so `purge --run` will not be possible for \
+             this run (purge by file or --where)"
         );
     }
     tracing::debug!(table = %table.display(), columns = ?plan.columns, key = ?plan.key, "plan");

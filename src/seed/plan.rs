@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::write::{MergeSpec, OnConflict, Statements};
 use crate::copy::encode::{Encoder, RowEncoder};
-use crate::db::catalog::Table;
+use crate::db::catalog::{Table, UniqueKey};
 use crate::db::privileges::{Privilege, TEMPORARY};
 use crate::error::Error;
 use crate::input::csv::Record;
@@ -33,10 +33,12 @@ pub struct Plan {
     /// The conflict target; `None` with `skip` means any unique conflict.
     pub key: Option<Vec<String>>,
     /// The unique key whose values the ledger records for every inserted row, so that
-    /// `purge --run` can delete exactly them: the primary key or first unique key the CSV
-    /// covers. `None` when not asked for or when the CSV covers none.
+    /// `purge --run` can delete exactly them (see [`Table::recordable_key`]). `None` when
+    /// not asked for or when the CSV covers none that will do.
     pub recorded_key: Option<Vec<String>>,
-    /// With a direct COPY, the CSV fields the reader collects those values from.
+    /// With a direct COPY, the CSV fields the reader collects those values from. `None`
+    /// when the server reports the keys it inserted: a merge, or a table whose `BEFORE
+    /// INSERT` triggers may skip or change rows.
     pub collect_keys: Option<Vec<usize>>,
     /// What loading this way needs (see [`privileges`]).
     pub privileges: Vec<Privilege>,
@@ -127,8 +129,12 @@ pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
     let key = conflict_key(table, &columns, req.on_conflict, req.key)?;
     let recorded_key = req
         .record_keys
-        .then(|| covered_key(table, &columns))
-        .flatten();
+        .then(|| table.recordable_key(&columns).ok())
+        .flatten()
+        .map(|u| u.columns.clone());
+    // A trigger may skip a row or change its key: the file's keys would not be the rows
+    // inserted, so the rows go through the staging table and the server returns the keys.
+    let staged_insert = recorded_key.is_some() && table.insert_triggers;
     let statements = Statements::new(
         table,
         &columns,
@@ -136,17 +142,18 @@ pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
             mode: req.on_conflict,
             key: key.as_deref(),
             recorded_key: recorded_key.as_deref(),
+            staged_insert,
         },
     );
     let collect_keys = recorded_key
         .as_ref()
-        .filter(|_| req.on_conflict == OnConflict::Error)
+        .filter(|_| req.on_conflict == OnConflict::Error && !staged_insert)
         .map(|k| {
             k.iter()
                 .map(|c| columns.iter().position(|n| n == c).expect("covered"))
                 .collect()
         });
-    let privileges = privileges(table, &columns, req.on_conflict, key.as_deref());
+    let privileges = privileges(table, &columns, req.on_conflict, key.as_deref(), staged_insert);
     Ok(Plan {
         columns,
         encoder,
@@ -159,19 +166,21 @@ pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
 }
 
 /// What seeding `columns` (CSV order) of `table` needs: USAGE on its schema and INSERT on
-/// the columns; a staged merge (`skip`, `update`) also reads the table (SELECT) from a
-/// temporary table, and `update` overwrites the columns outside the key (UPDATE).
+/// the columns; a staged merge (`skip`, `update`) or insert (`staged`) also reads the table
+/// (SELECT) from a temporary table, and `update` overwrites the columns outside the key
+/// (UPDATE).
 fn privileges(
     table: &Table,
     columns: &[String],
     mode: OnConflict,
     key: Option<&[String]>,
+    staged: bool,
 ) -> Vec<Privilege> {
     let mut needs = vec![
         Privilege::on_schema("USAGE", &table.schema),
         Privilege::on_columns("INSERT", table, columns),
     ];
-    if mode != OnConflict::Error {
+    if mode != OnConflict::Error || staged {
         needs.push(Privilege::on_table("SELECT", table));
         needs.push(TEMPORARY);
     }
@@ -207,17 +216,11 @@ fn header_names(header: &Record, problems: &mut Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// The primary key, else the first unique key, whose columns the CSV all has.
-fn covered_key(table: &Table, columns: &[String]) -> Option<Vec<String>> {
-    table
-        .unique_keys
-        .iter()
-        .find(|u| u.columns.iter().all(|c| columns.contains(c)))
-        .map(|u| u.columns.clone())
-}
-
 /// The `ON CONFLICT` target: `--key` when given (it must match a unique index), else the
 /// primary key or the first unique key the CSV covers. `skip` without `--key` needs none.
+/// `ON CONFLICT` cannot use an index that is not valid nor a deferrable constraint: either
+/// is refused here, before the run is recorded, rather than by the server at the first
+/// batch.
 fn conflict_key(
     table: &Table,
     columns: &[String],
@@ -234,8 +237,6 @@ fn conflict_key(
             None => Ok(None),
         };
     }
-    let same_set =
-        |a: &[String], b: &[String]| a.len() == b.len() && a.iter().all(|c| b.contains(c));
     match key {
         Some(key) => {
             let absent: Vec<&String> = key.iter().filter(|k| !columns.contains(k)).collect();
@@ -244,32 +245,74 @@ fn conflict_key(
                     "--key: column(s) {absent:?} are not among the CSV's columns"
                 )));
             }
-            if !table.unique_keys.iter().any(|u| same_set(&u.columns, key)) {
+            let Some(unique) = table.unique_keys.iter().find(|u| u.is(key)) else {
                 return Err(Error::Usage(format!(
                     "--key {}: {} has no primary key or unique index on exactly these columns",
                     key.join(","),
                     table.display()
                 )));
-            }
-            Ok(Some(key.to_vec()))
+            };
+            arbiter(unique, &format!("--key {}", key.join(","))).map(Some)
         }
-        None if mode == OnConflict::Skip => Ok(None),
-        None => covered_key(table, columns)
-            .map(Some)
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "--on-conflict update needs a key: the CSV covers no primary key or unique index of {}; pass --key",
-                    table.display()
-                ))
-            }),
+        None if mode == OnConflict::Skip => match table.deferrable.as_slice() {
+            [] => Ok(None),
+            names => Err(Error::Usage(format!(
+                "--on-conflict skip without --key: ON CONFLICT cannot run on {}, which has the \
+                 deferrable constraint(s) {}; pass --key naming a unique key that is not \
+                 deferrable",
+                table.display(),
+                names.join(", ")
+            ))),
+        },
+        None => match table
+            .unique_keys
+            .iter()
+            .find(|u| u.columns.iter().all(|c| columns.contains(c)))
+        {
+            Some(unique) => arbiter(
+                unique,
+                &format!(
+                    "--on-conflict update by ({}), the key the CSV covers",
+                    unique.columns.join(", ")
+                ),
+            )
+            .map(Some),
+            None => Err(Error::Usage(format!(
+                "--on-conflict update needs a key: the CSV covers no primary key or unique index of {}; pass --key",
+                table.display()
+            ))),
+        },
     }
+}
+
+/// `unique`'s columns, if `ON CONFLICT` can use it; `chosen` says what chose it.
+fn arbiter(unique: &UniqueKey, chosen: &str) -> Result<Vec<String>, Error> {
+    unique
+        .check_valid()
+        .map_err(|why| Error::Usage(format!("{chosen}: {why}")))?;
+    if unique.deferrable {
+        return Err(Error::Usage(format!(
+            "{chosen}: its constraint is deferrable, which ON CONFLICT cannot use; pass --key \
+             naming a unique key that is not deferrable"
+        )));
+    }
+    Ok(unique.columns.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::catalog::{Column, UniqueKey};
+    use crate::db::catalog::Column;
     use crate::input::csv::{CsvReader, Dialect};
+
+    fn key(column: &str) -> UniqueKey {
+        UniqueKey {
+            columns: vec![column.into()],
+            index: format!("t_{column}_key"),
+            valid: true,
+            deferrable: false,
+        }
+    }
 
     fn table() -> Table {
         let col = |name: &str, oid, not_null, has_default| Column {
@@ -291,14 +334,11 @@ mod tests {
                 col("name", 25, false, false),
                 col("ip", 869, false, false),
             ],
-            unique_keys: vec![
-                UniqueKey {
-                    columns: vec!["id".into()],
-                },
-                UniqueKey {
-                    columns: vec!["email".into()],
-                },
-            ],
+            unique_keys: vec![key("id"), key("email")],
+            partitioned: false,
+            leaves: Vec::new(),
+            insert_triggers: false,
+            deferrable: Vec::new(),
         }
     }
 

@@ -72,6 +72,9 @@ pub struct MergeSpec<'a> {
     pub key: Option<&'a [String]>,
     /// Columns whose values the ledger records for each inserted row (for `purge --run`).
     pub recorded_key: Option<&'a [String]>,
+    /// With `error`: insert through the staging table too, so that the server returns the
+    /// keys of the rows it really inserted (the table's triggers may skip or change rows).
+    pub staged_insert: bool,
 }
 
 impl Statements {
@@ -80,8 +83,8 @@ impl Statements {
         let cols = quote_list(columns);
         let target = table.quoted();
         let staged = match spec.mode {
-            OnConflict::Error => None,
-            OnConflict::Skip | OnConflict::Update => Some(Staged {
+            OnConflict::Error if !spec.staged_insert => None,
+            OnConflict::Error | OnConflict::Skip | OnConflict::Update => Some(Staged {
                 create: format!(
                     "CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
                 ),
@@ -126,17 +129,25 @@ fn merge_sql(target: &str, columns: &[String], spec: MergeSpec) -> String {
                     "(SELECT DISTINCT ON ({key_cols}) {cols} FROM {source} \
                       ORDER BY {key_cols}, provisioner_pos DESC) AS latest"
                 ),
-                format!("({key_cols}) DO {action}"),
+                format!(" ON CONFLICT ({key_cols}) DO {action}"),
             )
         }
+        // A plain insert: a conflict fails, as it does in a COPY.
+        (OnConflict::Error, _) => (source, String::new()),
         (_, key) => (
             source,
             format!(
-                "{} DO NOTHING",
+                " ON CONFLICT {} DO NOTHING",
                 key.map(|k| format!("({})", quote_list(k)))
                     .unwrap_or_default()
             ),
         ),
+    };
+    // Only DO UPDATE returns rows it did not insert, told apart by xmax (which a partitioned
+    // table cannot return, so nothing else asks for it).
+    let inserted = match spec.mode {
+        OnConflict::Update => "(t.xmax = 0)",
+        OnConflict::Error | OnConflict::Skip => "true",
     };
     let (returning, keys) = match spec.recorded_key {
         Some(recorded) => {
@@ -159,8 +170,8 @@ fn merge_sql(target: &str, columns: &[String], spec: MergeSpec) -> String {
         None => (String::new(), "NULL::text".to_string()),
     };
     format!(
-        "WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {rows} \
-                         ON CONFLICT {action} RETURNING (t.xmax = 0) AS inserted{returning}) \
+        "WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {rows}{action} \
+                         RETURNING {inserted} AS inserted{returning}) \
          SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), {keys} \
          FROM merged"
     )
@@ -309,6 +320,7 @@ impl Writer {
         let mut rejected = batch.rejected.clone();
         let Some(rejects) = &self.rejects else {
             let (outcome, keys) = self.attempt(tx, batch).await.map_err(|e| batch.error(e))?;
+            all_inserted(batch, &outcome, batch.rows)?;
             return Ok(Loaded {
                 outcome,
                 keys,
@@ -397,6 +409,7 @@ impl Writer {
             }
             pending.remove(row);
         }
+        all_inserted(batch, &outcome, loaded.len())?;
         outcome.rejected = rejected.len() as u64;
         // A direct COPY inserted the rows loaded; unless that is all of them, their keys
         // are not the batch's.
@@ -486,8 +499,10 @@ impl Writer {
         let copied = st.copy.send(tx, batch.format, &batch.payload).await?;
         let binary = batch.format == Format::Binary;
         let Some(staged) = &st.staged else {
+            // A BEFORE trigger that returns NULL skips its row, and COPY does not count it.
             let outcome = Outcome {
                 inserted: copied,
+                skipped: batch.rows as u64 - copied,
                 binary,
                 ..Outcome::default()
             };
@@ -559,6 +574,23 @@ impl Sink<Batch> for Writer {
     ) -> impl std::future::Future<Output = Result<Outcome, Error>> + Send {
         Writer::write(self, batch, limit)
     }
+}
+
+/// With the keys the reader collected (a direct COPY), the server must have inserted every
+/// one of the `sent` rows: a trigger that skipped some, created after the run planned to
+/// trust the file's keys, would make the ledger record keys of rows the batch did not
+/// insert, which `purge --run` would then delete. The batch fails instead; a resumed run
+/// sees the trigger and has the server return the keys.
+fn all_inserted(batch: &Batch, outcome: &Outcome, sent: usize) -> Result<(), Error> {
+    if batch.keys.is_none() || outcome.inserted == sent as u64 {
+        return Ok(());
+    }
+    Err(Error::TriggerSkipped {
+        seq: batch.seq,
+        span: batch.span(),
+        inserted: outcome.inserted,
+        sent: sent as u64,
+    })
 }
 
 /// Adds what one part of a batch did to what the batch did.
