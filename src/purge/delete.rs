@@ -31,17 +31,15 @@ type PgParam = dyn ToSql + Sync;
 pub enum PurgeUnit {
     /// Keys read from a CSV file, as a COPY payload of the key columns.
     Keys(Batch),
-    /// The keys one batch of a seed run recorded in the ledger.
-    Recorded {
-        seq: u64,
-        seed_run: i64,
-        seed_seq: i64,
-        keys: u64,
-    },
-    /// A range of the table's pages `[first, end)`, deleted where the predicate holds;
-    /// `rows` is the planner's estimate of the rows the pages hold.
+    /// The keys batch `seq` of a seed run recorded in the ledger.
+    Recorded { seq: u64, seed_run: i64, keys: u64 },
+    /// A range of pages `[first, end)` of the relation `relation`, the table's `leaf`-th
+    /// ([`Table::leaves`]), deleted where the predicate holds; `rows` is the planner's
+    /// estimate of the rows the pages hold.
     Pages {
         seq: u64,
+        leaf: usize,
+        relation: String,
         first: u64,
         end: u64,
         rows: u64,
@@ -58,10 +56,10 @@ impl Unit for PurgeUnit {
     fn id(&self) -> BatchId {
         match self {
             PurgeUnit::Keys(b) => b.id(),
-            PurgeUnit::Recorded { seq, seed_seq, .. } => BatchId {
+            PurgeUnit::Recorded { seq, .. } => BatchId {
                 seq: *seq,
-                first_line: *seed_seq as u64,
-                last_line: *seed_seq as u64,
+                first_line: *seq,
+                last_line: *seq,
                 rows: 0,
                 content_hash: 0,
             },
@@ -88,10 +86,15 @@ impl Unit for PurgeUnit {
     fn span(&self) -> String {
         match self {
             PurgeUnit::Keys(b) => b.span(),
-            PurgeUnit::Recorded {
-                seed_run, seed_seq, ..
-            } => format!("keys of run {seed_run} batch {seed_seq}"),
-            PurgeUnit::Pages { first, end, .. } => format!("pages {first}-{}", end - 1),
+            PurgeUnit::Recorded { seq, seed_run, .. } => {
+                format!("keys of run {seed_run} batch {seq}")
+            }
+            PurgeUnit::Pages {
+                relation,
+                first,
+                end,
+                ..
+            } => format!("pages {first}-{} of {relation}", end - 1),
         }
     }
 
@@ -123,11 +126,8 @@ pub struct DeletePlan {
     copy: CopyStatements,
     /// Params: seed run, seed batch.
     fill_recorded: String,
-    /// Params: first page, end page (as tid text).
-    fill_pages: String,
-    /// Where there is nothing to delete first: the pages' matching rows, deleted directly.
-    delete_pages: Option<String>,
-    count_pages: String,
+    /// For `--where`, the statements on each relation of the table ([`Table::leaves`]).
+    pages: Vec<PageStatements>,
     /// Rows that reference the doomed rows, deepest first (`--cascade`).
     children: Vec<String>,
     delete: String,
@@ -174,10 +174,28 @@ impl DeletePlan {
             }
             _ => String::new(),
         };
-        let pages = "ctid >= $1::text::tid AND ctid < $2::text::tid";
-        let predicate = match selector {
-            Selector::Where { predicate } => format!("({predicate})"),
-            _ => "false".into(),
+        let in_range = "ctid >= $1::text::tid AND ctid < $2::text::tid";
+        let pages = match selector {
+            Selector::Where { predicate } => table
+                .leaves
+                .iter()
+                .map(|leaf| {
+                    // The relation alone (its pages are not its children's), under the
+                    // table's name where it is another, so the predicate reads as written.
+                    let from = if leaf.oid == table.oid {
+                        format!("ONLY {target}")
+                    } else {
+                        format!("ONLY {} AS {}", leaf.quoted(), quote_ident(&table.name))
+                    };
+                    let rows = format!("FROM {from} WHERE {in_range} AND ({predicate})");
+                    PageStatements {
+                        fill: format!("INSERT INTO {KEYS} ({cols}) SELECT {cols} {rows}"),
+                        delete: children.is_empty().then(|| format!("DELETE {rows}")),
+                        count: format!("SELECT count(*) {rows}"),
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         // Each child's doomed rows are those that reference its parent's doomed rows.
         let doomed = |via: Option<usize>| -> String {
@@ -217,18 +235,23 @@ impl DeletePlan {
             ),
             copy: CopyStatements::new(KEYS, &cols),
             fill_recorded,
-            fill_pages: format!(
-                "INSERT INTO {KEYS} ({cols}) SELECT {cols} FROM {target} WHERE {pages} AND {predicate}"
-            ),
-            delete_pages: children
-                .is_empty()
-                .then(|| format!("DELETE FROM {target} WHERE {pages} AND {predicate}")),
-            count_pages: format!("SELECT count(*) FROM {target} WHERE {pages} AND {predicate}"),
+            pages,
             children: child_deletes,
             delete: format!("DELETE FROM {target} t USING {KEYS} k WHERE {on_keys}"),
             count: format!("SELECT count(*) FROM {target} t JOIN {KEYS} k ON {on_keys}"),
         }
     }
+}
+
+/// A `--where` batch's statements on one relation of the table; params: first page, end
+/// page (as tid text).
+#[derive(Debug, Clone)]
+struct PageStatements {
+    /// The pages' matching rows' keys, into the keys table.
+    fill: String,
+    /// Where there is nothing to delete first: the pages' matching rows, deleted directly.
+    delete: Option<String>,
+    count: String,
 }
 
 /// Deletes purge batches over the pool.
@@ -270,15 +293,23 @@ impl Deleter {
     async fn delete_in(&self, tx: &Transaction<'_>, unit: &PurgeUnit) -> Result<Outcome, Error> {
         let fail = |e| unit.error(e);
         let p = &*self.plan;
-        let (keys, deleted) = match (unit, &p.delete_pages) {
-            (PurgeUnit::Pages { first, end, .. }, Some(direct)) => {
+        let direct = match unit {
+            PurgeUnit::Pages { leaf, .. } => Some(&p.pages[*leaf]),
+            _ => None,
+        };
+        let (keys, deleted) = match (unit, direct) {
+            (
+                PurgeUnit::Pages { first, end, .. },
+                Some(PageStatements {
+                    delete: Some(direct),
+                    count,
+                    ..
+                }),
+            ) => {
                 let (from, to) = (format!("({first},0)"), format!("({end},0)"));
                 let range = [(&from as &PgParam, Type::TEXT), (&to, Type::TEXT)];
                 let n = if self.dry_run {
-                    let row = tx
-                        .query_typed_one(&p.count_pages, &range)
-                        .await
-                        .map_err(fail)?;
+                    let row = tx.query_typed_one(count, &range).await.map_err(fail)?;
                     row.get::<_, i64>(0) as u64
                 } else {
                     tx.execute_typed(direct, &range).await.map_err(fail)?
@@ -321,18 +352,18 @@ impl Deleter {
                 .send(tx, batch.format, &batch.payload)
                 .await
                 .map_err(fail),
-            PurgeUnit::Recorded {
-                seed_run, seed_seq, ..
-            } => tx
+            PurgeUnit::Recorded { seq, seed_run, .. } => tx
                 .execute_typed(
                     &p.fill_recorded,
-                    &[(seed_run, Type::INT8), (seed_seq, Type::INT8)],
+                    &[(seed_run, Type::INT8), (&(*seq as i64), Type::INT8)],
                 )
                 .await
                 .map_err(fail),
-            PurgeUnit::Pages { first, end, .. } => tx
+            PurgeUnit::Pages {
+                leaf, first, end, ..
+            } => tx
                 .execute_typed(
-                    &p.fill_pages,
+                    &p.pages[*leaf].fill,
                     &[
                         (&format!("({first},0)"), Type::TEXT),
                         (&format!("({end},0)"), Type::TEXT),

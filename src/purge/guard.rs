@@ -161,9 +161,16 @@ pub fn confirm(table: &Table, estimate: Option<u64>, opts: &PurgeOptions) -> Res
 }
 
 /// What purging `table` needs: USAGE on its schema, SELECT (the keys are joined, pages and
-/// predicates read), temporary tables (the keys) and, unless it is a dry run, DELETE; and on
-/// the referencing tables `children` that `--cascade` deletes from first, the same.
-pub fn privileges(table: &Table, children: &[Reference], dry_run: bool) -> Vec<Privilege> {
+/// predicates read), temporary tables (the keys) and, unless it is a dry run, DELETE; on the
+/// referencing tables `children` that `--cascade` deletes from first, the same; and for
+/// `--where`, the same on each partition or inheritance child, whose pages it reads and
+/// deletes from directly.
+pub fn privileges(
+    table: &Table,
+    children: &[Reference],
+    target: &Target,
+    dry_run: bool,
+) -> Vec<Privilege> {
     let mut needs = vec![
         Privilege::on_schema("USAGE", &table.schema),
         Privilege::on_table("SELECT", table),
@@ -172,32 +179,40 @@ pub fn privileges(table: &Table, children: &[Reference], dry_run: bool) -> Vec<P
     if !dry_run {
         needs.push(Privilege::on_table("DELETE", table));
     }
-    needs.extend(cascade_privileges(children, dry_run));
-    needs
-}
-
-/// What `--cascade` needs on the referencing tables it deletes from first (none in a dry
-/// run, which only counts the target's rows): USAGE, SELECT and DELETE, like the target.
-fn cascade_privileges(children: &[Reference], dry_run: bool) -> Vec<Privilege> {
-    if dry_run {
-        return Vec::new();
-    }
-    let mut needs: Vec<Privilege> = Vec::new();
-    for r in children.iter().filter(|r| r.removes_children()) {
-        let table = Object::Table {
-            schema: r.child_schema.clone(),
-            name: r.child_name.clone(),
+    let mut also = |schema: &str, name: &str, delete: bool| {
+        let on = Object::Table {
+            schema: schema.to_string(),
+            name: name.to_string(),
             columns: Vec::new(),
         };
-        for (privilege, on) in [
-            ("USAGE", Object::Schema(r.child_schema.clone())),
-            ("SELECT", table.clone()),
-            ("DELETE", table),
-        ] {
-            let need = Privilege { privilege, on };
+        let mut wanted = vec![
+            Privilege::on_schema("USAGE", schema),
+            Privilege {
+                privilege: "SELECT",
+                on: on.clone(),
+            },
+        ];
+        if delete {
+            wanted.push(Privilege {
+                privilege: "DELETE",
+                on,
+            });
+        }
+        for need in wanted {
             if !needs.contains(&need) {
                 needs.push(need);
             }
+        }
+    };
+    // A dry run only counts the target's rows: nothing on the tables --cascade deletes from.
+    if !dry_run {
+        for r in children.iter().filter(|r| r.removes_children()) {
+            also(&r.child_schema, &r.child_name, true);
+        }
+    }
+    if matches!(target, Target::Where(_)) {
+        for leaf in table.leaves.iter().filter(|l| l.oid != table.oid) {
+            also(&leaf.schema, &leaf.name, !dry_run);
         }
     }
     needs

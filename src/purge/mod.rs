@@ -25,7 +25,7 @@ use crate::run::report::{Console, Progress, Reporter, Rows};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
 use delete::{DeletePlan, Deleter, PurgeUnit};
 pub use select::Target;
-use select::{KeyFile, recorded_units, resumed_layout};
+use select::{KeyFile, PageLayout, check_recorded_resume, recorded_units, resumed_layout};
 
 #[derive(Debug, Clone)]
 pub struct PurgeOptions {
@@ -53,7 +53,7 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     let (pool, mut client) = start::connect(db, &opts.run).await?;
     let table = start::table(&client, &opts.table, "", "purge deletes from tables").await?;
     let children = guard::children(&client, &table, opts.cascade).await?;
-    let needs = guard::privileges(&table, &children, opts.dry_run);
+    let needs = guard::privileges(&table, &children, &opts.target, opts.dry_run);
     let access = if opts.dry_run {
         Access::Read
     } else {
@@ -63,8 +63,13 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     let ledger = start::ledger(&mut client, &opts.run, access).await?;
     let selection = select::select(&client, &table, &opts.target, ledger.as_ref()).await?;
     if !children.is_empty() && selection.key.is_empty() {
+        let why = match table.inherited() {
+            true => "; it has inheritance children, which its unique indexes do not cover",
+            false => "",
+        };
         return Err(Error::Usage(format!(
-            "--cascade needs a primary key or unique index on {} to find the referencing rows",
+            "--cascade needs a primary key or valid unique index on {} to find the \
+             referencing rows{why}",
             table.display()
         )));
     }
@@ -75,41 +80,60 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
         guard::confirm(&table, estimate, &opts)?;
     }
 
-    // A --where run's page ranges, as measured now; the run records them.
+    // A --where run's relations, as measured now, and its page ranges over them.
     let measured = match &opts.target {
-        Target::Where(_) => Some(select::measure(&client, &table, opts.run.batch_size).await?),
+        Target::Where(_) => Some(select::measure(&client, &table).await?),
         _ => None,
     };
-    let mut options = serde_json::json!({
-        "batch_size": opts.run.batch_size,
-        "key": selection.key,
-        "cascade": opts.cascade,
-    });
-    if let Some((layout, _)) = measured {
-        options[LAYOUT] = serde_json::to_value(layout).expect("a layout serializes");
-    }
-    let run_key = RunKey {
+    let mut layout = measured
+        .as_ref()
+        .map(|m| PageLayout::new(&table, m, opts.run.batch_size));
+    let mut run_key = RunKey {
         command: Command::Purge,
         target_table: table.display(),
         input: selection.input,
-        options,
+        options: serde_json::json!({
+            "batch_size": opts.run.batch_size,
+            "key": selection.key,
+            "cascade": opts.cascade,
+        }),
     };
     let mut resume = opts.run.resume;
     // Everything that can fail happens before the run is recorded (or marked running again),
-    // so that no error leaves it `running`.
-    let units = match (&opts.target, measured) {
-        (_, Some((mut layout, rows_per_page))) => {
-            if let (Some(ledger), Some(wanted), false) = (&ledger, resume, opts.dry_run) {
-                let (id, recorded) = ledger.resumable(&client, &run_key, wanted.id()).await?;
-                layout = resumed_layout(ledger, &client, id, &recorded, layout).await?;
-                // The run just checked, whatever ran since.
-                resume = Some(Resume::Run(id));
+    // so that no error leaves it `running`. A resume goes on with the run's own page ranges,
+    // and only with what its committed batches say it can.
+    if let (Some(ledger), Some(wanted), false, Target::Where(_) | Target::Run(_)) =
+        (&ledger, resume, opts.dry_run, &opts.target)
+    {
+        let (id, recorded) = ledger.resumable(&client, &run_key, wanted.id()).await?;
+        match &measured {
+            Some(measured) => {
+                let resumed = resumed_layout(
+                    ledger,
+                    &client,
+                    id,
+                    &recorded,
+                    &table,
+                    measured,
+                    opts.run.batch_size,
+                )
+                .await?;
+                layout = Some(resumed);
             }
-            layout.units(rows_per_page)
+            None => check_recorded_resume(ledger, &client, id).await?,
         }
-        (Target::Run(run), None) => recorded_units(&client, ledger.as_ref(), *run).await?,
+        // The run just checked, whatever ran since.
+        resume = Some(Resume::Run(id));
+    }
+    let units = match (&opts.target, &layout, &measured) {
+        (_, Some(layout), Some(measured)) => {
+            // The run records the ranges it goes on with.
+            run_key.options[LAYOUT] = serde_json::to_value(layout).expect("a layout serializes");
+            layout.units(&table, measured)
+        }
+        (Target::Run(run), _, _) => recorded_units(&client, ledger.as_ref(), *run).await?,
         // A file's units come from its reader.
-        (_, None) => Vec::new(),
+        _ => Vec::new(),
     };
     let (run_id, committed) = match (&ledger, opts.dry_run) {
         (Some(ledger), false) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::delete::{PurgeUnit, Selector};
-use crate::db::catalog::Table;
+use crate::db::catalog::{Leaf, Table};
 use crate::db::ledger::{InputId, LAYOUT, Ledger};
 use crate::error::{Error, describe_pg};
 use crate::input::csv::{self, CsvOptions, CsvReader, Record};
@@ -96,7 +96,7 @@ pub async fn select(
                 )
             })?;
             Selection {
-                key: ledger.recorded_key(client, *run, &table.display()).await?,
+                key: run_key(ledger, client, table, *run).await?,
                 selector: Selector::Run {
                     ledger: ledger.quoted_schema().to_string(),
                 },
@@ -105,11 +105,20 @@ pub async fn select(
             }
         }
         Target::Where(predicate) => {
+            if let Some(leaf) = table.leaves.iter().find(|l| l.foreign) {
+                return Err(Error::Usage(format!(
+                    "--where: {} holds rows of {} but is a foreign table, which has no pages to \
+                     cut into ranges; purge by file or --run",
+                    leaf.display(),
+                    table.display()
+                )));
+            }
             check_predicate(client, table, predicate).await?;
             Selection {
                 key: table
                     .unique_keys
-                    .first()
+                    .iter()
+                    .find(|u| table.identifies(&u.columns).is_ok())
                     .map(|u| u.columns.clone())
                     .unwrap_or_default(),
                 selector: Selector::Where {
@@ -122,41 +131,72 @@ pub async fn select(
     })
 }
 
+/// The key seed run `run` recorded, if it still identifies the rows of `table`; else why
+/// `purge --run` cannot be exact.
+async fn run_key(
+    ledger: &Ledger,
+    client: &tokio_postgres::Client,
+    table: &Table,
+    run: i64,
+) -> Result<Vec<String>, Error> {
+    let recorded = ledger.recorded_key(client, run, &table.display()).await?;
+    let Some(key) = recorded.key else {
+        let why = match table.recordable_key(&recorded.columns) {
+            Err(why) => why,
+            Ok(_) => "it ran with --no-record-keys".into(),
+        };
+        return Err(Error::Usage(format!(
+            "--run {run}: the run did not record the keys it inserted ({why}); purge by file \
+             or --where"
+        )));
+    };
+    table.identifies(&key).map_err(|why| {
+        Error::Usage(format!(
+            "--run {run}: the run recorded the keys ({}), but {why}; purge by --where",
+            key.join(", ")
+        ))
+    })?;
+    Ok(key)
+}
+
 fn header_position(header: &Record, name: &str) -> Option<usize> {
     (0..header.len()).find(|&i| header.get(i) == Some(name.as_bytes()))
 }
 
-/// The key a CSV purges by: `--key` (which must be a unique key of the table), else the
-/// primary key or the first unique key whose columns are all in the header.
+/// The key a CSV purges by: `--key` (which must identify rows, see [`Table::identifies`]),
+/// else the primary key or the first valid unique key whose columns are all in the header.
 fn file_key(table: &Table, header: &Record, key: Option<&[String]>) -> Result<Vec<String>, Error> {
     let in_header = |c: &String| header_position(header, c).is_some();
     let key = match key {
         Some(key) => {
-            if !table
-                .unique_keys
-                .iter()
-                .any(|u| u.columns.len() == key.len() && key.iter().all(|k| u.columns.contains(k)))
-            {
-                return Err(Error::Usage(format!(
-                    "--key {}: {} has no primary key or unique index on exactly these columns; \
-                     purging by a non-unique column could delete rows the file does not name",
-                    key.join(","),
-                    table.display()
-                )));
-            }
+            table.identifies(key).map_err(|why| {
+                Error::Usage(format!(
+                    "--key {}: {why}; purging by it could delete rows the file does not name",
+                    key.join(",")
+                ))
+            })?;
             key.to_vec()
         }
-        None => table
-            .unique_keys
-            .iter()
-            .find(|u| u.columns.iter().all(in_header))
-            .map(|u| u.columns.clone())
-            .ok_or_else(|| {
-                Error::Usage(format!(
+        None => {
+            let covered = table
+                .unique_keys
+                .iter()
+                .filter(|u| u.columns.iter().all(in_header));
+            let Some(key) = covered.clone().find(|u| u.valid).or(covered.clone().next()) else {
+                return Err(Error::Usage(format!(
                     "the CSV header has no primary key or unique key of {}; name one with --key",
                     table.display()
+                )));
+            };
+            table.identifies(&key.columns).map_err(|why| {
+                Error::Usage(format!(
+                    "the CSV's key ({}): {why}; purging by it could delete rows the file does \
+                     not name",
+                    key.columns.join(", ")
                 ))
-            })?,
+            })?;
+            key.columns.clone()
+        }
     };
     let absent: Vec<&String> = key.iter().filter(|c| !in_header(c)).collect();
     if !absent.is_empty() {
@@ -234,139 +274,308 @@ fn one_expression(predicate: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The units of a `--run` purge, in order: the seed run's batches that recorded keys.
+/// The units of a `--run` purge, in order: the seed run's batches that recorded keys, each
+/// numbered as the seed batch whose keys it deletes, so that a purge batch means the same
+/// seed batch on every attempt, whatever batches a resumed seed added in between. Refuses
+/// a run whose recorded keys name rows it did not insert (as versions that took a direct
+/// COPY's keys from the file recorded when a trigger skipped rows); warns of rows it
+/// inserted without recording their key, which the purge cannot find.
 pub async fn recorded_units(
     client: &tokio_postgres::Client,
     ledger: Option<&Ledger>,
     run: i64,
 ) -> Result<Vec<PurgeUnit>, Error> {
-    Ok(ledger
+    let batches = ledger
         .expect("checked")
         .recorded_batches(client, run)
-        .await?
+        .await?;
+    let over: Vec<String> = batches
+        .iter()
+        .filter(|b| b.keys > b.inserted)
+        .map(|b| format!("{} ({} keys, {} rows inserted)", b.seq, b.keys, b.inserted))
+        .collect();
+    if !over.is_empty() {
+        return Err(Error::Usage(format!(
+            "--run {run}: batch(es) {} of the run recorded more keys than rows they inserted \
+             (a trigger skipped rows the ledger recorded anyway), so their keys may name rows \
+             the run did not insert; refusing. Purge by --where instead",
+            over.join(", ")
+        )));
+    }
+    let unrecorded: u64 = batches
+        .iter()
+        .map(|b| b.inserted.saturating_sub(b.keys))
+        .sum();
+    if unrecorded > 0 {
+        tracing::warn!(
+            "run {run} inserted {unrecorded} rows whose key it did not record (a NULL in the \
+             key): purge --run cannot find them and leaves them"
+        );
+    }
+    Ok(batches
         .into_iter()
-        .enumerate()
-        .map(|(i, (seed_seq, keys))| PurgeUnit::Recorded {
-            seq: i as u64 + 1,
+        .filter(|b| b.keys > 0)
+        .map(|b| PurgeUnit::Recorded {
+            seq: b.seq as u64,
             seed_run: run,
-            seed_seq,
-            keys,
+            keys: b.keys,
         })
         .collect())
 }
 
-/// How a `--where` purge cuts the table into page ranges. Recorded in the run's options
-/// when it first starts and reused by a resume: the ledger knows a committed batch only by
-/// its number, so batch N must be the same pages on every attempt, whatever ANALYZE or
-/// autovacuum made of the statistics meanwhile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Refuses to resume a `--run` purge whose committed batches do not each delete the seed
+/// batch their number names (runs of versions that numbered them by position): resuming
+/// would skip seed batches.
+pub async fn check_recorded_resume(
+    ledger: &Ledger,
+    client: &tokio_postgres::Client,
+    run_id: i64,
+) -> Result<(), Error> {
+    for (seq, first, last) in ledger.committed_spans(client, run_id).await? {
+        if first != seq || last != seq {
+            return Err(Error::ResumeRefused(format!(
+                "--resume {run_id}: batch {seq} of the run deleted the keys of seed batch \
+                 {first}, but batch {seq} means seed batch {seq} now; refusing to resume, as it \
+                 would skip seed batches. Start a new purge without --resume: what the run \
+                 deleted stays deleted."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How a `--where` purge cuts the table into page ranges: a list of segments, each a run of
+/// ranges over one relation that holds the table's rows (the table itself, a partition, an
+/// inheritance child; see [`Table::leaves`]), numbered on across the segments. Recorded in
+/// the run's options when it first starts, and again, extended, by each resume: the ledger
+/// knows a committed batch only by its number, so batch N must be the same pages of the same
+/// relation on every attempt, whatever ANALYZE or autovacuum made of the statistics
+/// meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct PageLayout {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Segment {
+    schema: String,
+    name: String,
+    /// Pages `[first, first + pages)`, in ranges of `pages_per_batch`; the last range is not
+    /// cut at the end, so that it stays the same range when the relation grows.
+    first: u64,
+    pages: u64,
     pages_per_batch: u64,
-    /// The table's pages when measured: the ranges cover `[0, pages)`.
+}
+
+impl Segment {
+    fn batches(&self) -> u64 {
+        self.pages.div_ceil(self.pages_per_batch)
+    }
+
+    /// Where the segment's last range ends.
+    fn end(&self) -> u64 {
+        self.first + self.batches() * self.pages_per_batch
+    }
+
+    fn of(&self, leaf: &Leaf) -> bool {
+        self.schema == leaf.schema && self.name == leaf.name
+    }
+}
+
+/// The layout as runs recorded it before a table's partitions and children had ranges of
+/// their own: the table's pages alone.
+#[derive(serde::Deserialize)]
+struct TableLayout {
+    pages_per_batch: u64,
     pages: u64,
 }
 
-impl PageLayout {
-    /// Batch `seq`'s pages, `[first, end)`. The last range is not cut at the table's end, so
-    /// that it stays the same range when the table grows.
-    fn range(self, seq: u64) -> (u64, u64) {
-        let step = self.pages_per_batch;
-        ((seq - 1) * step, seq * step)
-    }
+/// One relation holding the table's rows, as its size and statistics are now.
+pub struct Measured {
+    pages: u64,
+    /// The planner's rows per page, or a count where it was never analyzed.
+    per_page: f64,
+}
 
-    /// The units, in order; `rows_per_page` only estimates their size for progress.
-    pub fn units(self, rows_per_page: f64) -> Vec<PurgeUnit> {
-        let step = self.pages_per_batch;
-        (1..=self.pages.div_ceil(step))
-            .map(|seq| {
-                let (first, end) = self.range(seq);
-                PurgeUnit::Pages {
-                    seq,
-                    first,
-                    end,
-                    rows: (step as f64 * rows_per_page) as u64,
-                }
-            })
-            .collect()
+impl Measured {
+    /// Pages per range so that a range holds about `batch_size` rows of the relation (fewer
+    /// match the predicate).
+    fn pages_per_batch(&self, batch_size: usize) -> u64 {
+        ((batch_size as f64 / self.per_page).floor() as u64).max(1)
     }
 }
 
-/// The table's page ranges for batches of about `batch_size` rows, as its size and
-/// statistics are now, with the estimated rows per page.
+impl PageLayout {
+    /// Every relation of `table` ([`Table::leaves`]) cut as it is `measured` now.
+    pub fn new(table: &Table, measured: &[Measured], batch_size: usize) -> Self {
+        let mut layout = PageLayout {
+            segments: Vec::new(),
+        };
+        layout.extend(table, measured, batch_size);
+        layout
+    }
+
+    /// Adds a segment for the pages of each relation of `table` that no segment covers yet:
+    /// the pages it grew, or all of a relation that was not there before.
+    fn extend(&mut self, table: &Table, measured: &[Measured], batch_size: usize) {
+        for (leaf, now) in table.leaves.iter().zip(measured) {
+            let covered = self
+                .segments
+                .iter()
+                .filter(|s| s.of(leaf))
+                .map(Segment::end)
+                .max()
+                .unwrap_or(0);
+            if now.pages > covered {
+                self.segments.push(Segment {
+                    schema: leaf.schema.clone(),
+                    name: leaf.name.clone(),
+                    first: covered,
+                    pages: now.pages - covered,
+                    pages_per_batch: now.pages_per_batch(batch_size),
+                });
+            }
+        }
+    }
+
+    /// Batch `seq`'s segment and pages, `[first, end)`.
+    fn range(&self, seq: u64) -> Option<(&Segment, u64, u64)> {
+        let mut before = 0;
+        for segment in &self.segments {
+            let n = segment.batches();
+            if seq > before && seq <= before + n {
+                let first = segment.first + (seq - before - 1) * segment.pages_per_batch;
+                return Some((segment, first, first + segment.pages_per_batch));
+            }
+            before += n;
+        }
+        None
+    }
+
+    /// The units, in order, each naming its relation by its place in `table.leaves`; the
+    /// ranges of a relation no longer there are left out (its rows went with it).
+    /// `measured` only estimates their size for progress.
+    pub fn units(&self, table: &Table, measured: &[Measured]) -> Vec<PurgeUnit> {
+        let mut units = Vec::new();
+        let mut seq = 0;
+        for segment in &self.segments {
+            let leaf = table.leaves.iter().position(|l| segment.of(l));
+            for k in 0..segment.batches() {
+                seq += 1;
+                let Some(leaf) = leaf else { continue };
+                let first = segment.first + k * segment.pages_per_batch;
+                units.push(PurgeUnit::Pages {
+                    seq,
+                    leaf,
+                    relation: table.leaves[leaf].display(),
+                    first,
+                    end: first + segment.pages_per_batch,
+                    rows: (segment.pages_per_batch as f64 * measured[leaf].per_page) as u64,
+                });
+            }
+        }
+        units
+    }
+}
+
+/// Each relation of `table` ([`Table::leaves`]) as its size and statistics are now.
 pub async fn measure(
     client: &tokio_postgres::Client,
     table: &Table,
-    batch_size: usize,
-) -> Result<(PageLayout, f64), Error> {
-    let row = client
-        .query_typed_one(
+) -> Result<Vec<Measured>, Error> {
+    let oids: Vec<u32> = table.leaves.iter().map(|l| l.oid).collect();
+    let rows = client
+        .query_typed(
             "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
                     c.reltuples::float8, greatest(c.relpages, 1)::float8 \
-             FROM pg_class c WHERE c.oid = $1",
-            &[(&table.oid, tokio_postgres::types::Type::OID)],
+             FROM unnest($1::oid[]) WITH ORDINALITY AS l(oid, i) JOIN pg_class c ON c.oid = l.oid \
+             ORDER BY l.i",
+            &[(&oids, tokio_postgres::types::Type::OID_ARRAY)],
         )
         .await
         .map_err(|e| Error::database("reading the table's size", e))?;
-    let pages = row.get::<_, i64>(0) as u64;
-    let (reltuples, relpages) = (row.get::<_, f64>(1), row.get::<_, f64>(2));
-    // Rows per page: the planner's statistics, or a count where the table was never
-    // analyzed (reltuples = -1).
-    let per_page = if reltuples >= 0.0 {
-        reltuples / relpages
-    } else {
-        let counted = client
-            .query_typed_one(&format!("SELECT count(*) FROM {}", table.quoted()), &[])
-            .await
-            .map_err(|e| Error::database("counting the table's rows", e))?;
-        counted.get::<_, i64>(0) as f64 / pages.max(1) as f64
+    if rows.len() != oids.len() {
+        return Err(Error::Usage(format!(
+            "the partitions or inheritance children of {} changed while the purge started; \
+             run it again",
+            table.display()
+        )));
     }
-    .max(1.0);
-    // Pages per batch so that a batch holds about --batch-size rows of the table (fewer
-    // match the predicate).
-    let pages_per_batch = ((batch_size as f64 / per_page).floor() as u64).max(1);
-    Ok((
-        PageLayout {
-            pages_per_batch,
-            pages,
-        },
-        per_page,
-    ))
+    let mut measured = Vec::with_capacity(rows.len());
+    for (leaf, row) in table.leaves.iter().zip(rows) {
+        let pages = row.get::<_, i64>(0) as u64;
+        let (reltuples, relpages) = (row.get::<_, f64>(1), row.get::<_, f64>(2));
+        // Rows per page: the planner's statistics, or a count where the relation was never
+        // analyzed (reltuples = -1).
+        let per_page = if reltuples >= 0.0 {
+            reltuples / relpages
+        } else {
+            let counted = client
+                .query_typed_one(&format!("SELECT count(*) FROM ONLY {}", leaf.quoted()), &[])
+                .await
+                .map_err(|e| Error::database(format!("counting the rows of {}", leaf.display()), e))?;
+            counted.get::<_, i64>(0) as f64 / pages.max(1) as f64
+        }
+        .max(1.0);
+        measured.push(Measured { pages, per_page });
+    }
+    Ok(measured)
 }
 
-/// The page ranges a resumed `--where` run goes on with: the ones it recorded (extended to
-/// pages the table grew since), else (a run recorded before they were) the ones measured
-/// now, `measured`. Refuses the resume when a committed batch is not the range its number
-/// now names: resuming would skip pages no attempt deleted.
+/// The page ranges a resumed `--where` run goes on with: the ones it recorded, else (a run
+/// recorded before they were) the ones `measured` now; either extended to the pages and
+/// relations no range covers yet. Refuses the resume when a committed batch is not the range
+/// its number now names: resuming would skip pages no attempt deleted.
 pub async fn resumed_layout(
     ledger: &Ledger,
     client: &tokio_postgres::Client,
     run_id: i64,
     options: &serde_json::Value,
-    measured: PageLayout,
+    table: &Table,
+    measured: &[Measured],
+    batch_size: usize,
 ) -> Result<PageLayout, Error> {
-    let layout = match options
-        .get(LAYOUT)
-        .and_then(|l| serde_json::from_value::<PageLayout>(l.clone()).ok())
-    {
-        Some(recorded) => PageLayout {
-            pages: recorded.pages.max(measured.pages),
-            ..recorded
-        },
-        None => measured,
+    let recorded = options.get(LAYOUT).and_then(|l| {
+        serde_json::from_value::<PageLayout>(l.clone())
+            .ok()
+            .or_else(|| {
+                let old = serde_json::from_value::<TableLayout>(l.clone()).ok()?;
+                Some(PageLayout {
+                    segments: vec![Segment {
+                        schema: table.schema.clone(),
+                        name: table.name.clone(),
+                        first: 0,
+                        pages: old.pages,
+                        pages_per_batch: old.pages_per_batch,
+                    }],
+                })
+            })
+    });
+    let layout = match recorded {
+        Some(mut recorded) => {
+            recorded.extend(table, measured, batch_size);
+            recorded
+        }
+        None => PageLayout::new(table, measured, batch_size),
     };
     for (seq, first, last) in ledger.committed_spans(client, run_id).await? {
-        let (want_first, want_end) = layout.range(seq);
-        // A range cut at the table's end, as runs recorded before the ranges were, is the
+        // A range cut at its relation's end, as runs recorded before the ranges were, is the
         // same range.
-        let same = first == want_first
-            && (last + 1 == want_end || (last + 1 < want_end && last + 1 >= layout.pages));
+        let same = layout.range(seq).is_some_and(|(segment, want_first, want_end)| {
+            first == want_first
+                && (last + 1 == want_end
+                    || (last + 1 < want_end && last + 1 >= segment.first + segment.pages))
+        });
         if !same {
+            let now = layout.range(seq).map_or("no range".into(), |(s, first, end)| {
+                format!("pages {first}-{} of {}.{}", end - 1, s.schema, s.name)
+            });
             return Err(Error::ResumeRefused(format!(
                 "--resume {run_id}: batch {seq} of the run deleted pages {first}-{last}, but batch \
-                 {seq} is pages {want_first}-{} now (the table's statistics changed since the run \
-                 started); refusing to resume, as it would skip pages. Start a new purge without \
-                 --resume: what the run deleted stays deleted.",
-                want_end - 1
+                 {seq} is {now} now (the table's statistics changed since the run started); \
+                 refusing to resume, as it would skip pages. Start a new purge without \
+                 --resume: what the run deleted stays deleted."
             )));
         }
     }

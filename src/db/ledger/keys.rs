@@ -7,19 +7,36 @@ use super::Ledger;
 use crate::error::Error;
 use crate::model::Command;
 
+/// What a seed run recorded for `purge --run`.
+pub struct Recorded {
+    /// The key columns whose values it recorded; `None` when it recorded none.
+    pub key: Option<Vec<String>>,
+    /// The table columns its CSV held.
+    pub columns: Vec<String>,
+}
+
+/// One batch of a seed run: its number, how many keys it recorded and how many rows it
+/// inserted.
+pub struct RecordedBatch {
+    pub seq: i64,
+    pub keys: u64,
+    pub inserted: u64,
+}
+
 impl Ledger {
-    /// The key columns a seed run recorded for the rows it inserted into `table`. Refuses
-    /// runs that are not seeds of `table` or recorded no keys.
+    /// What a seed run of `table` recorded for the rows it inserted. Refuses runs that are
+    /// not seeds of `table`.
     pub async fn recorded_key(
         &self,
         client: &Client,
         run: i64,
         table: &str,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Recorded, Error> {
         let row = client
             .query_typed_opt(
                 &format!(
-                    "SELECT command, target_table, options->'recorded_key' FROM {}.runs WHERE id = $1",
+                    "SELECT command, target_table, options->'recorded_key', options->'columns' \
+                     FROM {}.runs WHERE id = $1",
                     self.quoted_schema()
                 ),
                 &[(&run, Type::INT8)],
@@ -33,14 +50,14 @@ impl Ledger {
                 "--run {run}: that run is a {command} of {target}, not a seed of {table}"
             )));
         }
-        let key: Option<serde_json::Value> = row.get(2);
-        key.and_then(|k| serde_json::from_value::<Vec<String>>(k).ok())
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "--run {run}: the run did not record the keys it inserted (it ran with \
-                     --no-record-keys, or its CSV covered no unique key); purge by file or --where"
-                ))
-            })
+        let strings = |i| {
+            row.get::<_, Option<serde_json::Value>>(i)
+                .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+        };
+        Ok(Recorded {
+            key: strings(2),
+            columns: strings(3).unwrap_or_default(),
+        })
     }
 
     /// How many keys a seed run recorded.
@@ -59,17 +76,20 @@ impl Ledger {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    /// The batches of a seed run that recorded keys, in order, with how many each recorded.
+    /// The committed batches of a seed run that inserted rows or recorded keys, in order.
     pub async fn recorded_batches(
         &self,
         client: &Client,
         run: i64,
-    ) -> Result<Vec<(i64, u64)>, Error> {
+    ) -> Result<Vec<RecordedBatch>, Error> {
         Ok(client
             .query_typed(
                 &format!(
-                    "SELECT seq, jsonb_array_length(keys->0)::bigint FROM {}.inserted_keys \
-                     WHERE run_id = $1 ORDER BY seq",
+                    "SELECT b.seq, coalesce(jsonb_array_length(k.keys->0), 0)::bigint, \
+                            coalesce(b.inserted, 0) \
+                     FROM {0}.batches b LEFT JOIN {0}.inserted_keys k USING (run_id, seq) \
+                     WHERE b.run_id = $1 AND (k.seq IS NOT NULL OR b.inserted > 0) \
+                     ORDER BY b.seq",
                     self.quoted_schema()
                 ),
                 &[(&run, Type::INT8)],
@@ -77,7 +97,11 @@ impl Ledger {
             .await
             .map_err(|e| Error::database("listing the run's recorded keys", e))?
             .iter()
-            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .map(|r| RecordedBatch {
+                seq: r.get(0),
+                keys: r.get::<_, i64>(1) as u64,
+                inserted: r.get::<_, i64>(2) as u64,
+            })
             .collect())
     }
 }

@@ -243,7 +243,8 @@ impl Ledger {
             .map_err(|e| Error::database("recording the run in the ledger", e))
     }
 
-    /// Finds the run to resume (see [`Ledger::resumable`]) and marks it running again.
+    /// Finds the run to resume (see [`Ledger::resumable`]) and marks it running again, with
+    /// the [`LAYOUT`] it goes on with, if `key` has one.
     async fn find_resumable(
         &self,
         client: &Client,
@@ -251,14 +252,18 @@ impl Ledger {
         id: Option<i64>,
     ) -> Result<i64, Error> {
         let (run_id, _) = self.resumable(client, key, id).await?;
+        let layout = key.options.get(LAYOUT);
         client
             .execute_typed(
                 &format!(
                     "UPDATE {}.runs SET status = 'running', attempts = attempts + 1, error = NULL, \
-                     finished_at = NULL, updated_at = now() WHERE id = $1",
+                     finished_at = NULL, updated_at = now(), \
+                     options = CASE WHEN $2::jsonb IS NULL THEN options \
+                                    ELSE jsonb_set(options, '{{{LAYOUT}}}', $2) END \
+                     WHERE id = $1",
                     self.quoted_schema()
                 ),
-                &[(&run_id, Type::INT8)],
+                &[(&run_id, Type::INT8), (&layout, Type::JSONB)],
             )
             .await
             .map_err(|e| Error::database("marking the run as resumed", e))?;
