@@ -39,6 +39,7 @@ mod json_output;
 mod layers;
 mod least_privilege;
 mod pgbouncer;
+mod purge_exact;
 mod purge_resume;
 mod purge_safety;
 mod purge_selectors;
