@@ -23,8 +23,9 @@ pub struct PurgeArgs {
           conflicts_with_all = ["run", "where_"])]
     pub input: Option<String>,
 
-    /// With FILE: the key columns, a primary key or unique index of the table [default:
-    /// the primary key or the first unique key the CSV header covers].
+    /// With FILE: the key columns, a primary key or valid unique index of the table (not of
+    /// an inheritance parent, whose children it does not cover) [default: the primary key or
+    /// the first valid unique key the CSV header covers].
     #[arg(
         long,
         value_delimiter = ',',
@@ -38,9 +39,10 @@ pub struct PurgeArgs {
     #[arg(long, value_name = "RUN_ID", conflicts_with = "where_")]
     pub run: Option<i64>,
 
-    /// Delete the rows this SQL predicate selects, e.g. "email LIKE '%@loadtest.example'".
-    /// Trusted SQL: it is put in the statement as written. Parallel batches take disjoint
-    /// page ranges, so they never wait on each other.
+    /// Delete the rows this SQL predicate selects, e.g. "email LIKE '%@loadtest.example'",
+    /// in the table and every partition or inheritance child of it. Trusted SQL: it is put
+    /// in the statement as written. Parallel batches take disjoint page ranges, so they
+    /// never wait on each other.
     #[arg(long = "where", value_name = "SQL")]
     pub where_: Option<String>,
 

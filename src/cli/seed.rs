@@ -41,8 +41,9 @@ pub struct SeedArgs {
     #[arg(long, value_enum, default_value_t = OnConflict::Error)]
     pub on_conflict: OnConflict,
 
-    /// Conflict key for skip/update: columns of a primary key or unique index [default:
-    /// update: the primary key or first unique index the CSV covers; skip: any unique conflict]
+    /// Conflict key for skip/update: columns of a primary key or valid unique index whose
+    /// constraint is not deferrable [default: update: the primary key or first unique index
+    /// the CSV covers; skip: any unique conflict]
     #[arg(long, value_delimiter = ',', value_name = "COL[,COL]")]
     pub key: Option<Vec<String>>,
 
@@ -51,7 +52,8 @@ pub struct SeedArgs {
     pub create_example_table: bool,
 
     /// Do not record the keys of inserted rows in the ledger. Seeding is a little faster,
-    /// and `purge --run` refuses this run.
+    /// and `purge --run` refuses this run. (Keys are recorded by the primary key or a valid
+    /// unique key on NOT NULL columns the CSV covers; without one, none are.)
     #[arg(long)]
     pub no_record_keys: bool,
 

@@ -218,7 +218,6 @@ impl Table {
     }
 }
 
-
 /// Looks `name` up the way SQL would parse it (`accounts`, `app.accounts`,
 /// `"Load Test"."Acc"`), honouring the search path.
 pub async fn describe(client: &tokio_postgres::Client, name: &str) -> Result<Relation, Error> {

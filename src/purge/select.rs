@@ -384,7 +384,7 @@ impl Segment {
 }
 
 /// The layout as runs recorded it before a table's partitions and children had ranges of
-/// their own: the table's pages alone.
+/// their own: the table's pages alone (see [`PageLayout::recorded`]).
 #[derive(serde::Deserialize)]
 struct TableLayout {
     pages_per_batch: u64,
@@ -437,6 +437,25 @@ impl PageLayout {
                 });
             }
         }
+    }
+
+    /// The layout a run recorded in its `options`, if any: segments, or one table's pages
+    /// (as runs recorded it before partitions and children had ranges of their own).
+    fn recorded(options: &serde_json::Value, table: &Table) -> Option<PageLayout> {
+        let layout = options.get(LAYOUT)?;
+        if let Ok(layout) = serde_json::from_value::<PageLayout>(layout.clone()) {
+            return Some(layout);
+        }
+        let old = serde_json::from_value::<TableLayout>(layout.clone()).ok()?;
+        Some(PageLayout {
+            segments: vec![Segment {
+                schema: table.schema.clone(),
+                name: table.name.clone(),
+                first: 0,
+                pages: old.pages,
+                pages_per_batch: old.pages_per_batch,
+            }],
+        })
     }
 
     /// Batch `seq`'s segment and pages, `[first, end)`.
@@ -514,7 +533,9 @@ pub async fn measure(
             let counted = client
                 .query_typed_one(&format!("SELECT count(*) FROM ONLY {}", leaf.quoted()), &[])
                 .await
-                .map_err(|e| Error::database(format!("counting the rows of {}", leaf.display()), e))?;
+                .map_err(|e| {
+                    Error::database(format!("counting the rows of {}", leaf.display()), e)
+                })?;
             counted.get::<_, i64>(0) as f64 / pages.max(1) as f64
         }
         .max(1.0);
@@ -536,23 +557,7 @@ pub async fn resumed_layout(
     measured: &[Measured],
     batch_size: usize,
 ) -> Result<PageLayout, Error> {
-    let recorded = options.get(LAYOUT).and_then(|l| {
-        serde_json::from_value::<PageLayout>(l.clone())
-            .ok()
-            .or_else(|| {
-                let old = serde_json::from_value::<TableLayout>(l.clone()).ok()?;
-                Some(PageLayout {
-                    segments: vec![Segment {
-                        schema: table.schema.clone(),
-                        name: table.name.clone(),
-                        first: 0,
-                        pages: old.pages,
-                        pages_per_batch: old.pages_per_batch,
-                    }],
-                })
-            })
-    });
-    let layout = match recorded {
+    let layout = match PageLayout::recorded(options, table) {
         Some(mut recorded) => {
             recorded.extend(table, measured, batch_size);
             recorded
@@ -562,15 +567,19 @@ pub async fn resumed_layout(
     for (seq, first, last) in ledger.committed_spans(client, run_id).await? {
         // A range cut at its relation's end, as runs recorded before the ranges were, is the
         // same range.
-        let same = layout.range(seq).is_some_and(|(segment, want_first, want_end)| {
-            first == want_first
-                && (last + 1 == want_end
-                    || (last + 1 < want_end && last + 1 >= segment.first + segment.pages))
-        });
-        if !same {
-            let now = layout.range(seq).map_or("no range".into(), |(s, first, end)| {
-                format!("pages {first}-{} of {}.{}", end - 1, s.schema, s.name)
+        let same = layout
+            .range(seq)
+            .is_some_and(|(segment, want_first, want_end)| {
+                first == want_first
+                    && (last + 1 == want_end
+                        || (last + 1 < want_end && last + 1 >= segment.first + segment.pages))
             });
+        if !same {
+            let now = layout
+                .range(seq)
+                .map_or("no range".into(), |(s, first, end)| {
+                    format!("pages {first}-{} of {}.{}", end - 1, s.schema, s.name)
+                });
             return Err(Error::ResumeRefused(format!(
                 "--resume {run_id}: batch {seq} of the run deleted pages {first}-{last}, but batch \
                  {seq} is {now} now (the table's statistics changed since the run started); \
@@ -584,7 +593,106 @@ pub async fn resumed_layout(
 
 #[cfg(test)]
 mod tests {
-    use super::one_expression;
+    use super::*;
+
+    fn leaf(oid: u32, name: &str) -> Leaf {
+        Leaf {
+            oid,
+            schema: "public".into(),
+            name: name.into(),
+            foreign: false,
+        }
+    }
+
+    fn table(leaves: Vec<Leaf>) -> Table {
+        Table {
+            oid: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: Vec::new(),
+            unique_keys: Vec::new(),
+            partitioned: false,
+            leaves,
+            insert_triggers: false,
+            deferrable: Vec::new(),
+        }
+    }
+
+    /// Each unit's number, relation (its place in the leaves) and pages.
+    fn pages(units: &[PurgeUnit]) -> Vec<(u64, usize, u64, u64)> {
+        units
+            .iter()
+            .map(|u| match u {
+                PurgeUnit::Pages {
+                    seq,
+                    leaf,
+                    first,
+                    end,
+                    ..
+                } => (*seq, *leaf, *first, *end),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn at(pages: u64, per_page: f64) -> Measured {
+        Measured { pages, per_page }
+    }
+
+    #[test]
+    fn page_ranges_are_numbered_across_relations_and_a_resume_only_adds_to_them() {
+        let t = table(vec![leaf(1, "t"), leaf(2, "child")]);
+        // 30 rows a batch: 3 pages of t (10 rows a page), 1 page of child (100 rows a page).
+        let then = [at(10, 10.0), at(2, 100.0)];
+        let layout = PageLayout::new(&t, &then, 30);
+        assert_eq!(
+            pages(&layout.units(&t, &then)),
+            [
+                (1, 0, 0, 3),
+                (2, 0, 3, 6),
+                (3, 0, 6, 9),
+                (4, 0, 9, 12),
+                (5, 1, 0, 1),
+                (6, 1, 1, 2)
+            ]
+        );
+
+        // Then t grew to 14 pages, denser; child was dropped; another child appeared. The
+        // ranges recorded keep their numbers (those of a relation gone are not run), and the
+        // new ones follow.
+        let options = serde_json::json!({ LAYOUT: layout });
+        let mut resumed = PageLayout::recorded(&options, &t).expect("recorded");
+        let t = table(vec![leaf(1, "t"), leaf(3, "late")]);
+        let now = [at(14, 30.0), at(1, 1.0)];
+        resumed.extend(&t, &now, 30);
+        assert_eq!(
+            pages(&resumed.units(&t, &now)),
+            [
+                (1, 0, 0, 3),
+                (2, 0, 3, 6),
+                (3, 0, 6, 9),
+                (4, 0, 9, 12),
+                (7, 0, 12, 13),
+                (8, 0, 13, 14),
+                (9, 1, 0, 30)
+            ]
+        );
+        let named = |seq| resumed.range(seq).map(|(s, a, b)| (s.name.clone(), a, b));
+        assert_eq!(named(5), Some(("child".to_string(), 0, 1)));
+        assert_eq!(named(10), None);
+    }
+
+    #[test]
+    fn a_layout_recorded_for_the_table_alone_is_its_first_segment() {
+        let t = table(vec![leaf(1, "t")]);
+        let options = serde_json::json!({ LAYOUT: { "pages_per_batch": 4, "pages": 10 } });
+        let layout = PageLayout::recorded(&options, &t).expect("the old form reads");
+        assert_eq!(
+            pages(&layout.units(&t, &[at(10, 1.0)])),
+            [(1, 0, 0, 4), (2, 0, 4, 8), (3, 0, 8, 12)]
+        );
+        assert!(PageLayout::recorded(&serde_json::json!({}), &t).is_none());
+    }
 
     #[test]
     fn a_predicate_must_be_one_expression() {

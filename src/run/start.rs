@@ -28,9 +28,7 @@ pub async fn table(client: &Object, name: &str, hint: &str, does: &str) -> Resul
     match catalog::describe(client, name).await? {
         Relation::Table(table) => Ok(table),
         Relation::Other(kind) => Err(Error::Usage(format!("{name} is {kind}; {does}"))),
-        Relation::Missing => Err(Error::Usage(format!(
-            "table {name} does not exist{hint}"
-        ))),
+        Relation::Missing => Err(Error::Usage(format!("table {name} does not exist{hint}"))),
     }
 }
 

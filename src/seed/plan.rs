@@ -153,7 +153,13 @@ pub fn build(table: &Table, req: &Request) -> Result<Plan, Error> {
                 .map(|c| columns.iter().position(|n| n == c).expect("covered"))
                 .collect()
         });
-    let privileges = privileges(table, &columns, req.on_conflict, key.as_deref(), staged_insert);
+    let privileges = privileges(
+        table,
+        &columns,
+        req.on_conflict,
+        key.as_deref(),
+        staged_insert,
+    );
     Ok(Plan {
         columns,
         encoder,

@@ -289,7 +289,10 @@ fn where_purges_every_partition_and_resumes_over_them() {
         db.scalar_i64(&format!("SELECT count(*) FROM events WHERE {MARKED}")),
         0
     );
-    assert_eq!(digest(&db, "events", &format!("{MARKED} IS NOT TRUE")), kept);
+    assert_eq!(
+        digest(&db, "events", &format!("{MARKED} IS NOT TRUE")),
+        kept
+    );
     // The resumed run recorded the ranges it went on with: one segment per relation, and
     // more for what grew or appeared.
     let segments = db.scalar_i64(&format!(
@@ -322,7 +325,14 @@ fn a_partitioned_table_is_seeded_and_purged_by_run_and_by_file() {
     let seeded = seed_ok(
         &db,
         &file,
-        &["--table", "events", "--on-conflict", "skip", "--batch-size", "60"],
+        &[
+            "--table",
+            "events",
+            "--on-conflict",
+            "skip",
+            "--batch-size",
+            "60",
+        ],
     );
     assert_eq!(seeded["rows_inserted"], 150);
     assert_eq!(seeded["rows_skipped"], 50);
@@ -370,7 +380,14 @@ fn inheritance_children_are_purged_by_where_and_their_keys_refused() {
     expect_refused(&run, "inheritance children");
     let run = purge(
         &db,
-        &["--table", "people", path_str(&file), "--key", "code", "--yes"],
+        &[
+            "--table",
+            "people",
+            path_str(&file),
+            "--key",
+            "code",
+            "--yes",
+        ],
     );
     expect_refused(&run, "inheritance children");
     // By --run: the keys a seed of the parent recorded.
@@ -418,7 +435,10 @@ fn inheritance_children_are_purged_by_where_and_their_keys_refused() {
         db.scalar_i64(&format!("SELECT count(*) FROM people WHERE {MARKED}")),
         0
     );
-    assert_eq!(digest(&db, "people", &format!("{MARKED} IS NOT TRUE")), kept);
+    assert_eq!(
+        digest(&db, "people", &format!("{MARKED} IS NOT TRUE")),
+        kept
+    );
 }
 
 #[test]
@@ -451,7 +471,14 @@ fn a_unique_index_that_is_not_valid_is_no_key() {
     expect_refused(
         &purge(
             &db,
-            &["--table", "items", path_str(&keys), "--key", "code", "--yes"],
+            &[
+                "--table",
+                "items",
+                path_str(&keys),
+                "--key",
+                "code",
+                "--yes",
+            ],
         ),
         "not valid",
     );
@@ -465,11 +492,7 @@ fn a_unique_index_that_is_not_valid_is_no_key() {
         expect_refused(&db.seed(&new, &args), "not valid");
     }
     assert_eq!(digest(&db, "items", "true"), everything);
-    assert_eq!(
-        db.count("provisioner.runs"),
-        0,
-        "a refusal recorded a run"
-    );
+    assert_eq!(db.count("provisioner.runs"), 0, "a refusal recorded a run");
 
     // A seed records no key it cannot trust, says so, and purge --run says why.
     let run = db.seed(&new, &["--table", "items", "--json"]);
@@ -506,7 +529,10 @@ fn a_key_that_allows_null_is_not_recorded() {
     assert_eq!(db.count("tags"), 4);
 
     // The key recorded is one whose columns are NOT NULL, even when a nullable one comes first.
-    let file = db.write("labels.csv", "code,ext,label\nt1,e1,a\n,e2,b\nt3,e3,c\n,e4,d\n");
+    let file = db.write(
+        "labels.csv",
+        "code,ext,label\nt1,e1,a\n,e2,b\nt3,e3,c\n,e4,d\n",
+    );
     let seeded = seed_ok(&db, &file, &["--table", "labels"]);
     let id = seeded["run_id"].as_i64().unwrap().to_string();
     let run = purge(&db, &["--table", "labels", "--run", &id, "--yes", "--json"]);
@@ -567,13 +593,24 @@ fn a_purge_resumed_after_its_seed_filled_a_gap_deletes_every_seed_batch() {
     );
     let id = seed_id.to_string();
     let purge_args = |extra: &[&'static str]| {
-        let mut args = vec!["--run", id.as_str(), "--connections", "2", "--yes", "--json"];
+        let mut args = vec![
+            "--run",
+            id.as_str(),
+            "--connections",
+            "2",
+            "--yes",
+            "--json",
+        ];
         args.extend_from_slice(extra);
         args
     };
     let first = purge(&db, &purge_args(&[]));
     first.expect_code(1);
-    assert!(first.stderr.contains("injected purge_stop"), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("injected purge_stop"),
+        "{}",
+        first.stderr
+    );
     assert_eq!(db.count("accounts"), 20 + 100);
     db.execute("DROP TRIGGER purge_stop ON accounts");
 
@@ -588,7 +625,11 @@ fn a_purge_resumed_after_its_seed_filled_a_gap_deletes_every_seed_batch() {
     resumed.expect_ok();
     assert_eq!(resumed.figure("run_id"), first.figure("run_id"));
     assert_eq!(real_accounts(&db), real);
-    assert_eq!(db.count("accounts"), 20, "the resumed purge skipped a seed batch");
+    assert_eq!(
+        db.count("accounts"),
+        20,
+        "the resumed purge skipped a seed batch"
+    );
 
     // A purge run whose batches were numbered by position (as before) is not resumed when
     // a number names another seed batch now.
