@@ -158,6 +158,8 @@ impl CsvArgs {
         Ok(CsvOptions {
             dialect,
             columns: self.columns.clone(),
+            // The command sets it from the server's version, once connected.
+            end_marker: false,
         })
     }
 }

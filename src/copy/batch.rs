@@ -181,7 +181,7 @@ impl Batcher {
         tx: &async_channel::Sender<U>,
     ) -> Result<ProduceEnd, Error> {
         csv.keep_raw(self.rejects.is_some());
-        csv.hand_over_unterminated(self.rejects.is_some());
+        csv.hand_over_defective(self.rejects.is_some());
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         // Records in the current batch: kept in `records[..filled]`, or refused.
         let (mut filled, mut taken) = (0, 0);

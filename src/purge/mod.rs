@@ -49,8 +49,15 @@ type Produce = Box<
         + Send,
 >;
 
-pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
+pub async fn purge(
+    db: Endpoint,
+    mut opts: PurgeOptions,
+    console: &Console,
+) -> Result<Finished, Error> {
     let (pool, mut client) = start::connect(db, &opts.run).await?;
+    if let Target::File { csv, .. } = &mut opts.target {
+        csv.for_server(start::server_version(&client).await?);
+    }
     let table = start::table(&client, &opts.table, "").await?;
     let children = guard::children(&client, &table, opts.cascade).await?;
     let needs = guard::privileges(&table, &children, opts.dry_run);

@@ -21,6 +21,15 @@ pub async fn connect(db: Endpoint, run: &RunOptions) -> Result<(Pool, Object), E
     Ok((pool, client))
 }
 
+/// The server's `server_version_num` (150020 for 15.20): what its COPY does depends on it.
+pub async fn server_version(client: &Object) -> Result<i32, Error> {
+    let row = client
+        .query_typed_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| Error::database("reading the server's version", e))?;
+    Ok(row.get(0))
+}
+
 /// The table `name` names (as SQL would parse it), or a usage error that ends with `hint`.
 pub async fn table(client: &Object, name: &str, hint: &str) -> Result<Table, Error> {
     catalog::describe(client, name)
