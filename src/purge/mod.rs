@@ -21,7 +21,7 @@ use crate::db::ledger::{Access, LAYOUT, Resume, RunKey};
 use crate::error::Error;
 use crate::input::check::Checker;
 use crate::model::{Command, Invocation};
-use crate::run::report::{Console, Progress, Reporter, Rows};
+use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
 use delete::{DeletePlan, Deleter, PurgeUnit};
 pub use select::Target;
@@ -129,7 +129,10 @@ pub async fn purge(
     };
     drop(client);
 
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(match opts.target {
+        Target::File { .. } => Progress::default(),
+        _ => Progress::reading_on_commit(),
+    });
     let workers = opts.run.workers(&pool, progress.clone());
     let plan = DeletePlan::new(&table, &selection.key, &selection.selector, &children);
     let transactions = Transactions::new(
@@ -203,16 +206,7 @@ pub async fn purge(
         command: Command::Purge,
         dry_run: opts.dry_run,
     };
-    let mut summary = reporter.finish(invocation, table.display());
-    if let Rows::Purge {
-        rows_deleted,
-        rows_missing,
-    } = summary.rows
-        && !matches!(opts.target, Target::File { .. })
-    {
-        // Without a file, what was read is what the ledger or the predicate supplied.
-        summary.rows_read = rows_deleted + rows_missing;
-    }
+    let summary = reporter.finish(invocation, table.display());
     let recorded = ledger.as_ref().zip(run_id);
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
 }
