@@ -69,7 +69,7 @@ pub fn header<R: BufRead>(
     source: &Source,
 ) -> Result<(CsvReader<R>, Record), Error> {
     let mut csv = CsvReader::new(reader, opts.dialect.clone());
-    csv.end_marker = opts.end_marker;
+    csv.end_marker(opts.end_marker);
     let mut header = Record::default();
     match &opts.columns {
         Some(names) => {
@@ -490,17 +490,9 @@ impl<R: BufRead> CsvReader<R> {
         }
     }
 
-    /// The line end of a `\r` that ended a chunk: `\r\n` (its `\n` taken) when the next byte
-    /// is `\n`, else `\r`.
+    /// The line end of a `\r` that ended a chunk (so `pushback` is empty): `\r\n` (its `\n`
+    /// taken) when the input's next byte is `\n`, else `\r`.
     fn after_cr(&mut self) -> Result<LineEnd, Error> {
-        if !self.pushback.is_empty() {
-            return Ok(if self.pushback[0] == b'\n' {
-                self.pushback.remove(0);
-                LineEnd::CrLf
-            } else {
-                LineEnd::Cr
-            });
-        }
         if fill(&mut self.input, self.line)?.first() == Some(&b'\n') {
             self.input.consume(1);
             return Ok(LineEnd::CrLf);
@@ -600,19 +592,20 @@ impl<R: BufRead> CsvReader<R> {
 /// The input's buffered bytes, refilled when empty (empty at its end); a read error names
 /// `line`, where the reader was.
 fn fill<R: BufRead>(input: &mut R, line: u64) -> Result<&[u8], Error> {
+    let failed = |e: io::Error| Error::Csv {
+        line,
+        reason: format!("read error: {e}"),
+    };
+    // Reads a signal interrupted are tried again. The buffer is taken by a second call, which
+    // returns it as it is: the borrow checker does not let the first leave the loop.
     loop {
         match input.fill_buf() {
-            // Re-borrowed: returning the first borrow from inside the loop does not compile.
-            Ok(_) => return Ok(input.fill_buf().expect("just filled")),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::Csv {
-                    line,
-                    reason: format!("read error: {e}"),
-                });
-            }
+            Err(e) => return Err(failed(e)),
+            Ok(_) => break,
         }
     }
+    input.fill_buf().map_err(failed)
 }
 
 /// Ends the field that started at `start`: NULL when it was never quoted and equals `null`.
@@ -709,7 +702,10 @@ mod tests {
     type Outcome = (Vec<(u64, Option<String>)>, Option<(u64, String)>);
 
     fn read_with(input: &[u8], marker: bool, capacity: usize) -> Outcome {
-        let mut csv = CsvReader::new(BufReader::with_capacity(capacity, input), Dialect::default());
+        let mut csv = CsvReader::new(
+            BufReader::with_capacity(capacity, input),
+            Dialect::default(),
+        );
         csv.end_marker(marker);
         let mut rec = Record::default();
         let mut got = Vec::new();
@@ -753,7 +749,11 @@ mod tests {
             (b"a,b\r\n1,2\r", 2, "unquoted carriage return"),
             (b"a,b\r1,2\r\n3,4\r", 2, "unquoted newline"),
             (b"a,b\r1,2\r3,4\n", 3, "unquoted newline"),
-            (b"a,b\n\"1\n\",\"x\r\ny\"\n3,4\r\n", 5, "unquoted carriage return"),
+            (
+                b"a,b\n\"1\n\",\"x\r\ny\"\n3,4\r\n",
+                5,
+                "unquoted carriage return",
+            ),
             (b"a,b\n1,2\n\r\n", 3, "unquoted carriage return"),
         ] {
             let (got_line, reason) = refused(input);
@@ -832,7 +832,12 @@ mod tests {
         assert_eq!(
             read_all(lf, false),
             (
-                vec![(1, text("a")), (2, text("1")), (3, text("\\.")), (4, text("3"))],
+                vec![
+                    (1, text("a")),
+                    (2, text("1")),
+                    (3, text("\\.")),
+                    (4, text("3"))
+                ],
                 None
             )
         );
@@ -852,7 +857,10 @@ mod tests {
         for (input, want) in [
             (&b"a\n\\.x\n"[..], vec![(1, text("a")), (2, text("\\.x"))]),
             (b"a\n\"\\.\"\n", vec![(1, text("a")), (2, text("\\."))]),
-            (b"a\n\"x\n\\.\ny\"\n", vec![(1, text("a")), (2, text("x\n\\.\ny"))]),
+            (
+                b"a\n\"x\n\\.\ny\"\n",
+                vec![(1, text("a")), (2, text("x\n\\.\ny"))],
+            ),
             (b"a\n\\.", vec![(1, text("a")), (2, text("\\."))]),
             (b"a\nb,\\.\n", vec![(1, text("a")), (2, text("b"))]),
         ] {

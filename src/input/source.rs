@@ -75,7 +75,7 @@ pub fn open(source: &Source) -> Result<Input, Error> {
             let meta = file.metadata().map_err(io_err)?;
             // A pipe, FIFO or device has no size to measure progress by, and may have no
             // name to canonicalize (`/dev/stdin` from a pipe is `pipe:[…]`).
-            let size = meta.is_file().then(|| meta.len());
+            let size = meta.is_file().then_some(meta.len());
             let canonical = match std::fs::canonicalize(path) {
                 Err(_) if !meta.is_file() => std::path::absolute(path).map_err(unopenable)?,
                 named => named.map_err(unopenable)?,

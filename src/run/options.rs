@@ -82,12 +82,19 @@ impl RunOptions {
     pub fn settings(&self) -> impl Iterator<Item = (&'static str, String)> {
         [
             ("--lock-timeout", "lock_timeout", self.lock_timeout),
-            ("--statement-timeout", "statement_timeout", self.statement_timeout),
+            (
+                "--statement-timeout",
+                "statement_timeout",
+                self.statement_timeout,
+            ),
         ]
         .into_iter()
         .filter(|(_, _, limit)| !limit.is_zero())
         .map(|(flag, name, limit)| {
-            (flag, format!("SET LOCAL {name} = '{}ms'", limit.as_millis()))
+            (
+                flag,
+                format!("SET LOCAL {name} = '{}ms'", limit.as_millis()),
+            )
         })
     }
 }

@@ -228,7 +228,9 @@ fn dev_stdin_from_a_pipe_loads_like_stdin() {
     let run = run_bin(&args, Some(&fixture_bytes()));
     assert_loads_fixture(&db, "/dev/stdin from a pipe", run, &want);
     assert_eq!(
-        db.column_text("SELECT input_path || ':' || coalesce(input_size::text, 'null') FROM provisioner.runs"),
+        db.column_text(
+            "SELECT input_path || ':' || coalesce(input_size::text, 'null') FROM provisioner.runs"
+        ),
         [Some("/dev/stdin:null".to_string())]
     );
 }
@@ -246,7 +248,13 @@ fn a_fifo_loads_with_progress_but_no_percent() {
         .status()
         .expect("run mkfifo");
     assert!(made.success(), "mkfifo {}", fifo.display());
-    let args = ["seed", path_str(&fifo), "--database-url", db.url(), "--json"];
+    let args = [
+        "seed",
+        path_str(&fifo),
+        "--database-url",
+        db.url(),
+        "--json",
+    ];
     let run = std::thread::scope(|scope| {
         scope.spawn(|| {
             use std::io::Write;
@@ -275,7 +283,10 @@ fn a_fifo_loads_with_progress_but_no_percent() {
         .collect();
     assert!(!progress.is_empty(), "no progress line:\n{}", run.stderr);
     for line in &progress {
-        assert!(line.contains("percent=\"?\""), "a percent of a FIFO: {line}");
+        assert!(
+            line.contains("percent=\"?\""),
+            "a percent of a FIFO: {line}"
+        );
     }
     assert_eq!(
         db.column_text("SELECT input_size::text FROM provisioner.runs"),
@@ -298,14 +309,24 @@ fn a_line_holding_only_backslash_dot_ends_the_data_where_the_server_says_so() {
          CREATE TABLE one (id serial PRIMARY KEY, a text)",
     );
     for (table, columns, text, rows) in [
-        ("two", &["a", "b"][..], "a,b\n1,x\n2,\"y\nz\"\n\\.\n3,z\n", 2),
+        (
+            "two",
+            &["a", "b"][..],
+            "a,b\n1,x\n2,\"y\nz\"\n\\.\n3,z\n",
+            2,
+        ),
         ("one", &["a"][..], "a\r\nx\r\n\\.\r\ny\r\n", 1),
     ] {
         let file = db.write(&format!("{table}.csv"), text);
         let run = db.seed(&file, &["--table", table, "--json"]);
         if !ends {
             // The line is data: a record of one field (the two-column file refuses it).
-            assert_eq!(run.code, if table == "one" { 0 } else { 1 }, "{}", run.stderr);
+            assert_eq!(
+                run.code,
+                if table == "one" { 0 } else { 1 },
+                "{}",
+                run.stderr
+            );
             continue;
         }
         run.expect_ok();

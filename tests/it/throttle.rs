@@ -668,7 +668,8 @@ fn a_timeout_the_server_refuses_is_a_usage_error_before_anything_is_recorded() {
         let what = format!("seed {flag} {too_long} {extra:?}");
         run.expect_code(2);
         assert!(
-            run.stderr.contains(&format!("{flag}: the server refuses it"))
+            run.stderr
+                .contains(&format!("{flag}: the server refuses it"))
                 && run.stderr.contains("22023"),
             "{what}:\n{}",
             run.stderr
@@ -684,7 +685,11 @@ fn a_timeout_the_server_refuses_is_a_usage_error_before_anything_is_recorded() {
     let args = purge_args(&db, &fixture, &["--yes", "--lock-timeout", too_long]);
     let run = run_bin_bounded(&args, RUN_TIMEOUT);
     run.expect_code(2);
-    assert!(run.stderr.contains("--lock-timeout: the server refuses it"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--lock-timeout: the server refuses it"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(db.count("accounts"), 1000);
     assert_eq!(
         db.scalar_text("SELECT to_regnamespace('provisioner')::text"),

@@ -148,10 +148,7 @@ const SESSION_VARIABLES: [(&str, &str); 3] = [
 /// `PGOPTIONS`, then what `PGDATESTYLE`, `PGTZ` and `PGGEQO` set. libpq sends those three as
 /// startup parameters of their own, which tokio-postgres cannot; as `-c` switches after the
 /// others they take the same precedence (the server applies options first, then the rest).
-fn server_options(
-    given: Option<&str>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Option<String> {
+fn server_options(given: Option<&str>, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
     let mut options = given.map(str::to_string).or_else(|| env("PGOPTIONS"));
     for (var, setting) in SESSION_VARIABLES {
         let Some(value) = env(var).filter(|v| !v.eq_ignore_ascii_case("default")) else {
