@@ -127,6 +127,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The output (`generate`'s stdout) could not be written.
+    #[error("cannot write to {path}: {source}")]
+    Output {
+        path: String,
+        source: std::io::Error,
+    },
+
     /// A record the reader cannot turn into a row.
     #[error("line {line}: {reason}")]
     Csv { line: u64, reason: String },
@@ -232,6 +239,7 @@ impl Error {
             | Error::Header { .. } => EXIT_USAGE,
             Error::Runtime(_)
             | Error::Input { .. }
+            | Error::Output { .. }
             | Error::Csv { .. }
             | Error::Rejected(_)
             | Error::TooManyRejects { .. }

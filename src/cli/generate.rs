@@ -40,7 +40,7 @@ pub fn run(args: GenerateArgs) -> Result<i32, Error> {
         Ok(()) => Ok(0),
         // A closed pipe (`generate … | head`) is the reader's choice, not a failure.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(Error::Input {
+        Err(e) => Err(Error::Output {
             path: "stdout".into(),
             source: e,
         }),

@@ -56,7 +56,8 @@ pub enum Command {
 
 /// Where to connect. Anything the URL leaves out comes from PGHOST, PGPORT, PGUSER,
 /// PGPASSWORD, PGPASSFILE (or ~/.pgpass), PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT,
-/// PGSSLKEY, PGAPPNAME, PGCONNECT_TIMEOUT, then psql's defaults.
+/// PGSSLKEY, PGAPPNAME, PGCONNECT_TIMEOUT, then psql's defaults. PGOPTIONS, PGTZ, PGDATESTYLE
+/// and PGGEQO set up every session as they do psql's.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// postgres://user@host:port/db or "host=… dbname=…" [default: PG* variables, then the
@@ -158,6 +159,8 @@ impl CsvArgs {
         Ok(CsvOptions {
             dialect,
             columns: self.columns.clone(),
+            // The command sets it from the server's version, once connected.
+            end_marker: false,
         })
     }
 }

@@ -21,6 +21,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::encode::{Format, Layout, RowEncoder, select_rows};
 use super::stream::copy_row;
 use crate::db::ledger::BatchId;
+use crate::db::retry::is_row_error;
 use crate::error::{Error, Rejection};
 use crate::input::check::Checker;
 use crate::input::csv::{CsvReader, Record};
@@ -143,9 +144,12 @@ impl Unit for Batch {
     }
 
     /// The failure with the batch's lines, and the exact line and column when the server's
-    /// error context names a COPY row (`COPY accounts, line 5, column email: "…"`).
+    /// error context names a COPY row (`COPY accounts, line 5, column email: "…"`) and the
+    /// row caused it: a connection terminated or a statement timed out while COPY was at
+    /// some row is no fault of that row's.
     fn error(&self, source: tokio_postgres::Error) -> Error {
-        let (line, column) = copy_row(&source).map_or((None, None), |(row, column)| {
+        let named = copy_row(&source).filter(|_| is_row_error(&source));
+        let (line, column) = named.map_or((None, None), |(row, column)| {
             (self.line_of_copy_line(row), column)
         });
         self.failed_at(line, column, source)
@@ -181,7 +185,7 @@ impl Batcher {
         tx: &async_channel::Sender<U>,
     ) -> Result<ProduceEnd, Error> {
         csv.keep_raw(self.rejects.is_some());
-        csv.hand_over_unterminated(self.rejects.is_some());
+        csv.hand_over_defective(self.rejects.is_some());
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         // Records in the current batch: kept in `records[..filled]`, or refused.
         let (mut filled, mut taken) = (0, 0);

@@ -106,6 +106,9 @@ impl Checker {
                 .to_string();
             return Err(refuse(None, "22P04", reason, None));
         }
+        if let Some(bad) = rec.bad_line_end() {
+            return Err(refuse(None, "22P04", bad.to_string(), None));
+        }
         if rec.len() != self.fields.len() {
             let reason = format!(
                 "expected {} fields (as in the header), found {}",

@@ -3,9 +3,11 @@
 //! Why not the csv crate: it cannot tell an unquoted empty field (NULL to Postgres) from a
 //! quoted `""` (an empty string), and that difference is data. This reader keeps it, follows
 //! COPY's rules for quotes and escapes (a quote may open anywhere in a field, `\N` is text),
-//! accepts a UTF-8 BOM and `\n`, `\r\n` or `\r` line ends, skips blank lines (in a one-column
-//! file a blank line is a row, as COPY reads it), and tracks the physical line (as an editor
-//! counts it) where every record starts.
+//! accepts a UTF-8 BOM and `\n`, `\r\n` or `\r` line ends (the first line's kind, as COPY
+//! takes it: any other outside quotes is refused), ends the data at a line holding only `\.`
+//! where the server's COPY does, skips blank lines (in a one-column file a blank line is a
+//! row, as COPY reads it), and tracks the physical line (as an editor counts it) where every
+//! record starts.
 
 use std::io::{self, BufRead};
 
@@ -37,13 +39,26 @@ impl Default for Dialect {
     }
 }
 
-/// How to read the input: COPY's dialect options, and the column names when the file has
-/// no header line.
+/// How to read the input: COPY's dialect options, the column names when the file has no
+/// header line, and what the server's COPY makes of a line holding only `\.`.
 #[derive(Debug, Clone, Default)]
 pub struct CsvOptions {
     pub dialect: Dialect,
     /// `--no-header --columns a,b,c`: the names, and every line is data.
     pub columns: Option<Vec<String>>,
+    /// A line holding only `\.` ends the data, as COPY reads CSV up to PostgreSQL 17 (see
+    /// [`CsvOptions::for_server`]); from 18 on it is data.
+    pub end_marker: bool,
+}
+
+/// The first `server_version_num` whose COPY reads a CSV line holding only `\.` as data.
+const MARKER_IS_DATA_FROM: i32 = 180_000;
+
+impl CsvOptions {
+    /// Reads as the COPY of a server of `server_version_num` does.
+    pub fn for_server(&mut self, server_version_num: i32) {
+        self.end_marker = server_version_num < MARKER_IS_DATA_FROM;
+    }
 }
 
 /// Opens the CSV reader on `reader` and returns it with the header: the first record, or
@@ -54,6 +69,7 @@ pub fn header<R: BufRead>(
     source: &Source,
 ) -> Result<(CsvReader<R>, Record), Error> {
     let mut csv = CsvReader::new(reader, opts.dialect.clone());
+    csv.end_marker(opts.end_marker);
     let mut header = Record::default();
     match &opts.columns {
         Some(names) => {
@@ -108,8 +124,10 @@ pub struct Record {
     /// The record's text as it was in the input, without its line end; only kept when the
     /// reader is asked to ([`CsvReader::keep_raw`]), for the rejects file.
     raw: Vec<u8>,
-    /// The input ended inside this record's quotes (see [`CsvReader::hand_over_unterminated`]).
+    /// The input ended inside this record's quotes (see [`CsvReader::hand_over_defective`]).
     unterminated: bool,
+    /// The record's line end is not of the input's kind (see [`CsvReader::hand_over_defective`]).
+    bad_line_end: Option<BadLineEnd>,
 }
 
 impl Record {
@@ -134,6 +152,12 @@ impl Record {
     /// was read, COPY would refuse it.
     pub fn unterminated(&self) -> bool {
         self.unterminated
+    }
+
+    /// Whether the record ends in a line end of another kind than the input's first line,
+    /// which COPY refuses.
+    pub fn bad_line_end(&self) -> Option<BadLineEnd> {
+        self.bad_line_end
     }
 
     /// The record's text as it was in the input (empty unless the reader keeps it).
@@ -165,6 +189,52 @@ impl Record {
         self.nulls.clear();
         self.raw.clear();
         self.unterminated = false;
+        self.bad_line_end = None;
+    }
+}
+
+/// How a line ends outside quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnd {
+    Lf,
+    CrLf,
+    Cr,
+}
+
+impl LineEnd {
+    fn shown(self) -> &'static str {
+        match self {
+            LineEnd::Lf => "\\n",
+            LineEnd::CrLf => "\\r\\n",
+            LineEnd::Cr => "\\r",
+        }
+    }
+}
+
+/// A line end outside quotes of another kind than the input's first line: COPY takes the
+/// kind from the first line and refuses any other after it (SQLSTATE 22P04), where a lenient
+/// reader would silently keep a stray `\r` in a value or split a record differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadLineEnd {
+    pub first: LineEnd,
+    pub this: LineEnd,
+}
+
+impl std::fmt::Display for BadLineEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // COPY's words: it meets either a `\n` it does not expect, or a `\r`.
+        let what = if self.this == LineEnd::Lf || self.first == LineEnd::Cr {
+            "newline"
+        } else {
+            "carriage return"
+        };
+        write!(
+            f,
+            "unquoted {what} found in data: the first line ends in {}, this one in {} \
+             (COPY allows one kind of line end; use a quoted field to represent a {what})",
+            self.first.shown(),
+            self.this.shown()
+        )
     }
 }
 
@@ -193,11 +263,18 @@ pub struct CsvReader<R> {
     prev_cr: bool,
     at_start: bool,
     keep_raw: bool,
-    hand_over_unterminated: bool,
-    /// Bytes taken from the input while looking for a BOM that was not one, parsed first.
+    hand_over_defective: bool,
+    /// Bytes taken from the input while looking ahead (for a BOM that was not one, or for
+    /// the end-of-data marker), parsed first.
     pushback: Vec<u8>,
     /// A one-column file: a blank line is a row whose field is empty (NULL by default).
     blank_is_row: bool,
+    /// How the first line ended, once it did: every other line must end the same way.
+    line_end: Option<LineEnd>,
+    /// A line holding only `\.` ends the data ([`CsvOptions::end_marker`]).
+    end_marker: bool,
+    /// The end-of-data marker was read: nothing after it is.
+    ended: bool,
 }
 
 impl<R: BufRead> CsvReader<R> {
@@ -209,9 +286,12 @@ impl<R: BufRead> CsvReader<R> {
             prev_cr: false,
             at_start: true,
             keep_raw: false,
-            hand_over_unterminated: false,
+            hand_over_defective: false,
             pushback: Vec::new(),
             blank_is_row: false,
+            line_end: None,
+            end_marker: false,
+            ended: false,
         }
     }
 
@@ -227,11 +307,19 @@ impl<R: BufRead> CsvReader<R> {
         self.keep_raw = on;
     }
 
-    /// Hand over a record whose quote the input never closes, marked
+    /// Whether a line holding only `\.` ends the data ([`CsvOptions::end_marker`]); off by
+    /// default.
+    pub fn end_marker(&mut self, on: bool) {
+        self.end_marker = on;
+    }
+
+    /// Hand over a record COPY would refuse whole, instead of failing the read, so that
+    /// reject mode sets it aside: one whose quote the input never closes, marked
     /// [`Record::unterminated`] (with [`CsvReader::keep_raw`], the rest of the input is its
-    /// text), instead of failing the read: reject mode sets it aside.
-    pub fn hand_over_unterminated(&mut self, on: bool) {
-        self.hand_over_unterminated = on;
+    /// text), and one whose line end is of another kind than the first line's, marked
+    /// [`Record::bad_line_end`] (reading goes on after that line end).
+    pub fn hand_over_defective(&mut self, on: bool) {
+        self.hand_over_defective = on;
     }
 
     /// Reads the next record into `rec` (blank lines skipped unless the file has one
@@ -251,6 +339,9 @@ impl<R: BufRead> CsvReader<R> {
         if std::mem::take(&mut self.at_start) {
             self.take_bom()?;
         }
+        if self.ended || self.end_marker && self.at_end_marker()? {
+            return Ok(None);
+        }
         let d = &self.dialect;
         let (delim, quote, escape, null) = (d.delimiter, d.quote, d.escape, &d.null[..]);
         let mut state = State::Unquoted;
@@ -261,20 +352,10 @@ impl<R: BufRead> CsvReader<R> {
         rec.line = self.line;
         loop {
             let pushed = std::mem::take(&mut self.pushback);
-            let filled = if pushed.is_empty() {
-                self.input.fill_buf()
+            let buf = if pushed.is_empty() {
+                fill(&mut self.input, self.line)?
             } else {
-                Ok(&pushed[..])
-            };
-            let buf = match filled {
-                Ok(buf) => buf,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Csv {
-                        line: self.line,
-                        reason: format!("read error: {e}"),
-                    });
-                }
+                &pushed[..]
             };
             if buf.is_empty() {
                 let in_quotes = match state {
@@ -282,7 +363,7 @@ impl<R: BufRead> CsvReader<R> {
                     State::Quoted => true,
                     State::AfterEscape => escape != quote,
                 };
-                if in_quotes && self.hand_over_unterminated {
+                if in_quotes && self.hand_over_defective {
                     finish_field(rec, field_start, saw_quote, null);
                     rec.end_line = self.line;
                     rec.unterminated = true;
@@ -303,7 +384,9 @@ impl<R: BufRead> CsvReader<R> {
                 return Ok(Some(Line::Record));
             }
             let mut consumed = 0;
-            let mut done = false;
+            // How the record ended: `Some(None)` for a `\r` that ends the chunk, which may be
+            // the first half of a `\r\n`.
+            let mut ended: Option<Option<LineEnd>> = None;
             // The part of this chunk that belongs to the record, for `raw`.
             let (mut raw_from, mut raw_to) = (if started { 0 } else { buf.len() }, None);
             for &b in buf {
@@ -312,10 +395,6 @@ impl<R: BufRead> CsvReader<R> {
                 let newline = b == b'\n' && !self.prev_cr || b == b'\r';
                 self.prev_cr = b == b'\r';
                 if !started {
-                    if b == b'\n' && !newline {
-                        // The `\n` of a `\r\n` that ended the previous record.
-                        continue;
-                    }
                     started = true;
                     rec.line = self.line;
                     raw_from = consumed - 1;
@@ -356,7 +435,16 @@ impl<R: BufRead> CsvReader<R> {
                             finish_field(rec, field_start, saw_quote, null);
                             rec.end_line = self.line - 1;
                             raw_to = Some(consumed - 1);
-                            done = true;
+                            // The `\n` of a `\r\n` belongs to this line end: taken with it.
+                            ended = Some(match (b, buf.get(consumed)) {
+                                (b'\n', _) => Some(LineEnd::Lf),
+                                (_, Some(b'\n')) => {
+                                    consumed += 1;
+                                    Some(LineEnd::CrLf)
+                                }
+                                (_, Some(_)) => Some(LineEnd::Cr),
+                                (_, None) => None,
+                            });
                             break;
                         } else {
                             rec.data.push(b);
@@ -382,8 +470,13 @@ impl<R: BufRead> CsvReader<R> {
             } else {
                 self.pushback = pushed[consumed..].to_vec();
             }
-            if done {
-                return Ok(Some(if blank { Line::Blank } else { Line::Record }));
+            if let Some(end) = ended {
+                self.prev_cr = false;
+                let end = match end {
+                    Some(end) => end,
+                    None => self.after_cr()?,
+                };
+                return self.line_ended(rec, end, blank);
             }
             if rec.data.len() > MAX_RECORD_BYTES {
                 return Err(Error::Csv {
@@ -396,25 +489,92 @@ impl<R: BufRead> CsvReader<R> {
             }
         }
     }
-}
 
-impl<R: BufRead> CsvReader<R> {
+    /// The line end of a `\r` that ended a chunk (so `pushback` is empty): `\r\n` (its `\n`
+    /// taken) when the input's next byte is `\n`, else `\r`.
+    fn after_cr(&mut self) -> Result<LineEnd, Error> {
+        if fill(&mut self.input, self.line)?.first() == Some(&b'\n') {
+            self.input.consume(1);
+            return Ok(LineEnd::CrLf);
+        }
+        Ok(LineEnd::Cr)
+    }
+
+    /// A record ended by `end`: the first line end fixes the input's kind; a record ended by
+    /// another kind fails the read, or is handed over marked when asked to.
+    fn line_ended(
+        &mut self,
+        rec: &mut Record,
+        end: LineEnd,
+        blank: bool,
+    ) -> Result<Option<Line>, Error> {
+        let first = *self.line_end.get_or_insert(end);
+        if first != end {
+            let bad = BadLineEnd { first, this: end };
+            if !self.hand_over_defective {
+                return Err(Error::Csv {
+                    line: rec.line,
+                    reason: bad.to_string(),
+                });
+            }
+            rec.bad_line_end = Some(bad);
+            return Ok(Some(Line::Record));
+        }
+        Ok(Some(if blank { Line::Blank } else { Line::Record }))
+    }
+
+    /// Whether the next line holds only `\.` and a line end of the input's kind (any kind
+    /// before the first line ended), which ends the data of COPY up to PostgreSQL 17: then
+    /// nothing more is read. Anything else after `\.` (other bytes, the end of the input, a
+    /// line end of another kind) is data, as there.
+    fn at_end_marker(&mut self) -> Result<bool, Error> {
+        // Most lines do not start with a backslash: a look at the buffer, nothing moved.
+        let next = match self.pushback.first() {
+            Some(&b) => Some(b),
+            None => fill(&mut self.input, self.line)?.first().copied(),
+        };
+        if next != Some(b'\\') {
+            return Ok(false);
+        }
+        let line_end = self.line_end;
+        let marker = match (self.peek(3)?, line_end) {
+            (b"\\.\n", None | Some(LineEnd::Lf)) | (b"\\.\r", None | Some(LineEnd::Cr)) => true,
+            (b"\\.\r", Some(LineEnd::CrLf)) => self.peek(4)? == b"\\.\r\n",
+            _ => false,
+        };
+        if marker {
+            self.ended = true;
+            tracing::warn!(
+                "line {}: a line holding only \\. ends the data, as the server's COPY reads CSV \
+                 (PostgreSQL 17 and older): what follows it is not read",
+                self.line
+            );
+        }
+        Ok(marker)
+    }
+
+    /// The next `n` bytes of the input (fewer at its end), moved into `pushback` so that the
+    /// parser still reads them.
+    fn peek(&mut self, n: usize) -> Result<&[u8], Error> {
+        while self.pushback.len() < n {
+            let buf = fill(&mut self.input, self.line)?;
+            if buf.is_empty() {
+                break;
+            }
+            let take = (n - self.pushback.len()).min(buf.len());
+            self.pushback.extend_from_slice(&buf[..take]);
+            self.input.consume(take);
+        }
+        Ok(&self.pushback[..n.min(self.pushback.len())])
+    }
+
     /// Drops a UTF-8 BOM at the start of the input, however the reads split it; bytes that
     /// began like one but were not are kept for the parser.
     fn take_bom(&mut self) -> Result<(), Error> {
         const BOM: &[u8] = b"\xEF\xBB\xBF";
         let mut seen = 0;
         while seen < BOM.len() {
-            let buf = match self.input.fill_buf() {
-                Ok(buf) => buf,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Csv {
-                        line: 1,
-                        reason: format!("read error: {e}"),
-                    });
-                }
-            };
+            let buf = fill(&mut self.input, self.line)?;
             let take = (BOM.len() - seen).min(buf.len());
             if take == 0 || buf[..take] != BOM[seen..seen + take] {
                 break;
@@ -427,6 +587,25 @@ impl<R: BufRead> CsvReader<R> {
         }
         Ok(())
     }
+}
+
+/// The input's buffered bytes, refilled when empty (empty at its end); a read error names
+/// `line`, where the reader was.
+fn fill<R: BufRead>(input: &mut R, line: u64) -> Result<&[u8], Error> {
+    let failed = |e: io::Error| Error::Csv {
+        line,
+        reason: format!("read error: {e}"),
+    };
+    // Reads a signal interrupted are tried again. The buffer is taken by a second call, which
+    // returns it as it is: the borrow checker does not let the first leave the loop.
+    loop {
+        match input.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failed(e)),
+            Ok(_) => break,
+        }
+    }
+    input.fill_buf().map_err(failed)
 }
 
 /// Ends the field that started at `start`: NULL when it was never quoted and equals `null`.
@@ -443,7 +622,7 @@ mod tests {
 
     #[test]
     fn kept_raw_text_is_the_record_as_it_was_without_its_line_end() {
-        let input = b"\xEF\xBB\xBFa,b\r\n\r\n1,\"x\r\ny\"\r\n\n2,\"\"\"q\"\"\"\r3,";
+        let input = b"\xEF\xBB\xBFa,b\r\n\r\n1,\"x\r\ny\"\r\n\r\n2,\"\"\"q\"\"\"\r\n3,";
         let mut csv = CsvReader::new(&input[..], Dialect::default());
         csv.keep_raw(true);
         let mut rec = Record::default();
@@ -481,7 +660,7 @@ mod tests {
     #[test]
     fn a_blank_line_is_a_row_of_one_empty_field_only_in_one_column_files() {
         let rows = |width: usize| {
-            let input = &b"a\nx\n\n\r\ny\n"[..];
+            let input = &b"a\nx\n\n\ny\n"[..];
             let mut csv = CsvReader::new(input, Dialect::default());
             csv.set_width(width);
             let mut rec = Record::default();
@@ -516,5 +695,189 @@ mod tests {
         assert_eq!(rec.raw(), b"abc,\"de\nf\"");
         assert!(csv.read(&mut rec).unwrap());
         assert_eq!(rec.raw(), b"xyz,1");
+    }
+
+    /// What reading `input` gives, with 1-byte and whole reads alike: each record's line and
+    /// first field (`None` for NULL), then the error's line and reason, if any.
+    type Outcome = (Vec<(u64, Option<String>)>, Option<(u64, String)>);
+
+    fn read_with(input: &[u8], marker: bool, capacity: usize) -> Outcome {
+        let mut csv = CsvReader::new(
+            BufReader::with_capacity(capacity, input),
+            Dialect::default(),
+        );
+        csv.end_marker(marker);
+        let mut rec = Record::default();
+        let mut got = Vec::new();
+        loop {
+            match csv.read(&mut rec) {
+                Ok(true) => got.push((
+                    rec.line(),
+                    rec.get(0).map(|v| String::from_utf8_lossy(v).into_owned()),
+                )),
+                Ok(false) => return (got, None),
+                Err(Error::Csv { line, reason }) => return (got, Some((line, reason))),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn read_all(input: &[u8], marker: bool) -> Outcome {
+        let whole = read_with(input, marker, 8192);
+        assert_eq!(read_with(input, marker, 1), whole, "1-byte reads differ");
+        whole
+    }
+
+    fn text(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    #[test]
+    fn the_first_line_end_decides_and_another_one_outside_quotes_is_refused() {
+        let refused = |input: &[u8]| {
+            let (_, error) = read_all(input, false);
+            error.unwrap_or_else(|| panic!("{input:?} was read"))
+        };
+        // As PostgreSQL 15's COPY: a `\r` in an LF file (alone, or in `\r\n`), a `\n` or a
+        // lone `\r` in a CRLF file (at the end of the input too), a `\n` in a CR file.
+        for (input, line, what) in [
+            (&b"a,b\n1,2\r\n3,4\n"[..], 2, "unquoted carriage return"),
+            (b"a,b\n1,2\r3,4\n", 2, "unquoted carriage return"),
+            (b"a,b\n1,2\r", 2, "unquoted carriage return"),
+            (b"a,b\r\n1,2\n3,4\r\n", 2, "unquoted newline"),
+            (b"a,b\r\n1,2\r3,4\r\n", 2, "unquoted carriage return"),
+            (b"a,b\r\n1,2\r", 2, "unquoted carriage return"),
+            (b"a,b\r1,2\r\n3,4\r", 2, "unquoted newline"),
+            (b"a,b\r1,2\r3,4\n", 3, "unquoted newline"),
+            (
+                b"a,b\n\"1\n\",\"x\r\ny\"\n3,4\r\n",
+                5,
+                "unquoted carriage return",
+            ),
+            (b"a,b\n1,2\n\r\n", 3, "unquoted carriage return"),
+        ] {
+            let (got_line, reason) = refused(input);
+            assert_eq!(got_line, line, "{input:?}: {reason}");
+            assert!(reason.starts_with(what), "{input:?}: {reason}");
+        }
+        let (_, reason) = refused(b"a\n1\r\n");
+        assert_eq!(
+            reason,
+            "unquoted carriage return found in data: the first line ends in \\n, this one in \
+             \\r\\n (COPY allows one kind of line end; use a quoted field to represent a \
+             carriage return)"
+        );
+        // Quoted line breaks of any kind are data, and do not decide the kind.
+        assert_eq!(
+            read_all(b"\"a\r\nb\",c\n\"x\ry\",\"\n\"\n\"1\r\",2", false),
+            (
+                vec![(1, text("a\r\nb")), (3, text("x\ry")), (6, text("1\r"))],
+                None
+            )
+        );
+        for eol in ["\n", "\r\n", "\r"] {
+            let input = format!("a,b{eol}1,2{eol}{eol}3,4{eol}");
+            let want = vec![(1, text("a")), (2, text("1")), (4, text("3"))];
+            assert_eq!(read_all(input.as_bytes(), false), (want, None), "{eol:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_with_another_line_end_is_handed_over_marked_and_reading_goes_on() {
+        let input = b"a,b\n1,2\n3,4\r\n5,6\n7,8\r9,10\n\r\n11,12\n";
+        for capacity in [1, 8192] {
+            let reader = BufReader::with_capacity(capacity, &input[..]);
+            let mut csv = CsvReader::new(reader, Dialect::default());
+            csv.keep_raw(true);
+            csv.hand_over_defective(true);
+            let mut rec = Record::default();
+            let mut got = Vec::new();
+            while csv.read(&mut rec).unwrap() {
+                let raw = String::from_utf8(rec.raw().to_vec()).unwrap();
+                got.push((rec.line(), raw, rec.bad_line_end().map(|b| b.this)));
+            }
+            let cr = Some(LineEnd::Cr);
+            let crlf = Some(LineEnd::CrLf);
+            assert_eq!(
+                got,
+                [
+                    (1, "a,b".into(), None),
+                    (2, "1,2".into(), None),
+                    (3, "3,4".into(), crlf),
+                    (4, "5,6".into(), None),
+                    (5, "7,8".into(), cr),
+                    (6, "9,10".into(), None),
+                    (7, String::new(), crlf),
+                    (8, "11,12".into(), None),
+                ],
+                "{capacity}-byte reads"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_holding_only_backslash_dot_ends_the_data_up_to_postgresql_17() {
+        let mut opts = CsvOptions::default();
+        opts.for_server(170_005);
+        assert!(opts.end_marker);
+        opts.for_server(180_000);
+        assert!(!opts.end_marker);
+
+        let lf = b"a,b\n1,2\n\\.\n3,4\n";
+        assert_eq!(
+            read_all(lf, true),
+            (vec![(1, text("a")), (2, text("1"))], None)
+        );
+        // PostgreSQL 18 reads it as data: here a record of one field.
+        assert_eq!(
+            read_all(lf, false),
+            (
+                vec![
+                    (1, text("a")),
+                    (2, text("1")),
+                    (3, text("\\.")),
+                    (4, text("3"))
+                ],
+                None
+            )
+        );
+        // With the input's own line end: CRLF, CR, and before any line end, any.
+        for input in [
+            &b"a,b\r\n1,2\r\n\\.\r\n3,4\r\n"[..],
+            b"a,b\r1,2\r\\.\r3,4\r",
+            b"a,b\r1,2\r\\.\r\n3,4\r",
+        ] {
+            let want = (vec![(1, text("a")), (2, text("1"))], None);
+            assert_eq!(read_all(input, true), want, "{input:?}");
+        }
+        for first in [&b"\\.\n1,2\n"[..], b"\\.\r\n1,2\n", b"\\.\r1,2\n"] {
+            assert_eq!(read_all(first, true), (vec![], None), "{first:?}");
+        }
+        // Not alone on its line, quoted, inside a quoted field or at the very end: data.
+        for (input, want) in [
+            (&b"a\n\\.x\n"[..], vec![(1, text("a")), (2, text("\\.x"))]),
+            (b"a\n\"\\.\"\n", vec![(1, text("a")), (2, text("\\."))]),
+            (
+                b"a\n\"x\n\\.\ny\"\n",
+                vec![(1, text("a")), (2, text("x\n\\.\ny"))],
+            ),
+            (b"a\n\\.", vec![(1, text("a")), (2, text("\\."))]),
+            (b"a\nb,\\.\n", vec![(1, text("a")), (2, text("b"))]),
+        ] {
+            assert_eq!(read_all(input, true), (want, None), "{input:?}");
+        }
+        // With another line end it is no marker, and that line end is refused, as COPY
+        // refuses it.
+        for (input, what) in [
+            (&b"a\n\\.\r3\n"[..], "unquoted carriage return"),
+            (b"a\r\n\\.\n3\r\n", "unquoted newline"),
+            (b"a\r\\.\n3\r", "unquoted newline"),
+        ] {
+            let (got, error) = read_all(input, true);
+            assert_eq!(got, [(1, text("a"))], "{input:?}");
+            let (line, reason) = error.expect("refused");
+            assert_eq!(line, 2, "{input:?}");
+            assert!(reason.starts_with(what), "{input:?}: {reason}");
+        }
     }
 }

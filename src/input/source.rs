@@ -34,6 +34,15 @@ impl Source {
             Source::Path(p) => p.display().to_string(),
         }
     }
+
+    /// Whether the input can only be read once, as it comes: stdin, or a path that is no
+    /// regular file (a FIFO, `/dev/stdin` from a pipe, a device).
+    pub fn is_stream(&self) -> bool {
+        match self {
+            Source::Stdin => true,
+            Source::Path(p) => !std::fs::metadata(p).is_ok_and(|m| m.is_file()),
+        }
+    }
 }
 
 /// How much of the input's start its fingerprint covers.
@@ -42,7 +51,7 @@ const FINGERPRINT_BYTES: u64 = 1 << 20;
 /// An opened input: decompressed bytes to parse, plus what progress reporting needs.
 pub struct Input {
     pub reader: Box<dyn BufRead + Send>,
-    /// The canonical path (`-` for stdin), the size on disk when known (progress is measured
+    /// The canonical path (`-` for stdin), the size of a regular file (progress is measured
     /// against it), and the xxh3-128 of the first MiB as read (compressed for gzip), in hex.
     pub id: InputId,
     /// Bytes consumed from the file or stdin so far (compressed bytes for gzip).
@@ -63,9 +72,15 @@ pub fn open(source: &Source) -> Result<Input, Error> {
             let unopenable =
                 |e: io::Error| Error::Usage(format!("cannot open {}: {e}", path.display()));
             let file = File::open(path).map_err(unopenable)?;
-            let size = file.metadata().map_err(io_err)?.len();
-            let canonical = std::fs::canonicalize(path).map_err(unopenable)?;
-            (Box::new(file), Some(size), canonical.display().to_string())
+            let meta = file.metadata().map_err(io_err)?;
+            // A pipe, FIFO or device has no size to measure progress by, and may have no
+            // name to canonicalize (`/dev/stdin` from a pipe is `pipe:[…]`).
+            let size = meta.is_file().then_some(meta.len());
+            let canonical = match std::fs::canonicalize(path) {
+                Err(_) if !meta.is_file() => std::path::absolute(path).map_err(unopenable)?,
+                named => named.map_err(unopenable)?,
+            };
+            (Box::new(file), size, canonical.display().to_string())
         }
     };
     let mut prefix = Vec::new();

@@ -77,7 +77,8 @@ fn plan_references(
 }
 
 /// How many rows the purge will delete at most: keys in the file (files only), keys the
-/// run recorded, or rows matching the predicate. `None` when it cannot be known (stdin).
+/// run recorded, or rows matching the predicate. `None` when it cannot be known: stdin, a
+/// FIFO or a pipe, which can be read only once.
 pub async fn estimate(
     client: &tokio_postgres::Client,
     table: &Table,
@@ -85,10 +86,7 @@ pub async fn estimate(
     ledger: Option<&Ledger>,
 ) -> Result<Option<u64>, Error> {
     Ok(match target {
-        Target::File {
-            source: Source::Stdin,
-            ..
-        } => None,
+        Target::File { source, .. } if source.is_stream() => None,
         Target::File { source, csv, .. } => {
             let (source, csv) = (source.clone(), csv.clone());
             let rows = tokio::task::spawn_blocking(move || -> Result<u64, Error> {

@@ -21,7 +21,7 @@ use crate::db::ledger::{Access, LAYOUT, Resume, RunKey};
 use crate::error::Error;
 use crate::input::check::Checker;
 use crate::model::{Command, Invocation};
-use crate::run::report::{Console, Progress, Reporter, Rows};
+use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
 use delete::{DeletePlan, Deleter, PurgeUnit};
 pub use select::Target;
@@ -49,8 +49,15 @@ type Produce = Box<
         + Send,
 >;
 
-pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
+pub async fn purge(
+    db: Endpoint,
+    mut opts: PurgeOptions,
+    console: &Console,
+) -> Result<Finished, Error> {
     let (pool, mut client) = start::connect(db, &opts.run).await?;
+    if let Target::File { csv, .. } = &mut opts.target {
+        csv.for_server(start::server_version(&client).await?);
+    }
     let table = start::table(&client, &opts.table, "", "purge deletes from tables").await?;
     let children = guard::children(&client, &table, opts.cascade).await?;
     let needs = guard::privileges(&table, &children, &opts.target, opts.dry_run);
@@ -146,7 +153,10 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     };
     drop(client);
 
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(match opts.target {
+        Target::File { .. } => Progress::default(),
+        _ => Progress::reading_on_commit(),
+    });
     let workers = opts.run.workers(&pool, progress.clone());
     let plan = DeletePlan::new(&table, &selection.key, &selection.selector, &children);
     let transactions = Transactions::new(
@@ -220,16 +230,7 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
         command: Command::Purge,
         dry_run: opts.dry_run,
     };
-    let mut summary = reporter.finish(invocation, table.display());
-    if let Rows::Purge {
-        rows_deleted,
-        rows_missing,
-    } = summary.rows
-        && !matches!(opts.target, Target::File { .. })
-    {
-        // Without a file, what was read is what the ledger or the predicate supplied.
-        summary.rows_read = rows_deleted + rows_missing;
-    }
+    let summary = reporter.finish(invocation, table.display());
     let recorded = ledger.as_ref().zip(run_id);
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
 }

@@ -72,14 +72,29 @@ impl RunOptions {
     /// statements (0 leaves the server's, role's or database's setting alone). Local to the
     /// transaction, so they cannot leak to another client behind a transaction-mode pooler.
     pub fn session_settings(&self) -> String {
+        self.settings()
+            .map(|(_, set)| set)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Each of [`Self::session_settings`]' statements with the flag that asks for it.
+    pub fn settings(&self) -> impl Iterator<Item = (&'static str, String)> {
         [
-            ("lock_timeout", self.lock_timeout),
-            ("statement_timeout", self.statement_timeout),
+            ("--lock-timeout", "lock_timeout", self.lock_timeout),
+            (
+                "--statement-timeout",
+                "statement_timeout",
+                self.statement_timeout,
+            ),
         ]
-        .iter()
-        .filter(|(_, limit)| !limit.is_zero())
-        .map(|(name, limit)| format!("SET LOCAL {name} = '{}ms'", limit.as_millis()))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .into_iter()
+        .filter(|(_, _, limit)| !limit.is_zero())
+        .map(|(flag, name, limit)| {
+            (
+                flag,
+                format!("SET LOCAL {name} = '{}ms'", limit.as_millis()),
+            )
+        })
     }
 }

@@ -107,9 +107,20 @@ pub struct Progress {
     retries: AtomicU64,
     rows_resumed: AtomicU64,
     rows_rejected: AtomicU64,
+    /// Rows read are counted as units commit, not by a reader: see [`Progress::reading_on_commit`].
+    reads_on_commit: bool,
 }
 
 impl Progress {
+    /// For a purge whose units come from the ledger or a predicate, not a file: the keys it
+    /// read are those its committed units deleted or found missing.
+    pub fn reading_on_commit() -> Self {
+        Progress {
+            reads_on_commit: true,
+            ..Progress::default()
+        }
+    }
+
     pub fn row_read(&self) {
         self.rows_read.fetch_add(1, Relaxed);
     }
@@ -134,6 +145,10 @@ impl Progress {
         self.rows_skipped.fetch_add(outcome.skipped, Relaxed);
         self.rows_deleted.fetch_add(outcome.deleted, Relaxed);
         self.rows_missing.fetch_add(outcome.missing, Relaxed);
+        if self.reads_on_commit {
+            self.rows_read
+                .fetch_add(outcome.deleted + outcome.missing, Relaxed);
+        }
         self.rows_rejected.fetch_add(outcome.rejected, Relaxed);
         self.batches.fetch_add(1, Relaxed);
         if outcome.binary {

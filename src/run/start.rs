@@ -11,14 +11,49 @@ use crate::db::catalog::{self, Relation, Table};
 use crate::db::connect::{self, Endpoint};
 use crate::db::ledger::{self, Access, Ledger};
 use crate::db::privileges::Privilege;
-use crate::error::Error;
+use crate::error::{Error, describe_pg};
 
-/// The pool of `run`'s size and its first connection, after `run`'s options were checked.
+/// The pool of `run`'s size and its first connection, after `run`'s options were checked,
+/// the server's among them.
 pub async fn connect(db: Endpoint, run: &RunOptions) -> Result<(Pool, Object), Error> {
     run.check()?;
     let pool = connect::pool(db.clone(), run.connections)?;
-    let client = connect::check(&pool, &db).await?;
+    let mut client = connect::check(&pool, &db).await?;
+    check_settings(&mut client, run).await?;
     Ok((pool, client))
+}
+
+/// Tries once, in a transaction rolled back, the settings every unit's transaction makes,
+/// so that one the server refuses (a timeout beyond its range) is a usage error before
+/// anything is recorded, not a failure of the first batch.
+async fn check_settings(client: &mut Object, run: &RunOptions) -> Result<(), Error> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::database("checking the session settings", e))?;
+    for (flag, set) in run.settings() {
+        if let Err(e) = tx.batch_execute(&set).await {
+            if e.as_db_error().is_none() {
+                return Err(Error::database("checking the session settings", e));
+            }
+            return Err(Error::Usage(format!(
+                "{flag}: the server refuses it: {}",
+                describe_pg(&e)
+            )));
+        }
+    }
+    tx.rollback()
+        .await
+        .map_err(|e| Error::database("checking the session settings", e))
+}
+
+/// The server's `server_version_num` (150020 for 15.20): what its COPY does depends on it.
+pub async fn server_version(client: &Object) -> Result<i32, Error> {
+    let row = client
+        .query_typed_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| Error::database("reading the server's version", e))?;
+    Ok(row.get(0))
 }
 
 /// The table `name` names (as SQL would parse it), or a usage error: one that ends with

@@ -198,7 +198,8 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
     };
     let table = start::table(&client, &opts.table, hint, "seed loads into tables").await?;
     let (csv, header) = {
-        let (csv_opts, source) = (opts.csv.clone(), opts.source.clone());
+        let (mut csv_opts, source) = (opts.csv.clone(), opts.source.clone());
+        csv_opts.for_server(start::server_version(&client).await?);
         tokio::task::spawn_blocking(move || csv::header(reader, &csv_opts, &source))
             .await
             .expect("header reader panicked")?

@@ -6,7 +6,8 @@
 //!    (40001), then with a deadlock (40P01): every failed COPY is replayed, and only those;
 //!    A fault that never clears is retried `--max-retries` times, or for
 //!    `--retry-max-elapsed` seconds, and no more;
-//! 3. a CHECK violation (23514) is permanent: not retried, and the line is named.
+//! 3. a CHECK violation (23514) is permanent: not retried, and the line is named;
+//! 4. a connection terminated while COPY is at some row is not blamed on that row's line.
 //!
 //! Every test ends by checking the table against the input: the exact row count, no key
 //! twice, and the same rows psql's `\copy` loads from the same file.
@@ -357,4 +358,59 @@ fn a_check_violation_is_not_retried_and_names_its_line() {
             .as_deref(),
         Some("failed")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A terminated connection is no row's fault
+// ---------------------------------------------------------------------------------------------
+
+/// An administrator terminates the connection (`pg_terminate_backend`, 57P01) while COPY is
+/// at line 4 of the file: the server's error context names that COPY line, but the row did
+/// nothing wrong, so the message names the batch's lines, not a line of its own.
+#[test]
+fn a_terminated_connection_is_not_blamed_on_the_line_copy_was_at() {
+    let db = TestDb::new();
+    db.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, a text); \
+         CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.a = 'stall' THEN PERFORM pg_sleep(60); END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER stall BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION stall()",
+    );
+    let csv = db.write("t.csv", "id,a\n1,x\n2,y\n3,stall\n4,z\n");
+    let app = format!("terminated_{}", db.name());
+    assert!(app.len() < 64, "application_name is cut at 63 bytes: {app}");
+    let url = format!("{} application_name={app}", db.url());
+    let args = ["--table", "t", "--max-retries", "0", "--connections", "1"];
+    let mut run = Spawned::seed(&csv, &url, &args);
+    let stalled = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE application_name = $1 AND wait_event = 'PgSleep'";
+    let mut client = db.client();
+    run.wait_for("COPY stalled at line 4", RUN_TIMEOUT, || {
+        client
+            .query_one(stalled, &[&app])
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    });
+    client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event = 'PgSleep'",
+            &[&app],
+        )
+        .expect("terminate the stalled backend");
+    let out = run.wait(RUN_TIMEOUT);
+    out.expect_code(1);
+    assert!(out.stderr.contains("57P01"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("batch 1 (lines 2-5)"),
+        "the batch is not named:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.named_lines(),
+        Vec::<u64>::new(),
+        "a line is blamed:\n{}",
+        out.stderr
+    );
+    assert_eq!(db.count("t"), 0);
 }

@@ -184,15 +184,21 @@ fn run_property<S: Strategy>(
 fn reader_on_arbitrary_bytes_yields_records_or_an_error_naming_a_line() {
     run_property(
         2500,
-        (csvish_bytes(), any_dialect(), capacity()),
-        |(bytes, dialect, cap)| {
+        (csvish_bytes(), any_dialect(), capacity(), any::<bool>()),
+        |(bytes, dialect, cap, marker)| {
             let last_line = 1 + line_ends(&bytes);
-            let whole = read_all(CsvReader::new(&bytes[..], dialect.clone()));
-            // Any split of the input into reads gives the same result, a BOM's included.
-            let split = read_all(CsvReader::new(
-                BufReader::with_capacity(cap, &bytes[..]),
-                dialect,
-            ));
+            let reader = |input| {
+                let mut reader = CsvReader::new(input, dialect.clone());
+                reader.end_marker(marker);
+                reader
+            };
+            let whole = read_all(reader(BufReader::with_capacity(
+                bytes.len().max(1),
+                &bytes[..],
+            )));
+            // Any split of the input into reads gives the same result, a BOM's included, and
+            // a `\r\n` or an end-of-data marker cut in two.
+            let split = read_all(reader(BufReader::with_capacity(cap, &bytes[..])));
             let (records, error) = &whole;
             let mut prev_end = 0;
             for (fields, line, end_line) in records {
@@ -248,6 +254,7 @@ fn header_of_arbitrary_bytes_never_panics() {
         let opts = CsvOptions {
             dialect,
             columns: None,
+            end_marker: false,
         };
         let source = Source::Path("fuzz.csv".into());
         match read::header(&bytes[..], &opts, &source) {
@@ -290,36 +297,37 @@ fn records() -> impl Strategy<Value = Vec<Vec<Field>>> {
         .prop_flat_map(|width| prop::collection::vec(prop::collection::vec(field(), width), 1..12))
 }
 
-/// How the test writes a file: which values it quotes and which line ends it uses.
+/// How the test writes a file: which values it quotes and which line end it uses.
 #[derive(Debug, Clone)]
 struct FileStyle {
     quote_all: bool,
     bom: bool,
-    /// Line end after each record, cycled; the last record may have none.
-    eols: Vec<&'static [u8]>,
+    /// The line end after each record (one kind a file, as COPY requires); the last record
+    /// may have none.
+    eol: &'static [u8],
     final_eol: bool,
 }
 
 fn file_style() -> impl Strategy<Value = FileStyle> {
     const EOLS: &[&[u8]] = &[b"\n", b"\r\n", b"\r"];
-    let eol = prop::sample::select(EOLS);
     (
         any::<bool>(),
         any::<bool>(),
-        prop::collection::vec(eol, 1..4),
+        prop::sample::select(EOLS),
         any::<bool>(),
     )
-        .prop_map(|(quote_all, bom, eols, final_eol)| FileStyle {
+        .prop_map(|(quote_all, bom, eol, final_eol)| FileStyle {
             quote_all,
             bom,
-            eols,
+            eol,
             final_eol,
         })
 }
 
 /// A value for one record in `d`, quoted when it must be (or always): the test's own
 /// writer, independent of the encoder's. `alone`: the record's only field, which must not
-/// make a blank line (skipped by the reader).
+/// make a blank line (skipped by the reader). `\.` is quoted, as COPY writes it: alone on a
+/// line it would end the data.
 fn write_field(out: &mut Vec<u8>, v: &Field, d: &Dialect, quote_all: bool, alone: bool) {
     let Some(v) = v else {
         out.extend_from_slice(&d.null);
@@ -330,7 +338,8 @@ fn write_field(out: &mut Vec<u8>, v: &Field, d: &Dialect, quote_all: bool, alone
         || *v == d.null
         || v.is_empty() && alone
         || v.iter().any(special)
-        || v.starts_with(BOM);
+        || v.starts_with(BOM)
+        || v == b"\\.";
     if !needs_quotes {
         out.extend_from_slice(v);
         return;
@@ -363,7 +372,7 @@ fn write_file(
         }
         lines.push((start, 1 + line_ends(&out)));
         if i + 1 < records.len() || style.final_eol {
-            out.extend_from_slice(style.eols[i % style.eols.len()]);
+            out.extend_from_slice(style.eol);
         }
     }
     (out, lines)
@@ -390,9 +399,16 @@ fn without_lone_nulls(records: &[Vec<Field>]) -> Vec<Vec<Field>> {
         .collect()
 }
 
-/// Reads `bytes` to the end, failing the case on any error.
-fn read_ok(bytes: &[u8], d: &Dialect, cap: usize) -> Result<Vec<Record>, TestCaseError> {
+/// Reads `bytes` to the end, failing the case on any error; `marker`: a line holding only
+/// `\.` ends the data, as COPY reads up to PostgreSQL 17.
+fn read_ok(
+    bytes: &[u8],
+    d: &Dialect,
+    cap: usize,
+    marker: bool,
+) -> Result<Vec<Record>, TestCaseError> {
     let mut reader = CsvReader::new(BufReader::with_capacity(cap, bytes), d.clone());
+    reader.end_marker(marker);
     let mut out = Vec::new();
     let mut rec = Record::default();
     loop {
@@ -430,18 +446,20 @@ fn records_in_any_dialect_read_back_and_their_csv_payload_reparses() {
         file_style(),
         capacity(),
         capacity(),
+        any::<bool>(),
     );
-    run_property(1500, strategy, |(records, d, style, cap, cap2)| {
+    run_property(1500, strategy, |(records, d, style, cap, cap2, marker)| {
         let records = no_blank_records(records, &d);
         let (file, lines) = write_file(&records, &d, &style);
-        let read = read_ok(&file, &d, cap)?;
+        let read = read_ok(&file, &d, cap, marker)?;
         prop_assert_eq!(read.len(), records.len());
         for ((rec, want), (line, end_line)) in read.iter().zip(&records).zip(&lines) {
             prop_assert_eq!(&fields_of(rec), want);
             prop_assert_eq!((rec.line(), rec.end_line()), (*line, *end_line));
         }
 
-        // The CSV payload, in COPY's default dialect, gives back the same fields.
+        // The CSV payload, in COPY's default dialect, gives back the same fields, also to a
+        // server whose COPY ends the data at a line holding only `\.`.
         let width = records[0].len();
         let encoder = RowEncoder::new(vec![None; width], true);
         let (mut payload, mut layout) = (Vec::new(), Layout::default());
@@ -449,7 +467,7 @@ fn records_in_any_dialect_read_back_and_their_csv_payload_reparses() {
             encoder.encode(&read, &mut payload, &mut layout),
             Format::Csv
         );
-        let again = read_ok(&payload, &Dialect::default(), cap2)?;
+        let again = read_ok(&payload, &Dialect::default(), cap2, true)?;
         let again: Vec<Vec<Field>> = again.iter().map(fields_of).collect();
         prop_assert_eq!(&again, &without_lone_nulls(&records));
         prop_assert_eq!(&layout.copy_lines, &copy_lines_of(&records));
@@ -822,12 +840,12 @@ fn records_of(columns: &[Column]) -> Result<Vec<Record>, TestCaseError> {
     let style = FileStyle {
         quote_all: true,
         bom: false,
-        eols: vec![b"\n"],
+        eol: b"\n",
         final_eol: true,
     };
     let d = Dialect::default();
     let rows = no_blank_records(rows, &d);
-    read_ok(&write_file(&rows, &d, &style).0, &d, 8192)
+    read_ok(&write_file(&rows, &d, &style).0, &d, 8192, false)
 }
 
 /// The encoder sends `fields` (record field index, encoder) of `records` in binary format
@@ -851,7 +869,7 @@ fn check_encoding(
     prop_assert_eq!(format == Format::Binary, all_accepted);
     if format == Format::Csv {
         check_row_ends(&layout, records.len(), out.len())?;
-        let back: Vec<Vec<Field>> = read_ok(&out, &Dialect::default(), 8192)?
+        let back: Vec<Vec<Field>> = read_ok(&out, &Dialect::default(), 8192, true)?
             .iter()
             .map(fields_of)
             .collect();

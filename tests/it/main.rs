@@ -28,12 +28,14 @@ mod purge_support;
 
 mod connect_failures;
 mod connect_secrets;
+mod connect_session;
 mod connect_tls;
 mod docs;
 mod faults_interrupt;
 mod faults_network;
 mod faults_retry;
 mod fuzz_input;
+mod generate_output;
 mod hostile_names;
 mod json_output;
 mod layers;

@@ -114,6 +114,34 @@ fn purge_by_file_deletes_exactly_its_keys_is_idempotent_and_checks_the_key() {
     assert_eq!(real_accounts(&db), real);
 }
 
+/// A key file is read as the server's COPY reads it: up to PostgreSQL 17 a line holding only
+/// `\.` ends the keys, so the keys after it are not deleted; from 18 on it is a key (of no
+/// row here) and reading goes on.
+#[test]
+fn purge_by_file_stops_at_a_line_holding_only_backslash_dot_where_the_server_does() {
+    let db = TestDb::with_accounts();
+    seed_ok(&db, &fixture_path(), &[]);
+    let emails = db.column_text("SELECT email FROM accounts ORDER BY email LIMIT 5");
+    let emails: Vec<String> = emails.into_iter().flatten().collect();
+    let text = format!(
+        "email\n{}\n{}\n\\.\n{}\n{}\n{}\n",
+        emails[0], emails[1], emails[2], emails[3], emails[4]
+    );
+    let file = db.write("keys.csv", text);
+    let run = purge(&db, &[path_str(&file), "--yes", "--json"]);
+    run.expect_ok();
+    let ends = db.scalar_i64("SELECT current_setting('server_version_num')::bigint") < 180_000;
+    let (read, deleted) = if ends { (2, 2) } else { (6, 5) };
+    assert_eq!(run.figure("rows_read"), read, "{}", run.stdout);
+    assert_eq!(run.figure("rows_deleted"), deleted, "{}", run.stdout);
+    assert_eq!(db.count("accounts"), 1000 - deleted as i64);
+    let after = format!(
+        "accounts WHERE email IN ('{}', '{}', '{}')",
+        emails[2], emails[3], emails[4]
+    );
+    assert_eq!(db.count(&after), if ends { 3 } else { 0 });
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. --run
 // ---------------------------------------------------------------------------------------------
@@ -204,6 +232,46 @@ fn purge_by_run_deletes_only_the_rows_that_run_inserted_and_refuses_other_runs()
     let purge_run = run.figure("run_id").to_string();
     expect_refused(&purge(&db, &["--run", &purge_run]), "not a seed");
     assert_eq!(digest(&db, "accounts", "true"), before);
+}
+
+/// The figure `key=N` of a progress log line.
+fn progress_figure(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    let digits: String = line[at + key.len() + 2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or_else(|_| panic!("{key} in {line}"))
+}
+
+/// While a `--run` purge goes, its progress lines (every 5 s when stderr is no terminal) count
+/// the keys read as its batches commit, as its summary does: not 0.
+#[test]
+fn purge_by_run_progress_counts_the_keys_read() {
+    let db = TestDb::with_accounts();
+    let seeded = seed_ok(&db, &fixture_path(), &["--batch-size", "100"]);
+    let id = seeded["run_id"].as_i64().expect("seed run_id").to_string();
+    // Each batch's DELETE waits a second: ten batches on one connection outlast a progress
+    // line.
+    db.execute(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$; \
+         CREATE TRIGGER slow BEFORE DELETE ON accounts \
+         FOR EACH STATEMENT EXECUTE FUNCTION slow()",
+    );
+    let run = purge(&db, &["--run", &id, "--json", "--connections", "1"]);
+    run.expect_ok();
+    assert_eq!(run.figure("rows_read"), 1000);
+    assert_eq!(run.figure("rows_deleted"), 1000);
+    let mut read = 0;
+    for line in run.stderr.lines().filter(|l| l.contains(" progress ")) {
+        let written = progress_figure(line, "rows_written");
+        assert_eq!(progress_figure(line, "rows_read"), written, "{line}");
+        read = read.max(written);
+    }
+    assert!(read > 0, "no progress line with keys read:\n{}", run.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -525,6 +525,10 @@ corpus! {
         file: "duplicate_key.csv", code: ROW, line: Some(7), column: None,
         reason: &["duplicate key", "(email)", "23505"], kept: 4, sqlstate: "23505",
     };
+    mixed_line_endings: Case {
+        file: "mixed_line_endings.csv", code: ROW, line: Some(7), column: None,
+        reason: &["unquoted carriage return", "\\r\\n"], kept: 4, sqlstate: "22P04",
+    };
     embedded_newlines_before_the_bad_row: Case {
         file: "embedded_newline.csv", code: ROW, line: Some(11), column: Some("birth_date"),
         reason: &["date", "1990-13-01"], kept: 4, sqlstate: "22008",

@@ -1,6 +1,7 @@
 //! Inputs: stdin, gzip (file, stdin, no `.gz` name, several members), a UTF-8 BOM, CRLF
 //! and CR line ends, blank lines. Each must load exactly what psql loads from the plain
-//! fixture.
+//! fixture. Also `/dev/stdin` from a pipe, a FIFO (no size, so no percent in the progress),
+//! and a line holding only `\.`, which ends the data where the server's COPY says so.
 
 use std::time::Duration;
 
@@ -215,4 +216,125 @@ fn copy_dialect_options_and_headerless_files_load_like_psql() {
         db.scalar_text("SELECT password_hash FROM accounts WHERE username = 'b'"),
         Some("esc | pipe".into())
     );
+}
+
+/// `seed /dev/stdin` with a pipe on stdin reads it as `seed -` does: the path names a pipe,
+/// which has no size and no name to canonicalize.
+#[test]
+fn dev_stdin_from_a_pipe_loads_like_stdin() {
+    let db = TestDb::with_accounts();
+    let want = fixture_reference(&db);
+    let args = ["seed", "/dev/stdin", "--database-url", db.url(), "--json"];
+    let run = run_bin(&args, Some(&fixture_bytes()));
+    assert_loads_fixture(&db, "/dev/stdin from a pipe", run, &want);
+    assert_eq!(
+        db.column_text(
+            "SELECT input_path || ':' || coalesce(input_size::text, 'null') FROM provisioner.runs"
+        ),
+        [Some("/dev/stdin:null".to_string())]
+    );
+}
+
+/// A FIFO has no size: the progress lines (every 5 s when stderr is no terminal) show no
+/// percent, and the run records no size, where a percent of a size of 0 would be nonsense.
+#[test]
+fn a_fifo_loads_with_progress_but_no_percent() {
+    const ROWS: u64 = 20_000;
+    let db = TestDb::with_accounts();
+    let bytes = std::fs::read(generate_csv(&db.path("accounts.csv"), ROWS, 7)).expect("read");
+    let fifo = db.path("accounts.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let args = [
+        "seed",
+        path_str(&fifo),
+        "--database-url",
+        db.url(),
+        "--json",
+    ];
+    let run = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            use std::io::Write;
+            // Opening blocks until the reader opens its end.
+            let mut pipe = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .expect("open the FIFO");
+            // More than the first MiB the input's fingerprint waits for, so that batches go.
+            let cut = 3 << 20;
+            pipe.write_all(&bytes[..cut]).expect("write the FIFO");
+            pipe.flush().expect("flush the FIFO");
+            // A pause longer than the 5 s between progress lines, once the run is under way.
+            wait_until("a committed batch", Duration::from_secs(60), || {
+                db.ledger_batches() > 0
+            });
+            std::thread::sleep(Duration::from_millis(5500));
+            pipe.write_all(&bytes[cut..]).expect("write the FIFO");
+        });
+        run_bin_bounded(&args, Duration::from_secs(90))
+    });
+    let progress: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" progress "))
+        .collect();
+    assert!(!progress.is_empty(), "no progress line:\n{}", run.stderr);
+    for line in &progress {
+        assert!(
+            line.contains("percent=\"?\""),
+            "a percent of a FIFO: {line}"
+        );
+    }
+    assert_eq!(
+        db.column_text("SELECT input_size::text FROM provisioner.runs"),
+        [None]
+    );
+    run.expect_ok();
+    assert_eq!(run.figure("rows_inserted"), ROWS);
+    assert_eq!(db.count("accounts"), ROWS as i64);
+}
+
+/// Up to PostgreSQL 17, COPY's CSV reading ends at a line holding only `\.` (psql's `\copy`
+/// too); from 18 on the line is data. `seed` does what the connected server does: here, on
+/// the local server, the rows before the line load and the rest is not read, as with psql.
+#[test]
+fn a_line_holding_only_backslash_dot_ends_the_data_where_the_server_says_so() {
+    let db = TestDb::new();
+    let ends = db.scalar_i64("SELECT current_setting('server_version_num')::bigint") < 180_000;
+    db.execute(
+        "CREATE TABLE two (id serial PRIMARY KEY, a text, b text); \
+         CREATE TABLE one (id serial PRIMARY KEY, a text)",
+    );
+    for (table, columns, text, rows) in [
+        (
+            "two",
+            &["a", "b"][..],
+            "a,b\n1,x\n2,\"y\nz\"\n\\.\n3,z\n",
+            2,
+        ),
+        ("one", &["a"][..], "a\r\nx\r\n\\.\r\ny\r\n", 1),
+    ] {
+        let file = db.write(&format!("{table}.csv"), text);
+        let run = db.seed(&file, &["--table", table, "--json"]);
+        if !ends {
+            // The line is data: a record of one field (the two-column file refuses it).
+            assert_eq!(
+                run.code,
+                if table == "one" { 0 } else { 1 },
+                "{}",
+                run.stderr
+            );
+            continue;
+        }
+        run.expect_ok();
+        assert_eq!(run.figure("rows_inserted"), rows, "{table}");
+        assert!(run.stderr.contains("\\. ends the data"), "{}", run.stderr);
+        let ours = db.dump(table);
+        db.execute(&format!("TRUNCATE {table}"));
+        db.psql_copy(table, columns, &file);
+        assert_same_rows(&format!("{table}: \\."), &ours, &db.dump(table));
+    }
 }

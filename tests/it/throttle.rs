@@ -8,8 +8,9 @@
 //! 4. a stop (SIGINT) ends a run even while it is paused or waiting for the rate;
 //! 5. `--max-batch-latency` halves the rate while batches are slow, and the run still ends;
 //!    without it, slow batches change nothing;
-//! 6. `--lock-timeout` and `--statement-timeout` bound every batch (55P03, 57014), and a lock
-//!    timeout is retried until the lock is released;
+//! 6. `--lock-timeout` and `--statement-timeout` bound every batch (55P03, 57014), a lock
+//!    timeout is retried until the lock is released, and a timeout the server cannot take is
+//!    refused before anything is recorded;
 //! 7. `--max-replica-lag` without standbys does not hold a run.
 //!
 //! Timing bounds are generous: they assert behaviour, the benchmarks measure it.
@@ -646,6 +647,54 @@ fn a_statement_timeout_bounds_each_batch() {
         "--statement-timeout 300 took {took:?}"
     );
     assert_eq!(db.count("accounts"), 0);
+}
+
+/// A timeout the server cannot take (beyond its range, here 2^31 ms and more) is refused
+/// before anything is recorded: exit 2 naming the flag, for seed, its dry run and purge; no
+/// row written or deleted, no ledger created.
+#[test]
+fn a_timeout_the_server_refuses_is_a_usage_error_before_anything_is_recorded() {
+    let db = TestDb::with_accounts();
+    let fixture = fixture_path();
+    let too_long = "3000000000";
+    for (flag, extra) in [
+        ("--statement-timeout", &[][..]),
+        ("--lock-timeout", &[][..]),
+        ("--statement-timeout", &["--dry-run"][..]),
+    ] {
+        let mut more = vec![flag, too_long];
+        more.extend_from_slice(extra);
+        let run = run_bin_bounded(&seed_args(&db, &fixture, &more), RUN_TIMEOUT);
+        let what = format!("seed {flag} {too_long} {extra:?}");
+        run.expect_code(2);
+        assert!(
+            run.stderr
+                .contains(&format!("{flag}: the server refuses it"))
+                && run.stderr.contains("22023"),
+            "{what}:\n{}",
+            run.stderr
+        );
+        assert_eq!(db.count("accounts"), 0, "{what}");
+        assert_eq!(
+            db.scalar_text("SELECT to_regnamespace('provisioner')::text"),
+            None,
+            "{what}: the ledger was created"
+        );
+    }
+    psql_load_fixture(&db);
+    let args = purge_args(&db, &fixture, &["--yes", "--lock-timeout", too_long]);
+    let run = run_bin_bounded(&args, RUN_TIMEOUT);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("--lock-timeout: the server refuses it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(db.count("accounts"), 1000);
+    assert_eq!(
+        db.scalar_text("SELECT to_regnamespace('provisioner')::text"),
+        None
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -115,6 +115,9 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
     if cfg.get_application_name().is_none() {
         cfg.application_name(env("PGAPPNAME").unwrap_or_else(|| DEFAULT_APPLICATION_NAME.into()));
     }
+    if let Some(options) = server_options(cfg.get_options(), &env) {
+        cfg.options(options);
+    }
     let tls = tls_options(&split, &env)?;
     // libpq ignores sslmode on unix sockets, where the server never speaks TLS.
     let sockets_only = cfg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_)));
@@ -131,6 +134,42 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         cfg.connect_timeout(timeout);
     }
     Ok(Endpoint { config: cfg, tls })
+}
+
+/// The variables libpq sends as settings of the session (unless set to `default`), and
+/// the setting each is.
+const SESSION_VARIABLES: [(&str, &str); 3] = [
+    ("PGDATESTYLE", "datestyle"),
+    ("PGTZ", "timezone"),
+    ("PGGEQO", "geqo"),
+];
+
+/// The server options a session starts with, as psql's: the string's `options`, else
+/// `PGOPTIONS`, then what `PGDATESTYLE`, `PGTZ` and `PGGEQO` set. libpq sends those three as
+/// startup parameters of their own, which tokio-postgres cannot; as `-c` switches after the
+/// others they take the same precedence (the server applies options first, then the rest).
+fn server_options(given: Option<&str>, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let mut options = given.map(str::to_string).or_else(|| env("PGOPTIONS"));
+    for (var, setting) in SESSION_VARIABLES {
+        let Some(value) = env(var).filter(|v| !v.eq_ignore_ascii_case("default")) else {
+            continue;
+        };
+        let out = options.get_or_insert_with(String::new);
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str("-c ");
+        out.push_str(setting);
+        out.push('=');
+        // The server splits options at white space; a backslash escapes the next byte.
+        for c in value.chars() {
+            if c == '\\' || c.is_ascii_whitespace() {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    options
 }
 
 /// `sslmode`, `sslrootcert`, `sslcert`, `sslkey` from the string, else `PGSSL*`, else
@@ -371,6 +410,44 @@ mod tests {
         assert_eq!(cfg.get_password(), Some(&b"s3cret"[..]));
         assert_eq!(cfg.get_application_name(), Some("provisioner"));
         assert_eq!(cfg.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+    }
+
+    #[test]
+    fn pgoptions_and_the_session_variables_become_options_as_psql_sends_them() {
+        let options = |url: &str, pairs: &[(&str, &str)]| {
+            resolve(Some(url), env_of(pairs))
+                .unwrap()
+                .config
+                .get_options()
+                .map(str::to_string)
+        };
+        assert_eq!(options("host=h", &[]), None);
+        assert_eq!(
+            options("host=h", &[("PGOPTIONS", "-c work_mem=64MB")]).as_deref(),
+            Some("-c work_mem=64MB")
+        );
+        // The string's options win over PGOPTIONS; PGTZ and the others come after either.
+        let all = [
+            ("PGOPTIONS", "-c timezone=UTC"),
+            ("PGTZ", "America/New_York"),
+            ("PGDATESTYLE", "SQL, DMY"),
+            ("PGGEQO", "off"),
+        ];
+        assert_eq!(
+            options("host=h", &all).as_deref(),
+            Some(
+                "-c timezone=UTC -c datestyle=SQL,\\ DMY -c timezone=America/New_York -c geqo=off"
+            )
+        );
+        assert_eq!(
+            options("host=h options='-c search_path=s'", &all[..2]).as_deref(),
+            Some("-c search_path=s -c timezone=America/New_York")
+        );
+        assert_eq!(options("host=h", &[("PGTZ", "DEFAULT")]), None);
+        assert_eq!(
+            options("host=h", &[("PGTZ", "a\\b c")]).as_deref(),
+            Some("-c timezone=a\\\\b\\ c")
+        );
     }
 
     #[test]

@@ -978,8 +978,14 @@ pub fn run_bin_bounded(args: &[&str], timeout: Duration) -> Run {
 
 /// Runs one psql command against `conninfo`; panics when psql fails.
 pub fn psql_at(conninfo: &str, command: &str) -> String {
+    psql_with_env(conninfo, &[], command)
+}
+
+/// [`psql_at`] with the variables `env` (`PGTZ`, `PGOPTIONS`…) set for psql.
+pub fn psql_with_env(conninfo: &str, env: &[(&str, &str)], command: &str) -> String {
     let mut cmd = Command::new("psql");
     clean_env(&mut cmd);
+    cmd.envs(env.iter().copied());
     let out = cmd
         .env("PGCLIENTENCODING", "UTF8")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c"])
