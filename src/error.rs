@@ -200,6 +200,14 @@ pub enum Error {
         last_line: u64,
     },
 
+    /// Another attempt took the run over (this one had not renewed its lease in time, and
+    /// it expired): this one stopped after its batches in flight.
+    #[error(
+        "run {run_id} was taken over by another attempt (this one could not renew its lease \
+         in time); this attempt stopped: see provisioner runs show {run_id}"
+    )]
+    LeaseLost { run_id: i64 },
+
     /// Stopped by a signal; in-flight batches committed or rolled back.
     #[error("interrupted")]
     Interrupted,
@@ -226,7 +234,8 @@ impl Error {
             | Error::BatchTimeout { .. }
             | Error::Pool(_)
             | Error::RetriesExhausted { .. }
-            | Error::InputChanged { .. } => EXIT_FAILED,
+            | Error::InputChanged { .. }
+            | Error::LeaseLost { .. } => EXIT_FAILED,
             Error::Interrupted => EXIT_INTERRUPTED,
         }
     }

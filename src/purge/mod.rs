@@ -14,13 +14,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::copy::batch::Batcher;
+use crate::copy::batch::{Batcher, verify_source};
 use crate::copy::encode::{Encoder, RowEncoder};
 use crate::db::connect::Endpoint;
-use crate::db::ledger::{Access, LAYOUT, Resume, RunKey};
+use crate::db::ledger::{Access, DIALECT, LAYOUT, Resume, RunKey};
 use crate::error::Error;
 use crate::input::check::Checker;
 use crate::model::{Command, Invocation};
+use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter, Rows};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
 use delete::{DeletePlan, Deleter, PurgeUnit};
@@ -50,7 +51,7 @@ type Produce = Box<
 >;
 
 pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Result<Finished, Error> {
-    let (pool, mut client) = start::connect(db, &opts.run).await?;
+    let (pool, mut client) = start::connect(db.clone(), &opts.run).await?;
     let table = start::table(&client, &opts.table, "").await?;
     let children = guard::children(&client, &table, opts.cascade).await?;
     let needs = guard::privileges(&table, &children, opts.dry_run);
@@ -61,7 +62,8 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     };
     start::authorize(&client, &opts.run, needs, access).await?;
     let ledger = start::ledger(&mut client, &opts.run, access).await?;
-    let selection = select::select(&client, &table, &opts.target, ledger.as_ref()).await?;
+    let resumed = opts.run.resume.filter(|_| !opts.dry_run);
+    let selection = select::select(&client, &table, &opts.target, ledger.as_ref(), resumed).await?;
     if !children.is_empty() && selection.key.is_empty() {
         return Err(Error::Usage(format!(
             "--cascade needs a primary key or unique index on {} to find the referencing rows",
@@ -88,6 +90,14 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     if let Some((layout, _)) = measured {
         options[LAYOUT] = serde_json::to_value(layout).expect("a layout serializes");
     }
+    // A file of keys is read in a dialect a resume must read it in too.
+    let file = match &opts.target {
+        Target::File { source, csv, .. } => {
+            options[DIALECT] = csv.recorded();
+            Some((source.clone(), csv.clone()))
+        }
+        _ => None,
+    };
     let run_key = RunKey {
         command: Command::Purge,
         target_table: table.display(),
@@ -100,10 +110,10 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
     let units = match (&opts.target, measured) {
         (_, Some((mut layout, rows_per_page))) => {
             if let (Some(ledger), Some(wanted), false) = (&ledger, resume, opts.dry_run) {
-                let (id, recorded) = ledger.resumable(&client, &run_key, wanted.id()).await?;
-                layout = resumed_layout(ledger, &client, id, &recorded, layout).await?;
+                let run = ledger.resumable(&client, &run_key, wanted.id()).await?;
+                layout = resumed_layout(ledger, &client, run.id, &run.options, layout).await?;
                 // The run just checked, whatever ran since.
-                resume = Some(Resume::Run(id));
+                resume = Some(Resume::Run(run.id));
             }
             layout.units(rows_per_page)
         }
@@ -111,12 +121,27 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
         // A file's units come from its reader.
         (_, None) => Vec::new(),
     };
-    let (run_id, committed) = match (&ledger, opts.dry_run) {
+    let (attempt, committed) = match (&ledger, opts.dry_run) {
         (Some(ledger), false) => {
-            let (id, committed) = ledger
-                .open_run(&client, &run_key, &opts.run.command_line, resume)
+            let batch_size = opts.run.batch_size;
+            let check_input = |committed| async move {
+                match file {
+                    Some((source, csv)) => verify_source(source, csv, batch_size, committed).await,
+                    // Nothing but a file can change.
+                    None => Ok(()),
+                }
+            };
+            let (attempt, committed) = ledger
+                .open_run(
+                    &client,
+                    &run_key,
+                    &opts.run.command_line,
+                    resume,
+                    opts.run.lease,
+                    check_input,
+                )
                 .await?;
-            (Some(id), committed)
+            (Some(attempt), committed)
         }
         _ => (None, HashMap::new()),
     };
@@ -124,11 +149,15 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
 
     let progress = Arc::new(Progress::default());
     let workers = opts.run.workers(&pool, progress.clone());
+    let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
+        let stop = workers.stop.clone();
+        Keeper::start(db, ledger.clone(), attempt, opts.run.lease, stop)
+    });
     let plan = DeletePlan::new(&table, &selection.key, &selection.selector, &children);
     let transactions = Transactions::new(
         pool.clone(),
         opts.run.session_settings(),
-        ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id)),
+        ledger.as_ref().zip(attempt).map(|(l, a)| l.batches(a)),
         opts.dry_run,
     );
     let deleter = Deleter::new(transactions, plan, opts.dry_run);
@@ -206,6 +235,6 @@ pub async fn purge(db: Endpoint, opts: PurgeOptions, console: &Console) -> Resul
         // Without a file, what was read is what the ledger or the predicate supplied.
         summary.rows_read = rows_deleted + rows_missing;
     }
-    let recorded = ledger.as_ref().zip(run_id);
+    let recorded = ledger.as_ref().zip(keeper);
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
 }
