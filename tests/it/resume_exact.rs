@@ -325,8 +325,8 @@ fn a_second_resume_while_one_runs_is_refused_and_the_first_completes_exactly() {
 
     let mut second = Spawned::start(&resumed(&args));
     let pid = second.pid() as i64;
-    second.wait_for("the resume to hold the run", RUN_TIMEOUT, || {
-        lease_pid(&db, run_id) == Some(pid)
+    second.wait_for("the resume to start its attempt", RUN_TIMEOUT, || {
+        attempts_of(&db, run_id) == 2
     });
     wait_for_a_batch_in_flight(&mut second, &db);
     let third = run_bin_bounded(&resumed(&args), RUN_TIMEOUT);
@@ -345,6 +345,11 @@ fn a_second_resume_while_one_runs_is_refused_and_the_first_completes_exactly() {
         attempts_of(&db, run_id),
         2,
         "the refused resume took an attempt"
+    );
+    assert_eq!(
+        lease_pid(&db, run_id),
+        Some(pid),
+        "the lease is not the first resume's"
     );
     fast_batches(&db);
 
