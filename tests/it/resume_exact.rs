@@ -316,7 +316,8 @@ fn a_second_resume_while_one_runs_is_refused_and_the_first_completes_exactly() {
         &csv,
         &["--connections", "2", "--batch-size", "1000", "--json"],
     );
-    slow_batches(&db, 0.5);
+    // Slow enough that the second resume is refused long before the first one ends.
+    slow_batches(&db, 1.0);
     let first = terminated_run(&db, &args);
     let run_id = first.figure("run_id") as i64;
     let committed = db.count("accounts");
@@ -516,7 +517,7 @@ fn a_lease_from_another_host_is_taken_over_only_once_it_expired() {
     unchanged("this host, its process there");
 
     // Another host: refused while its lease runs, whatever runs here under its pid.
-    lease_held_by(&db, run_id, "elsewhere.example", 4242, 5);
+    lease_held_by(&db, run_id, "elsewhere.example", 4242, 10);
     let out = run_bin_bounded(&resumed(&args), RUN_TIMEOUT);
     expect_refused(
         &out,
@@ -621,7 +622,7 @@ fn through_pgbouncer_a_live_attempt_holds_its_run_and_a_killed_one_is_taken_over
         "3",
         "--json",
     ];
-    let mut first = Spawned::start(&[&args[..], &["--rate", "2000"]].concat());
+    let mut first = Spawned::start(&[&args[..], &["--rate", "1000"]].concat());
     first.wait_for("four committed batches", RUN_TIMEOUT, || {
         db.ledger_batches() >= 4
     });
