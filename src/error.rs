@@ -222,6 +222,13 @@ pub enum Error {
         inserted: u64,
         sent: u64,
     },
+    /// Another attempt took the run over (this one had not renewed its lease in time, and
+    /// it expired): this one stopped after its batches in flight.
+    #[error(
+        "run {run_id} was taken over by another attempt (this one could not renew its lease \
+         in time); this attempt stopped: see provisioner runs show {run_id}"
+    )]
+    LeaseLost { run_id: i64 },
 
     /// Stopped by a signal; in-flight batches committed or rolled back.
     #[error("interrupted")]
@@ -251,7 +258,8 @@ impl Error {
             | Error::Pool(_)
             | Error::RetriesExhausted { .. }
             | Error::InputChanged { .. }
-            | Error::TriggerSkipped { .. } => EXIT_FAILED,
+            | Error::TriggerSkipped { .. }
+            | Error::LeaseLost { .. } => EXIT_FAILED,
             Error::Interrupted => EXIT_INTERRUPTED,
         }
     }

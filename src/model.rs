@@ -93,6 +93,9 @@ pub struct Outcome {
     pub rejected: u64,
     /// Sent in binary COPY format.
     pub binary: bool,
+    /// Committed by another attempt of the run, which this one met in the ledger: none of
+    /// it is this attempt's, and its rows count as resumed.
+    pub resumed: bool,
 }
 
 #[cfg(test)]

@@ -202,6 +202,14 @@ pub struct RunArgs {
     #[command(flatten)]
     pub ledger: LedgerArgs,
 
+    /// How long this attempt's hold on its run (a lease in the ledger) lasts unless renewed;
+    /// it is renewed every third of that while the run goes on. A --resume of a run whose
+    /// lease is live is refused: on the same host it takes over at once when the holder's
+    /// process is gone (kill -9), from another host once the lease expired.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease: u64,
+
     /// Replays of one failed batch (serialization failures, deadlocks, lost connections,
     /// lock timeouts…) before the run fails. 0 disables retries.
     #[arg(long, default_value_t = RetryPolicy::default().max_retries, value_name = "N")]
@@ -281,6 +289,7 @@ impl RunArgs {
             statement_timeout: Duration::from_millis(self.statement_timeout),
             batch_timeout: Duration::from_secs_f64(self.batch_timeout),
             command_line: redacted_command_line(),
+            lease: Duration::from_secs(self.lease),
         })
     }
 }

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::{ConnectArgs, LedgerArgs, block_on, exit_codes_help};
 use crate::db::connect;
-use crate::db::ledger::{self, Access, Ledger, Run};
+use crate::db::ledger::{self, Access, LeaseShown, Ledger, Run};
 use crate::error::Error;
 use crate::model::Command;
 
@@ -102,6 +102,25 @@ fn print_table(runs: &[Run]) {
     }
 }
 
+/// Who runs the run now, as far as its lease tells.
+fn describe_lease(lease: &LeaseShown) -> String {
+    let holder = format!(
+        "pid {} on {}, last seen {:.0} s ago",
+        lease.pid.map_or("?".into(), |p| p.to_string()),
+        lease.host.as_deref().unwrap_or("an unknown host"),
+        lease.seen_ago.max(0.0)
+    );
+    if lease.expires_in > 0.0 {
+        format!(
+            "{holder}; its lease runs {:.0} s more (a --resume is refused until then, unless \
+             that process is gone from its host)",
+            lease.expires_in.ceil()
+        )
+    } else {
+        format!("{holder}; its lease expired: it is gone, and --resume takes the run over")
+    }
+}
+
 fn print_run(run: &Run, resume: Option<String>) {
     println!("run {} ({})", run.id, run.status);
     println!("  command:   {}", run.command_line.join(" "));
@@ -136,6 +155,9 @@ fn print_run(run: &Run, resume: Option<String>) {
             run.rows_rejected,
             run.rows_read
         );
+    }
+    if let Some(lease) = &run.lease {
+        println!("  attempt:   {}", describe_lease(lease));
     }
     if let Some(error) = &run.error {
         println!("  error:     {error}");

@@ -7,7 +7,8 @@
 //!
 //! Boundaries are deterministic (every `size` records, refused ones included), so a batch is
 //! the same batch on every run over the same input: that is what lets a resumed run skip the
-//! batches the ledger says committed, after checking their content hash. The channel's bound
+//! batches the ledger says committed, after checking their content hash ([`verify_source`]
+//! checks them all first when the file is not the one the run recorded). The channel's bound
 //! is what keeps memory constant: the reader blocks when the writers fall behind.
 
 use std::collections::HashMap;
@@ -24,8 +25,9 @@ use crate::db::ledger::BatchId;
 use crate::db::retry::is_row_error;
 use crate::error::{Error, Rejection};
 use crate::input::check::Checker;
-use crate::input::csv::{CsvReader, Record};
+use crate::input::csv::{self, CsvOptions, CsvReader, Record};
 use crate::input::rejects::Rejects;
+use crate::input::source::{self, Source};
 use crate::run::report::Progress;
 use crate::run::{ProduceEnd, Unit};
 
@@ -156,6 +158,159 @@ impl Unit for Batch {
     }
 }
 
+/// Where batches start and end, and what each holds: every `size` records, refused ones
+/// included, hashed field by field. The same on every reading of the same input, which is
+/// what lets a resumed run skip the batches it committed, after checking their content.
+struct Cutter {
+    size: usize,
+    hasher: Xxh3,
+    /// Records in the current batch so far.
+    taken: usize,
+    /// Batches cut so far.
+    seq: u64,
+    first_line: u64,
+    last_line: u64,
+}
+
+/// A batch as [`Cutter`] cut it.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    seq: u64,
+    records: usize,
+    first_line: u64,
+    last_line: u64,
+    content_hash: u64,
+}
+
+impl Cutter {
+    fn new(size: usize) -> Self {
+        Cutter {
+            size,
+            hasher: Xxh3::new(),
+            taken: 0,
+            seq: 0,
+            first_line: 0,
+            last_line: 0,
+        }
+    }
+
+    /// Takes `rec` into the current batch; `true` when it is the batch's first.
+    fn take(&mut self, rec: &Record) -> bool {
+        rec.hash_into(&mut self.hasher);
+        let first = self.taken == 0;
+        if first {
+            self.first_line = rec.line();
+        }
+        self.last_line = rec.end_line();
+        self.taken += 1;
+        first
+    }
+
+    /// The number of the batch being filled.
+    fn current(&self) -> u64 {
+        self.seq + 1
+    }
+
+    /// Ends the current batch if it is complete: full, or the input ended (`more` false)
+    /// with records in it.
+    fn cut(&mut self, more: bool) -> Option<Cut> {
+        if self.taken < self.size && (more || self.taken == 0) {
+            return None;
+        }
+        self.seq += 1;
+        let cut = Cut {
+            seq: self.seq,
+            records: self.taken,
+            first_line: self.first_line,
+            last_line: self.last_line,
+            content_hash: self.hasher.digest(),
+        };
+        self.hasher.reset();
+        self.taken = 0;
+        Some(cut)
+    }
+
+    /// At the input's end: fails when `committed` holds a batch the input no longer
+    /// reaches (it got shorter).
+    fn ended(&self, committed: &HashMap<u64, u64>) -> Result<(), Error> {
+        match committed.keys().filter(|&&s| s > self.seq).min() {
+            Some(&extra) => Err(Error::InputChanged {
+                seq: extra,
+                first_line: 0,
+                last_line: 0,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Cut {
+    /// Whether a resumed run committed this batch (`committed`: sequence number → content
+    /// hash); `InputChanged` when it committed other content under this number.
+    fn committed(&self, committed: &HashMap<u64, u64>) -> Result<bool, Error> {
+        match committed.get(&self.seq) {
+            None => Ok(false),
+            Some(&hash) if hash == self.content_hash => Ok(true),
+            Some(_) => Err(Error::InputChanged {
+                seq: self.seq,
+                first_line: self.first_line,
+                last_line: self.last_line,
+            }),
+        }
+    }
+}
+
+/// Opens `source` again and checks the batches of `size` records a resumed run committed
+/// (`committed`: sequence number → content hash) against it, on a blocking thread:
+/// `InputChanged` at the first that differs or that the input no longer reaches. Nothing is
+/// checked, encoded or sent: a resume runs this before anything is written when the input
+/// file is not the one the run recorded.
+pub async fn verify_source(
+    source: Source,
+    csv: CsvOptions,
+    size: usize,
+    committed: HashMap<u64, u64>,
+) -> Result<(), Error> {
+    tokio::task::spawn_blocking(move || {
+        let input = source::open(&source)?;
+        let (reader, _) = csv::header(input.reader, &csv, &source)?;
+        verify_committed(reader, size, &committed)
+    })
+    .await
+    .expect("the input check panicked")
+}
+
+/// [`verify_source`] past the header: reads `csv` in the batches [`Batcher::run`] cuts, up to
+/// the last one `committed` holds.
+fn verify_committed<R: BufRead>(
+    mut csv: CsvReader<R>,
+    size: usize,
+    committed: &HashMap<u64, u64>,
+) -> Result<(), Error> {
+    let Some(&last) = committed.keys().max() else {
+        return Ok(());
+    };
+    // As in reject mode: a defective record (unterminated, another line end) is a record, hashed as a batch held it.
+    csv.hand_over_defective(true);
+    let mut cutter = Cutter::new(size);
+    let mut record = Record::default();
+    loop {
+        let more = csv.read(&mut record)?;
+        if more {
+            cutter.take(&record);
+        }
+        if let Some(cut) = cutter.cut(more) {
+            cut.committed(committed)?;
+            if cut.seq >= last {
+                return Ok(());
+            }
+        }
+        if !more {
+            return cutter.ended(committed);
+        }
+    }
+}
+
 /// Turns a CSV stream into batches for the writers.
 pub struct Batcher {
     pub encoder: RowEncoder,
@@ -188,12 +343,10 @@ impl Batcher {
         csv.hand_over_defective(self.rejects.is_some());
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         // Records in the current batch: kept in `records[..filled]`, or refused.
-        let (mut filled, mut taken) = (0, 0);
+        let mut filled = 0;
         let mut resumed = false;
         let mut rejected = Vec::new();
-        let mut hasher = Xxh3::new();
-        let (mut first_line, mut last_line) = (0, 0);
-        let mut seq = 0;
+        let mut cutter = Cutter::new(self.size);
         let (mut payload, mut layout) = (Vec::new(), Layout::default());
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -206,15 +359,11 @@ impl Batcher {
             if more {
                 let rec = &records[filled];
                 self.progress.row_read();
-                rec.hash_into(&mut hasher);
-                if taken == 0 {
-                    first_line = rec.line();
+                if cutter.take(rec) {
                     // A batch an earlier attempt committed is not checked again: its rows
                     // were loaded or rejected then.
-                    resumed = self.committed.contains_key(&(seq + 1));
+                    resumed = self.committed.contains_key(&cutter.current());
                 }
-                last_line = rec.end_line();
-                taken += 1;
                 match self.checker.check(rec) {
                     Err(mut rejection) if !resumed => match &self.rejects {
                         None => return Err(Error::Rejected(rejection)),
@@ -227,29 +376,20 @@ impl Batcher {
                     _ => filled += 1,
                 }
             }
-            if taken == self.size || (!more && taken > 0) {
-                seq += 1;
-                let content_hash = hasher.digest();
-                if let Some(&committed_hash) = self.committed.get(&seq) {
-                    if committed_hash != content_hash {
-                        return Err(Error::InputChanged {
-                            seq,
-                            first_line,
-                            last_line,
-                        });
-                    }
-                    self.progress.resumed(taken as u64);
+            if let Some(cut) = cutter.cut(more) {
+                if cut.committed(&self.committed)? {
+                    self.progress.resumed(cut.records as u64);
                 } else {
                     let rows = &records[..filled];
                     let format = self.encoder.encode(rows, &mut payload, &mut layout);
                     let keep_records = self.rejects.is_some();
                     let batch = Batch {
-                        seq,
+                        seq: cut.seq,
                         rows: filled,
-                        first_line,
-                        last_line,
+                        first_line: cut.first_line,
+                        last_line: cut.last_line,
                         lines: rows.iter().map(Record::line).collect(),
-                        content_hash,
+                        content_hash: cut.content_hash,
                         layout: layout.clone(),
                         keys: self.collect_keys.as_deref().map(|f| keys_json(rows, f)),
                         format,
@@ -264,18 +404,10 @@ impl Batcher {
                         return Ok(ProduceEnd::Stopped);
                     }
                 }
-                (filled, taken) = (0, 0);
-                hasher.reset();
+                filled = 0;
             }
             if !more {
-                if let Some(&extra) = self.committed.keys().filter(|&&s| s > seq).min() {
-                    // The ledger holds a batch the input no longer reaches: it got shorter.
-                    return Err(Error::InputChanged {
-                        seq: extra,
-                        first_line: 0,
-                        last_line: 0,
-                    });
-                }
+                cutter.ended(&self.committed)?;
                 return Ok(ProduceEnd::Complete);
             }
         }

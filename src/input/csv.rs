@@ -61,6 +61,22 @@ impl CsvOptions {
     }
 }
 
+impl CsvOptions {
+    /// How the run records this way of reading (its `dialect` option, see the ledger): a
+    /// resume must read the input the same way.
+    pub fn recorded(&self) -> serde_json::Value {
+        let d = &self.dialect;
+        let byte = |b: u8| char::from(b).to_string();
+        serde_json::json!({
+            "delimiter": byte(d.delimiter),
+            "quote": byte(d.quote),
+            "escape": byte(d.escape),
+            "null": String::from_utf8_lossy(&d.null),
+            "columns": self.columns,
+        })
+    }
+}
+
 /// Opens the CSV reader on `reader` and returns it with the header: the first record, or
 /// the names given for a file without one. An input with no header line is an error.
 pub fn header<R: BufRead>(
@@ -619,6 +635,30 @@ fn finish_field(rec: &mut Record, start: usize, saw_quote: bool, null: &[u8]) {
 mod tests {
     use super::*;
     use std::io::BufReader;
+
+    #[test]
+    fn the_defaults_are_recorded_as_the_ledger_takes_an_unrecorded_dialect() {
+        assert_eq!(
+            CsvOptions::default().recorded(),
+            crate::db::ledger::unrecorded_dialect()
+        );
+        let given = CsvOptions {
+            dialect: Dialect {
+                delimiter: b';',
+                quote: b'\'',
+                escape: b'\\',
+                null: b"\\N".to_vec(),
+            },
+            columns: Some(vec!["a".into(), "b".into()]),
+            end_marker: true,
+        };
+        assert_eq!(
+            given.recorded(),
+            serde_json::json!({
+                "delimiter": ";", "quote": "'", "escape": "\\", "null": "\\N", "columns": ["a", "b"]
+            })
+        );
+    }
 
     #[test]
     fn kept_raw_text_is_the_record_as_it_was_without_its_line_end() {

@@ -14,13 +14,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::copy::batch::Batcher;
+use crate::copy::batch::{Batcher, verify_source};
 use crate::copy::encode::{Encoder, RowEncoder};
 use crate::db::connect::Endpoint;
-use crate::db::ledger::{Access, LAYOUT, Resume, RunKey};
+use crate::db::ledger::{Access, DIALECT, LAYOUT, Resume, RunKey};
 use crate::error::Error;
 use crate::input::check::Checker;
 use crate::model::{Command, Invocation};
+use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
 use delete::{DeletePlan, Deleter, PurgeUnit};
@@ -54,7 +55,7 @@ pub async fn purge(
     mut opts: PurgeOptions,
     console: &Console,
 ) -> Result<Finished, Error> {
-    let (pool, mut client) = start::connect(db, &opts.run).await?;
+    let (pool, mut client) = start::connect(db.clone(), &opts.run).await?;
     if let Target::File { csv, .. } = &mut opts.target {
         csv.for_server(start::server_version(&client).await?);
     }
@@ -68,7 +69,8 @@ pub async fn purge(
     };
     start::authorize(&client, &opts.run, needs, access).await?;
     let ledger = start::ledger(&mut client, &opts.run, access).await?;
-    let selection = select::select(&client, &table, &opts.target, ledger.as_ref()).await?;
+    let resumed = opts.run.resume.filter(|_| !opts.dry_run);
+    let selection = select::select(&client, &table, &opts.target, ledger.as_ref(), resumed).await?;
     if !children.is_empty() && selection.key.is_empty() {
         let why = match table.inherited() {
             true => "; it has inheritance children, which its unique indexes do not cover",
@@ -95,15 +97,24 @@ pub async fn purge(
     let mut layout = measured
         .as_ref()
         .map(|m| PageLayout::new(&table, m, opts.run.batch_size));
+    let mut options = serde_json::json!({
+        "batch_size": opts.run.batch_size,
+        "key": selection.key,
+        "cascade": opts.cascade,
+    });
+    // A file of keys is read in a dialect a resume must read it in too.
+    let file = match &opts.target {
+        Target::File { source, csv, .. } => {
+            options[DIALECT] = csv.recorded();
+            Some((source.clone(), csv.clone()))
+        }
+        _ => None,
+    };
     let mut run_key = RunKey {
         command: Command::Purge,
         target_table: table.display(),
         input: selection.input,
-        options: serde_json::json!({
-            "batch_size": opts.run.batch_size,
-            "key": selection.key,
-            "cascade": opts.cascade,
-        }),
+        options,
     };
     let mut resume = opts.run.resume;
     // Everything that can fail happens before the run is recorded (or marked running again),
@@ -112,14 +123,15 @@ pub async fn purge(
     if let (Some(ledger), Some(wanted), false, Target::Where(_) | Target::Run(_)) =
         (&ledger, resume, opts.dry_run, &opts.target)
     {
-        let (id, recorded) = ledger.resumable(&client, &run_key, wanted.id()).await?;
+        let run = ledger.resumable(&client, &run_key, wanted.id()).await?;
+        let id = run.id;
         match &measured {
             Some(measured) => {
                 let resumed = resumed_layout(
                     ledger,
                     &client,
                     id,
-                    &recorded,
+                    &run.options,
                     &table,
                     measured,
                     opts.run.batch_size,
@@ -142,12 +154,27 @@ pub async fn purge(
         // A file's units come from its reader.
         _ => Vec::new(),
     };
-    let (run_id, committed) = match (&ledger, opts.dry_run) {
+    let (attempt, committed) = match (&ledger, opts.dry_run) {
         (Some(ledger), false) => {
-            let (id, committed) = ledger
-                .open_run(&client, &run_key, &opts.run.command_line, resume)
+            let batch_size = opts.run.batch_size;
+            let check_input = |committed| async move {
+                match file {
+                    Some((source, csv)) => verify_source(source, csv, batch_size, committed).await,
+                    // Nothing but a file can change.
+                    None => Ok(()),
+                }
+            };
+            let (attempt, committed) = ledger
+                .open_run(
+                    &client,
+                    &run_key,
+                    &opts.run.command_line,
+                    resume,
+                    opts.run.lease,
+                    check_input,
+                )
                 .await?;
-            (Some(id), committed)
+            (Some(attempt), committed)
         }
         _ => (None, HashMap::new()),
     };
@@ -158,11 +185,15 @@ pub async fn purge(
         _ => Progress::reading_on_commit(),
     });
     let workers = opts.run.workers(&pool, progress.clone());
+    let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
+        let stop = workers.stop.clone();
+        Keeper::start(db, ledger.clone(), attempt, opts.run.lease, stop)
+    });
     let plan = DeletePlan::new(&table, &selection.key, &selection.selector, &children);
     let transactions = Transactions::new(
         pool.clone(),
         opts.run.session_settings(),
-        ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id)),
+        ledger.as_ref().zip(attempt).map(|(l, a)| l.batches(a)),
         opts.dry_run,
     );
     let deleter = Deleter::new(transactions, plan, opts.dry_run);
@@ -231,6 +262,6 @@ pub async fn purge(
         dry_run: opts.dry_run,
     };
     let summary = reporter.finish(invocation, table.display());
-    let recorded = ledger.as_ref().zip(run_id);
+    let recorded = ledger.as_ref().zip(keeper);
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
 }

@@ -8,10 +8,11 @@ use std::sync::atomic::AtomicU64;
 
 use super::delete::{PurgeUnit, Selector};
 use crate::db::catalog::{Leaf, Table};
-use crate::db::ledger::{InputId, LAYOUT, Ledger};
+use crate::db::ledger::{InputId, LAYOUT, Ledger, Resume};
 use crate::error::{Error, describe_pg};
 use crate::input::csv::{self, CsvOptions, CsvReader, Record};
 use crate::input::source::{self, Source};
+use crate::model::Command;
 
 /// What `purge` deletes.
 #[derive(Debug, Clone)]
@@ -59,17 +60,26 @@ impl KeyFile {
     }
 }
 
-/// Resolves `target`: opens and checks a key file, reads the key a seed run recorded, or
-/// checks a predicate; refuses (exit 2) what cannot be purged exactly.
+/// Resolves `target`: opens and checks a key file (first, for a resume, that the run read
+/// it in the same dialect), reads the key a seed run recorded, or checks a predicate;
+/// refuses (exit 2) what cannot be purged exactly.
 pub async fn select(
     client: &tokio_postgres::Client,
     table: &Table,
     target: &Target,
     ledger: Option<&Ledger>,
+    resume: Option<Resume>,
 ) -> Result<Selection, Error> {
     Ok(match target {
         Target::File { source, csv, key } => {
             let input = source::open(source)?;
+            if let (Some(ledger), Some(resume)) = (ledger, resume) {
+                let (table, path) = (table.display(), &input.id.path);
+                let dialect = csv.recorded();
+                ledger
+                    .check_dialect(client, Command::Purge, &table, path, resume.id(), &dialect)
+                    .await?;
+            }
             let (reader, header) = {
                 let (csv, source) = (csv.clone(), source.clone());
                 tokio::task::spawn_blocking(move || csv::header(input.reader, &csv, &source))

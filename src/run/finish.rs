@@ -4,6 +4,7 @@
 use deadpool_postgres::Pool;
 
 use super::RunOptions;
+use super::lease::Keeper;
 use super::report::Summary;
 use crate::db::ledger::{Ledger, resume_command};
 use crate::error::Error;
@@ -17,14 +18,24 @@ pub struct Finished {
 }
 
 /// Ends a run: the summary gets the run's status, error and (when it did not finish) the
-/// command that resumes it; the ledger records the end.
+/// command that resumes it; the attempt stops renewing its lease, and the ledger records the
+/// end and releases the lease, unless another attempt took the run over meanwhile (then that
+/// is the failure to report).
 pub async fn conclude(
     pool: &Pool,
     run: &RunOptions,
-    recorded: Option<(&Ledger, i64)>,
-    error: Option<Error>,
+    recorded: Option<(&Ledger, Keeper)>,
+    mut error: Option<Error>,
     mut summary: Summary,
 ) -> Finished {
+    let recorded = match recorded {
+        Some((ledger, keeper)) => {
+            let (attempt, lost) = keeper.stop().await;
+            error = lost.or(error);
+            Some((ledger, attempt))
+        }
+        None => None,
+    };
     summary.error = error.as_ref().map(ToString::to_string);
     let status = match &error {
         None => Status::Completed,
@@ -32,14 +43,15 @@ pub async fn conclude(
         Some(_) => Status::Failed,
     };
     summary.status = status;
-    if let Some((ledger, run_id)) = recorded {
+    if let Some((ledger, attempt)) = recorded {
+        let run_id = attempt.run_id;
         summary.run_id = Some(run_id);
         let finish = || async {
             let client = pool.get().await.map_err(Error::Pool)?;
             ledger
                 .finish(
                     &client,
-                    run_id,
+                    attempt,
                     status,
                     summary.rows_read,
                     summary.error.as_deref(),
@@ -52,8 +64,12 @@ pub async fn conclude(
                 tracing::warn!(%cause, "recording the end of the run failed; retrying")
             })
             .await;
-        if let Err(e) = recorded {
-            tracing::warn!("the ledger could not record the end of run {}: {e}", run_id);
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "run {run_id} was taken over by another attempt: its end is that attempt's to record"
+            ),
+            Err(e) => tracing::warn!("the ledger could not record the end of run {run_id}: {e}"),
         }
         if status != Status::Completed {
             summary.resume_command = Some(resume_command(&run.command_line, run_id));

@@ -2,13 +2,15 @@
 //! (batches of rows or keys), one writer task per connection takes them out and writes each
 //! in its own transaction ([`transaction`]), replaying transient failures, and the run ends
 //! in one verdict that the ledger records ([`finish`]). [`start`] is how every run begins,
-//! [`throttle`] paces the writers and [`report`] shows and sums up what they did.
+//! [`lease`] keeps the attempt's hold on its run, [`throttle`] paces the writers and
+//! [`report`] shows and sums up what they did.
 //!
 //! The first permanent failure closes the channel: the producer stops and the units already
 //! taken still finish. The first Ctrl-C or SIGTERM does the same and marks the run
 //! interrupted; the second exits at once, which the ledger makes safe.
 
 pub mod finish;
+pub mod lease;
 mod options;
 pub mod report;
 pub mod start;

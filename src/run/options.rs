@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub batch_timeout: Duration,
     /// The command line, password removed: stored with the run to print its resume command.
     pub command_line: Vec<String>,
+    /// How long the attempt's lease on its run lasts unless renewed (`--lease`).
+    pub lease: Duration,
 }
 
 impl RunOptions {

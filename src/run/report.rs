@@ -139,7 +139,23 @@ impl Progress {
         self.retries.fetch_add(1, Relaxed);
     }
 
+    /// Counts what a unit did; one another attempt committed counts as resumed rows (and its
+    /// rejected rows, which the run's count includes), nothing else.
     pub fn committed(&self, outcome: Outcome) {
+        if outcome.resumed {
+            let Outcome {
+                inserted,
+                updated,
+                skipped,
+                deleted,
+                missing,
+                rejected,
+                ..
+            } = outcome;
+            self.resumed(inserted + updated + skipped + deleted + missing + rejected);
+            self.rejected_before(rejected);
+            return;
+        }
         self.rows_inserted.fetch_add(outcome.inserted, Relaxed);
         self.rows_updated.fetch_add(outcome.updated, Relaxed);
         self.rows_skipped.fetch_add(outcome.skipped, Relaxed);

@@ -12,6 +12,7 @@ use crate::db::connect::{self, Endpoint};
 use crate::db::ledger::{self, Access, Ledger};
 use crate::db::privileges::Privilege;
 use crate::error::{Error, describe_pg};
+use crate::model::Command;
 
 /// The pool of `run`'s size and its first connection, after `run`'s options were checked,
 /// the server's among them.
@@ -90,5 +91,29 @@ pub async fn ledger(
     match &run.ledger_schema {
         None => Ok(None),
         Some(schema) => Ledger::open(client, schema, access).await,
+    }
+}
+
+/// For a resume, before the input is read: refuses one whose run read its CSV (at `path`,
+/// into `table`) in another dialect than `dialect`, naming the flags (see
+/// [`Ledger::check_dialect`]). The ledger is only read, if it is there: nothing is created
+/// before the run is allowed, and whatever fails here is checked again later.
+pub async fn check_dialect(
+    client: &mut Object,
+    run: &RunOptions,
+    command: Command,
+    (table, path): (&str, &str),
+    dialect: &serde_json::Value,
+) -> Result<(), Error> {
+    let (Some(resume), Some(schema)) = (run.resume, &run.ledger_schema) else {
+        return Ok(());
+    };
+    match Ledger::open(client, schema, Access::Read).await {
+        Ok(Some(ledger)) => {
+            ledger
+                .check_dialect(client, command, table, path, resume.id(), dialect)
+                .await
+        }
+        _ => Ok(()),
     }
 }

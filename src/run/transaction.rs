@@ -14,7 +14,7 @@ use std::time::Duration;
 use deadpool_postgres::{Pool, Transaction};
 
 use super::{Unit, on_connection};
-use crate::db::ledger::{BatchId, BatchLedger};
+use crate::db::ledger::{BatchId, BatchLedger, Committed};
 use crate::error::Error;
 use crate::model::Outcome;
 
@@ -31,8 +31,9 @@ pub struct Worked<'k, T> {
 pub enum Written<T> {
     /// Committed now (rolled back in a dry run), with what its work kept.
     Done(Outcome, T),
-    /// An earlier attempt had committed it and the reply to its COMMIT was lost: the ledger
-    /// says so, nothing was written again, and this is what that attempt recorded.
+    /// It had committed already: a try whose COMMIT reply was lost, or another attempt of
+    /// the run (then the outcome says `resumed`). The ledger says so, nothing was written
+    /// again, and this is what was recorded then.
     AlreadyCommitted(Outcome),
 }
 
@@ -76,9 +77,19 @@ impl Transactions {
         on_connection(&self.pool, limit, unit, async |client| {
             let fail = |e| unit.error(e);
             let mut tx = client.transaction().await.map_err(fail)?;
-            if let Some(done) = self.begin(&tx, unit.id()).await.map_err(fail)? {
+            let id = unit.id();
+            if let Some(done) = self.begin(&tx, id).await.map_err(fail)? {
                 tx.rollback().await.map_err(fail)?;
-                return Ok(Written::AlreadyCommitted(done));
+                // Committed with other content (by an attempt that read the input before it
+                // changed): this is not that batch, and skipping it would lose its rows.
+                if done.content_hash != id.content_hash {
+                    return Err(Error::InputChanged {
+                        seq: id.seq,
+                        first_line: id.first_line,
+                        last_line: id.last_line,
+                    });
+                }
+                return Ok(Written::AlreadyCommitted(done.outcome));
             }
             let worked = work(&mut tx).await?;
             if self.dry_run {
@@ -97,13 +108,13 @@ impl Transactions {
         .await
     }
 
-    /// The settings and the claim, pipelined. `Some(outcome)`: the unit had already
-    /// committed (see [`BatchLedger::claim`]).
+    /// The settings and the claim, pipelined. `Some`: the unit had already committed (see
+    /// [`BatchLedger::claim`]).
     async fn begin(
         &self,
         tx: &Transaction<'_>,
         id: BatchId,
-    ) -> Result<Option<Outcome>, tokio_postgres::Error> {
+    ) -> Result<Option<Committed>, tokio_postgres::Error> {
         let claim = async {
             match &self.ledger {
                 Some(ledger) => ledger.claim(tx, id).await,

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 
-use crate::copy::batch::{Batch, Batcher};
+use crate::copy::batch::{Batch, Batcher, verify_source};
 use crate::db::catalog::Table;
 use crate::db::connect::Endpoint;
-use crate::db::ledger::{Access, InputId, Ledger, RunKey};
+use crate::db::ledger::{Access, DIALECT, InputId, Ledger, RunKey};
 use crate::db::privileges::{self, Object as On, Privilege};
 use crate::error::Error;
 use crate::input::check::Checker;
@@ -26,6 +26,7 @@ use crate::input::csv::{self, CsvOptions, CsvReader};
 use crate::input::rejects::Rejects;
 use crate::input::source::{self, Input, Source};
 use crate::model::{Command, Invocation};
+use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{self, Finished, ProduceEnd, RunOptions, Transactions, finish, start};
 pub use plan::FormatChoice;
@@ -85,30 +86,44 @@ pub async fn seed(
         consumed,
         rejects,
         ledger,
-    } = prepare(db, &opts).await?;
+    } = prepare(db.clone(), &mut opts).await?;
 
     let size = input_id.size;
+    let mut options = serde_json::json!({
+        "batch_size": opts.run.batch_size,
+        "columns": plan.columns,
+        "on_conflict": opts.on_conflict,
+        "key": plan.key,
+        "recorded_key": plan.recorded_key,
+    });
+    options[DIALECT] = opts.csv.recorded();
     let key = RunKey {
         command: Command::Seed,
         target_table: table.display(),
         input: input_id,
-        options: serde_json::json!({
-            "batch_size": opts.run.batch_size,
-            "columns": plan.columns,
-            "on_conflict": opts.on_conflict,
-            "key": plan.key,
-            "recorded_key": plan.recorded_key,
-        }),
+        options,
     };
-    let (run_id, committed) = match &ledger {
+    let (attempt, committed) = match &ledger {
         None => (None, HashMap::new()),
         Some(ledger) => {
-            let (run_id, committed) = ledger
-                .open_run(&client, &key, &opts.run.command_line, opts.run.resume)
+            let check_input = |committed| {
+                let (source, csv) = (opts.source.clone(), opts.csv.clone());
+                verify_source(source, csv, opts.run.batch_size, committed)
+            };
+            let (attempt, committed) = ledger
+                .open_run(
+                    &client,
+                    &key,
+                    &opts.run.command_line,
+                    opts.run.resume,
+                    opts.run.lease,
+                    check_input,
+                )
                 .await?;
-            (Some(run_id), committed)
+            (Some(attempt), committed)
         }
     };
+    let run_id = attempt.map(|a| a.run_id);
     let progress = Arc::new(Progress::default());
     if let (Some(rejects), Some(ledger), Some(id), Some(_)) =
         (&rejects, &ledger, run_id, opts.run.resume)
@@ -126,6 +141,10 @@ pub async fn seed(
     drop(client);
 
     let workers = opts.run.workers(&pool, progress.clone());
+    let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
+        let stop = workers.stop.clone();
+        Keeper::start(db, ledger.clone(), attempt, opts.run.lease, stop)
+    });
     let reporter = Reporter::start(
         console,
         progress.clone(),
@@ -142,7 +161,7 @@ pub async fn seed(
         progress: progress.clone(),
         stop: workers.stop.clone(),
     };
-    let batch_ledger = ledger.as_ref().zip(run_id).map(|(l, id)| l.batches(id));
+    let batch_ledger = ledger.as_ref().zip(attempt).map(|(l, a)| l.batches(a));
     let transactions = Transactions::new(
         pool.clone(),
         opts.run.session_settings(),
@@ -161,7 +180,7 @@ pub async fn seed(
         dry_run: opts.dry_run,
     };
     let summary = reporter.finish(invocation, table.display());
-    let recorded = ledger.as_ref().zip(run_id);
+    let recorded = ledger.as_ref().zip(keeper);
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
 }
 
@@ -180,8 +199,8 @@ struct Prepared {
 
 /// Everything that can refuse the run, before the ledger records it: the input, the
 /// connection, the table, the header against the table, the rejects file, and every
-/// privilege, checked at once.
-async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
+/// privilege, checked at once. The CSV options learn how the server's COPY reads.
+async fn prepare(db: Endpoint, opts: &mut SeedOptions) -> Result<Prepared, Error> {
     let Input {
         reader,
         id: input_id,
@@ -197,9 +216,12 @@ async fn prepare(db: Endpoint, opts: &SeedOptions) -> Result<Prepared, Error> {
         ""
     };
     let table = start::table(&client, &opts.table, hint, "seed loads into tables").await?;
+    let (name, dialect) = (table.display(), opts.csv.recorded());
+    let read = (name.as_str(), input_id.path.as_str());
+    start::check_dialect(&mut client, &opts.run, Command::Seed, read, &dialect).await?;
+    opts.csv.for_server(start::server_version(&client).await?);
     let (csv, header) = {
-        let (mut csv_opts, source) = (opts.csv.clone(), opts.source.clone());
-        csv_opts.for_server(start::server_version(&client).await?);
+        let (csv_opts, source) = (opts.csv.clone(), opts.source.clone());
         tokio::task::spawn_blocking(move || csv::header(reader, &csv_opts, &source))
             .await
             .expect("header reader panicked")?

@@ -234,6 +234,14 @@ impl Writer {
             .await;
         let (outcome, rejected) = match result {
             Ok(Written::Done(outcome, rejected)) => (outcome, rejected),
+            // Another attempt committed it: its rejects are that attempt's to write.
+            Ok(Written::AlreadyCommitted(done)) if done.resumed => {
+                tracing::info!(
+                    batch = batch.seq,
+                    "batch was committed by another attempt of the run; not written again"
+                );
+                return Ok(done);
+            }
             Ok(Written::AlreadyCommitted(done)) => {
                 tracing::info!(
                     batch = batch.seq,
@@ -249,6 +257,11 @@ impl Writer {
                         batch.span()
                     );
                 }
+                // This attempt sent it, as this batch: in its format.
+                let done = Outcome {
+                    binary: batch.format == Format::Binary,
+                    ..done
+                };
                 (done, batch.rejected.clone())
             }
             Err(e) => {

@@ -6,9 +6,9 @@
 //!    resume command, and that command, pasted into a shell, finishes the run;
 //! 3. a second SIGINT exits at once, and the run resumes all the same; SIGINT also stops a
 //!    run reading a stdin whose producer stalls;
-//! 4. after SIGTERM, `--resume` refuses an input that changed (a row appended, a byte edited
-//!    in the first MiB, a byte edited in a committed batch) and a run that does not exist or
-//!    is finished;
+//! 4. after SIGTERM, `--resume` refuses an input whose committed batches changed (a row
+//!    removed, a byte edited in the first MiB, a byte edited past it) and a run that does not
+//!    exist or is finished;
 //! 5. `provisioner runs` and `runs show ID` show runs and, for an unfinished one, its resume
 //!    command.
 
@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use crate::common::*;
 
-const RUN_TIMEOUT: Duration = Duration::from_secs(150);
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// The run's status in the ledger.
-fn status_of(db: &TestDb, run_id: i64) -> String {
+pub(crate) fn status_of(db: &TestDb, run_id: i64) -> String {
     db.scalar_text(&format!(
         "SELECT status FROM provisioner.runs WHERE id = {run_id}"
     ))
@@ -60,7 +60,7 @@ fn batch_committed(db: &TestDb, seq: i64) -> bool {
 /// Makes every batch take at least `seconds` (a statement trigger that sleeps), so that a
 /// batch seen in flight ([`wait_for_a_batch_in_flight`]) still is when a signal arrives.
 /// Undone by [`fast_batches`].
-fn slow_batches(db: &TestDb, seconds: f64) {
+pub(crate) fn slow_batches(db: &TestDb, seconds: f64) {
     db.execute(&format!(
         "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$; \
@@ -69,7 +69,7 @@ fn slow_batches(db: &TestDb, seconds: f64) {
     ));
 }
 
-fn fast_batches(db: &TestDb) {
+pub(crate) fn fast_batches(db: &TestDb) {
     db.execute("DROP TRIGGER slow ON accounts");
 }
 
@@ -77,7 +77,7 @@ fn fast_batches(db: &TestDb) {
 /// not mean the next one is in flight: on a loaded machine the reader may still be filling
 /// it, and a signal then finds nothing to wait for.
 #[track_caller]
-fn wait_for_a_batch_in_flight(run: &mut Spawned, db: &TestDb) {
+pub(crate) fn wait_for_a_batch_in_flight(run: &mut Spawned, db: &TestDb) {
     run.wait_for("a batch in flight", RUN_TIMEOUT, || {
         db.scalar_i64(
             "SELECT count(*) FROM pg_stat_activity \
@@ -98,7 +98,7 @@ fn printed_resume_command(run: &Run) -> String {
 
 /// Starts a seed and sends SIGTERM (which stops a run as SIGINT does) once batch 1
 /// committed; returns the ended run (exit 130).
-fn terminated_run(db: &TestDb, args: &[&str]) -> Run {
+pub(crate) fn terminated_run(db: &TestDb, args: &[&str]) -> Run {
     let mut run = Spawned::start(args);
     run.wait_for("batch 1 to commit", RUN_TIMEOUT, || batch_committed(db, 1));
     run.signal("TERM");
@@ -450,13 +450,16 @@ fn resume_refuses_an_input_that_changed() {
         assert_eq!(db.count("accounts"), committed, "{what}: rows written");
     };
 
-    // A row appended: the size differs.
-    let mut appended = original.clone();
-    appended.extend_from_slice(
-        b"3f1d6c1e-5a55-4b7c-9a3e-000000000001,appended@example.test,appended,,,user,,,t,0,,,\n",
+    // A row of batch 1, which committed, removed: the size differs, and so does batch 1.
+    let line_2 = original.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let line_3 = line_2 + original[line_2..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    let shorter = [&original[..line_2], &original[line_3..]].concat();
+    std::fs::write(&csv, &shorter).unwrap();
+    refused(
+        "a row of batch 1 removed",
+        2,
+        "changed since the run started",
     );
-    std::fs::write(&csv, &appended).unwrap();
-    refused("a row appended", 2, "changed since the run started");
     assert_eq!(status_of(&db, run_id), "interrupted");
 
     // One byte edited in the first MiB: same size, another fingerprint.

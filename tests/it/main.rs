@@ -45,6 +45,7 @@ mod purge_exact;
 mod purge_resume;
 mod purge_safety;
 mod purge_selectors;
+mod resume_exact;
 mod runs_output;
 mod seed_bad_corpus;
 mod seed_checks;

@@ -3,7 +3,7 @@
 
 use tokio_postgres::types::Type;
 
-use super::Ledger;
+use super::{Attempt, Ledger};
 use crate::model::Outcome;
 
 /// Where a batch sits in its input, as its ledger row records it.
@@ -23,21 +23,33 @@ pub struct BatchId {
 #[derive(Debug, Clone)]
 pub struct BatchLedger {
     run_id: i64,
+    /// The attempt writing: recorded with each batch it claims.
+    attempt: i32,
     claim: String,
     record: String,
     lookup: String,
     record_keys: String,
 }
 
+/// A batch the ledger already holds as committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// What it did; `resumed` when another attempt of the run committed it.
+    pub outcome: Outcome,
+    /// The content it was committed with.
+    pub content_hash: u64,
+}
+
 impl BatchLedger {
-    /// Claims the batch for this transaction. `Some(outcome)` when it already committed (an
-    /// earlier attempt whose COMMIT reply was lost): the caller must not write it again and
-    /// should roll back. Waits while another open transaction holds the claim.
+    /// Claims the batch for this transaction. `Some` when it already committed (a try of
+    /// this attempt whose COMMIT reply was lost, or another attempt): the caller must not
+    /// write it again and should roll back. Waits while another open transaction holds the
+    /// claim.
     pub async fn claim(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         id: BatchId,
-    ) -> Result<Option<Outcome>, tokio_postgres::Error> {
+    ) -> Result<Option<Committed>, tokio_postgres::Error> {
         let seq = id.seq as i64;
         let claimed = tx
             .execute_typed(
@@ -49,6 +61,7 @@ impl BatchLedger {
                     (&(id.last_line as i64), Type::INT8),
                     (&(id.rows as i64), Type::INT8),
                     (&(id.content_hash as i64), Type::INT8),
+                    (&self.attempt, Type::INT4),
                 ],
             )
             .await?;
@@ -62,14 +75,18 @@ impl BatchLedger {
             )
             .await?;
         let n = |i| row.get::<_, i64>(i) as u64;
-        Ok(Some(Outcome {
-            inserted: n(0),
-            updated: n(1),
-            skipped: n(2),
-            deleted: n(3),
-            missing: n(4),
-            rejected: n(5),
-            binary: false,
+        Ok(Some(Committed {
+            outcome: Outcome {
+                inserted: n(0),
+                updated: n(1),
+                skipped: n(2),
+                deleted: n(3),
+                missing: n(4),
+                rejected: n(5),
+                binary: false,
+                resumed: row.get::<_, Option<i32>>(6) != Some(self.attempt),
+            },
+            content_hash: n(7),
         }))
     }
 
@@ -114,14 +131,16 @@ impl BatchLedger {
 }
 
 impl Ledger {
-    /// The run's ledger rows, for the writers.
-    pub fn batches(&self, run_id: i64) -> BatchLedger {
+    /// The run's ledger rows, for the writers of `attempt`.
+    pub fn batches(&self, attempt: Attempt) -> BatchLedger {
         let s = self.quoted_schema();
         BatchLedger {
-            run_id,
+            run_id: attempt.run_id,
+            attempt: attempt.number,
             claim: format!(
-                "INSERT INTO {s}.batches (run_id, seq, first_line, last_line, rows, content_hash, started_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (run_id, seq) DO NOTHING"
+                "INSERT INTO {s}.batches (run_id, seq, first_line, last_line, rows, content_hash, \
+                   started_at, attempt) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now(), $7) ON CONFLICT (run_id, seq) DO NOTHING"
             ),
             record: format!(
                 "UPDATE {s}.batches SET inserted = $3, updated = $4, skipped = $5, deleted = $6, \
@@ -130,7 +149,8 @@ impl Ledger {
             ),
             lookup: format!(
                 "SELECT coalesce(inserted, 0), coalesce(updated, 0), coalesce(skipped, 0), \
-                        coalesce(deleted, 0), coalesce(missing, 0), coalesce(rejected, 0) \
+                        coalesce(deleted, 0), coalesce(missing, 0), coalesce(rejected, 0), \
+                        attempt, content_hash \
                  FROM {s}.batches WHERE run_id = $1 AND seq = $2"
             ),
             record_keys: format!(

@@ -36,6 +36,20 @@ pub struct Run {
     pub started_at: String,
     pub duration_s: f64,
     pub command_line: Vec<String>,
+    /// The lease of the attempt running it, unless released (shown by `runs show`, not in
+    /// its JSON, which scripts read as it is).
+    #[serde(skip)]
+    pub lease: Option<LeaseShown>,
+}
+
+/// The attempt holding a run's lease, as `runs show` tells it.
+#[derive(Debug, Clone)]
+pub struct LeaseShown {
+    pub host: Option<String>,
+    pub pid: Option<i32>,
+    /// Seconds since it was last renewed, and until it expires (negative: since it did).
+    pub seen_ago: f64,
+    pub expires_in: f64,
 }
 
 impl Run {
@@ -96,7 +110,10 @@ impl Ledger {
                        to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
                        extract(epoch FROM coalesce(r.finished_at, greatest(r.updated_at, b.last_commit)) \
                                           - r.started_at)::float8, \
-                       r.command_line, b.rejected, b.deleted, b.missing \
+                       r.command_line, b.rejected, b.deleted, b.missing, \
+                       r.lease_host, r.lease_pid, \
+                       extract(epoch FROM now() - r.lease_renewed_at)::float8, \
+                       extract(epoch FROM r.lease_expires_at - now())::float8 \
                      FROM {s}.runs r CROSS JOIN LATERAL \
                        (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
                                coalesce(sum(updated), 0)::bigint AS updated, \
@@ -135,6 +152,12 @@ impl Ledger {
                 started_at: r.get(14),
                 duration_s: r.get(15),
                 command_line: r.get(16),
+                lease: r.get::<_, Option<f64>>(23).map(|expires_in| LeaseShown {
+                    host: r.get(20),
+                    pid: r.get(21),
+                    seen_ago: r.get::<_, Option<f64>>(22).unwrap_or_default(),
+                    expires_in,
+                }),
             })
         };
         rows.iter()

@@ -24,9 +24,11 @@ use crate::db::catalog::quote_ident;
 use crate::db::privileges::{self, Object, Privilege};
 use crate::error::Error;
 
-pub use batches::{BatchId, BatchLedger};
-pub use listing::Run;
-pub use runs::{InputId, LAYOUT, Resume, RunKey, resume_command};
+pub use batches::{BatchId, BatchLedger, Committed};
+pub use listing::{LeaseShown, Run};
+#[cfg(test)]
+pub use runs::unrecorded_dialect;
+pub use runs::{Attempt, DIALECT, InputId, LAYOUT, Resume, RunKey, resume_command};
 
 pub const DEFAULT_SCHEMA: &str = "provisioner";
 
@@ -38,6 +40,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (2, include_str!("../../../sql/ledger/002_purge.sql")),
     (3, include_str!("../../../sql/ledger/003_rejected.sql")),
+    (5, include_str!("../../../sql/ledger/005_lease.sql")),
 ];
 
 /// The oldest ledger version [`Ledger::existing`] reads: runs, batches and recorded keys
