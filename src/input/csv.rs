@@ -541,8 +541,10 @@ impl<R: BufRead> CsvReader<R> {
 
     /// Whether the next line holds only `\.` and a line end of the input's kind (any kind
     /// before the first line ended), which ends the data of COPY up to PostgreSQL 17: then
-    /// nothing more is read. Anything else after `\.` (other bytes, the end of the input, a
-    /// line end of another kind) is data, as there.
+    /// nothing more is read. `\.` and a line end of another kind is refused, as COPY refuses
+    /// it (even where `\` is the quote and the line end would be quoted data: COPY looks for
+    /// the marker before it looks at quotes). Anything else after `\.` (other bytes, the end
+    /// of the input) is data, as there.
     fn at_end_marker(&mut self) -> Result<bool, Error> {
         // Most lines do not start with a backslash: a look at the buffer, nothing moved.
         let next = match self.pushback.first() {
@@ -553,9 +555,24 @@ impl<R: BufRead> CsvReader<R> {
             return Ok(false);
         }
         let line_end = self.line_end;
+        let line = self.line;
+        let refuse = |reason: &str| Error::Csv {
+            line,
+            reason: format!(
+                "{reason} (a line holding only \\. ends the data, as the server's COPY reads CSV)"
+            ),
+        };
         let marker = match (self.peek(3)?, line_end) {
             (b"\\.\n", None | Some(LineEnd::Lf)) | (b"\\.\r", None | Some(LineEnd::Cr)) => true,
-            (b"\\.\r", Some(LineEnd::CrLf)) => self.peek(4)? == b"\\.\r\n",
+            (b"\\.\r", Some(LineEnd::CrLf)) => match self.peek(4)? {
+                b"\\.\r\n" => true,
+                _ => return Err(refuse("end-of-copy marker corrupt")),
+            },
+            (b"\\.\r" | b"\\.\n", Some(_)) => {
+                return Err(refuse(
+                    "end-of-copy marker does not match previous newline style",
+                ));
+            }
             _ => false,
         };
         if marker {
@@ -906,12 +923,13 @@ mod tests {
         ] {
             assert_eq!(read_all(input, true), (want, None), "{input:?}");
         }
-        // With another line end it is no marker, and that line end is refused, as COPY
-        // refuses it.
+        // With another line end it is refused, as COPY refuses it, quoted or not.
+        let mismatch = "end-of-copy marker does not match previous newline style";
         for (input, what) in [
-            (&b"a\n\\.\r3\n"[..], "unquoted carriage return"),
-            (b"a\r\n\\.\n3\r\n", "unquoted newline"),
-            (b"a\r\\.\n3\r", "unquoted newline"),
+            (&b"a\n\\.\r3\n"[..], mismatch),
+            (b"a\r\n\\.\n3\r\n", mismatch),
+            (b"a\r\\.\n3\r", mismatch),
+            (b"a\r\n\\.\rb\r\n", "end-of-copy marker corrupt"),
         ] {
             let (got, error) = read_all(input, true);
             assert_eq!(got, [(1, text("a"))], "{input:?}");
@@ -919,5 +937,36 @@ mod tests {
             assert_eq!(line, 2, "{input:?}");
             assert!(reason.starts_with(what), "{input:?}: {reason}");
         }
+    }
+
+    /// With `\\` as the quote, a quoted field starting `.` and a line end looks like the
+    /// marker, and COPY (PostgreSQL 15, checked with server-side COPY) takes it as one: it ends
+    /// the data before the first line end, and is refused after a line end of another kind.
+    #[test]
+    fn the_marker_wins_over_a_backslash_quote_as_in_copy() {
+        let dialect = Dialect {
+            quote: b'\\',
+            escape: b'\\',
+            ..Dialect::default()
+        };
+        let read = |input: &[u8]| {
+            let mut csv = CsvReader::new(input, dialect.clone());
+            csv.end_marker(true);
+            let mut rec = Record::default();
+            let mut rows = 0;
+            loop {
+                match csv.read(&mut rec) {
+                    Ok(true) => rows += 1,
+                    Ok(false) => return Ok(rows),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        assert_eq!(read(b"\\.\r\\"), Ok(0));
+        let refused = read(b"a\n\\.\r\\").unwrap_err();
+        assert!(
+            refused.starts_with("line 2: end-of-copy marker does not match previous newline style"),
+            "{refused}"
+        );
     }
 }

@@ -354,6 +354,14 @@ fn write_field(out: &mut Vec<u8>, v: &Field, d: &Dialect, quote_all: bool, alone
     out.push(d.quote);
 }
 
+/// Whether `rec`, written in `d`, starts its line with `\.` and a line end, which COPY up to
+/// PostgreSQL 17 reads as the end of the data (see `CopyReadLineText`).
+fn opens_like_the_marker(rec: &[Field], d: &Dialect, style: &FileStyle) -> bool {
+    let mut first = Vec::new();
+    write_field(&mut first, &rec[0], d, style.quote_all, rec.len() == 1);
+    first.starts_with(b"\\.") && matches!(first.get(2), Some(b'\r' | b'\n'))
+}
+
 /// `records` as a file in `d`, and the physical line each record starts and ends on.
 fn write_file(
     records: &[Vec<Field>],
@@ -450,6 +458,15 @@ fn records_in_any_dialect_read_back_and_their_csv_payload_reparses() {
     );
     run_property(1500, strategy, |(records, d, style, cap, cap2, marker)| {
         let records = no_blank_records(records, &d);
+        // With `\` as the quote, a quoted first field that begins with `.` and a line end
+        // starts its line with `\.` and a line end: COPY up to PostgreSQL 17 ends the data
+        // there, quote or not, so no file can hold that record for such a server.
+        prop_assume!(
+            !marker
+                || !records
+                    .iter()
+                    .any(|rec| opens_like_the_marker(rec, &d, &style))
+        );
         let (file, lines) = write_file(&records, &d, &style);
         let read = read_ok(&file, &d, cap, marker)?;
         prop_assert_eq!(read.len(), records.len());
