@@ -69,8 +69,11 @@ impl RunOptions {
     }
 
     /// `SET LOCAL` statements for a unit's transaction: bounded waits for locks and
-    /// statements (0 leaves the server's, role's or database's setting alone). Local to the
-    /// transaction, so they cannot leak to another client behind a transaction-mode pooler.
+    /// statements (0 leaves the server's, role's or database's setting alone), and
+    /// deferrable constraints checked at the end of each statement, as immediate ones are,
+    /// where the row that breaks one can still be found and set aside (at COMMIT the whole
+    /// unit fails, naming no row). Local to the transaction, so they cannot leak to another
+    /// client behind a transaction-mode pooler.
     pub fn session_settings(&self) -> String {
         [
             ("lock_timeout", self.lock_timeout),
@@ -79,6 +82,7 @@ impl RunOptions {
         .iter()
         .filter(|(_, limit)| !limit.is_zero())
         .map(|(name, limit)| format!("SET LOCAL {name} = '{}ms'", limit.as_millis()))
+        .chain(["SET CONSTRAINTS ALL IMMEDIATE".to_string()])
         .collect::<Vec<_>>()
         .join("; ")
     }
