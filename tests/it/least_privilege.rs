@@ -70,7 +70,7 @@ impl Drop for Role {
 const LEDGER_GRANTS: &str = "GRANT USAGE ON SCHEMA provisioner TO {role}; \
      GRANT SELECT ON provisioner.migrations TO {role}; \
      GRANT SELECT, INSERT, UPDATE ON provisioner.runs, provisioner.batches TO {role}; \
-     GRANT SELECT, INSERT ON provisioner.inserted_keys TO {role};";
+     GRANT SELECT, INSERT ON provisioner.inserted_keys, provisioner.rejected_rows TO {role};";
 
 /// A database with `accounts` and a current ledger, created by the admin.
 fn prepared_db() -> TestDb {
@@ -128,6 +128,10 @@ fn seed_needs_only_insert_select_and_the_ledger_grants_and_names_what_is_missing
         (
             "INSERT ON provisioner.inserted_keys",
             "INSERT on table provisioner.inserted_keys",
+        ),
+        (
+            "INSERT ON provisioner.rejected_rows",
+            "INSERT on table provisioner.rejected_rows",
         ),
     ];
     for (revoked, missing) in cases {
