@@ -317,13 +317,14 @@ impl Writer {
             return err;
         }
         let named = self.name_in(&tx, batch, err).await;
-        // Nothing was kept; a failed rollback only loses the connection.
+        // Nothing is kept; a failed rollback only loses the connection.
         let _ = tx.rollback().await;
         named
     }
 
-    /// `err` naming the row of `batch` that [`Self::first_failing_row`] finds in `tx`, when
-    /// it is a row-level failure the server did not place; else `err` as it is.
+    /// `err` naming the row of `batch` that [`Self::bisect`] finds in `tx` (whose work is
+    /// rolled back afterwards), when it is a row-level failure the server did not place;
+    /// else `err` as it is.
     async fn name_in(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -333,8 +334,12 @@ impl Writer {
         if !unplaced_row_error(&err) {
             return err;
         }
-        let found = match self.probe(tx, batch, batch.rows).await {
-            Ok(Some(failed)) => self.first_failing_row(tx, batch, failed).await.ok(),
+        let all: Vec<usize> = (0..batch.rows).collect();
+        let found = match self.try_in_savepoint(tx, batch, false).await {
+            Ok(Err(failed)) if is_row_error(&failed) => self
+                .bisect(tx, batch, &all, failed, &mut Parts::default())
+                .await
+                .ok(),
             _ => None,
         };
         match found {
@@ -363,13 +368,9 @@ impl Writer {
             });
         };
         let fail = |source| batch.error(source);
-        let mut outcome = Outcome {
-            binary: batch.format == Format::Binary,
-            ..Outcome::default()
-        };
         let (mut pending, mut loaded): (Vec<usize>, Vec<usize>) =
             ((0..batch.rows).collect(), vec![]);
-        let mut merged_keys = MergedKeys::default();
+        let mut parts = Parts::default();
         // After a refusal the rows pending go in parts an eighth the size of the last try
         // (not below MIN_CHUNK), so a batch with many bad rows does not send its whole tail
         // again for each; and no larger than twice the rows the refused one came after, so
@@ -391,9 +392,8 @@ impl Writer {
                 .await
                 .map_err(fail)?
             {
-                Ok((done, keys)) => {
-                    add(&mut outcome, done);
-                    merged_keys.add(keys);
+                Ok(done) => {
+                    parts.add(done);
                     loaded.extend(pending.drain(..take));
                     chunk = chunk.max(MIN_CHUNK.min(2 * take));
                     continue;
@@ -403,14 +403,26 @@ impl Writer {
             };
             let named =
                 copy_row(&err).and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
-            let (row, column, err) = match named {
-                Some((row, column)) => (row, column, err),
+            // The rows before the refused one load without it. Bisection loaded them; COPY
+            // got past them (its error names the row), so they are loaded now, so that
+            // later rejections do not send them again.
+            let (row, column, err, head_loaded) = match named {
+                Some((row, column)) => {
+                    let head_loaded = row == 0
+                        || self
+                            .try_in_savepoint(tx, &batch.select(&pending[..row]), true)
+                            .await
+                            .map_err(fail)?
+                            .map(|done| parts.add(done))
+                            .is_ok();
+                    (row, column, err, head_loaded)
+                }
                 None => {
                     let (row, cause) = self
-                        .first_failing_row(tx, current, err)
+                        .bisect(tx, batch, &pending[..take], err, &mut parts)
                         .await
                         .map_err(fail)?;
-                    (row, None, cause)
+                    (row, None, cause, true)
                 }
             };
             let db = err.as_db_error().expect("a row error is a server error");
@@ -431,28 +443,22 @@ impl Writer {
             tracing::debug!(%rejection, "row rejected by the server");
             rejected.push(rejection);
             chunk = (take / 8).max(MIN_CHUNK).min((2 * row).max(1));
-            // The rows before the refused one load without it (COPY got past them, or
-            // bisection tried them): load them now, so that later rejections do not send
-            // them again.
-            if row > 0 {
-                let head = batch.select(&pending[..row]);
-                if let Ok((done, keys)) =
-                    self.try_in_savepoint(tx, &head, true).await.map_err(fail)?
-                {
-                    add(&mut outcome, done);
-                    merged_keys.add(keys);
-                    loaded.extend(pending.drain(..row));
-                    pending.remove(0);
-                    continue;
-                }
+            if head_loaded {
+                loaded.extend(pending.drain(..row));
+                pending.remove(0);
+            } else {
+                pending.remove(row);
             }
-            pending.remove(row);
         }
-        outcome.rejected = rejected.len() as u64;
+        let outcome = Outcome {
+            rejected: rejected.len() as u64,
+            binary: batch.format == Format::Binary,
+            ..parts.outcome
+        };
         // A merge reports the keys of the rows it inserted. A direct COPY inserted the rows
         // loaded; unless that is all of them, their keys are not the batch's.
         let keys = if self.statements.staged.is_some() {
-            merged_keys.json()
+            parts.keys()
         } else {
             (loaded.len() < batch.rows)
                 .then(|| batch.keys_of(&loaded))
@@ -479,8 +485,12 @@ impl Writer {
         keep: bool,
     ) -> Result<Result<(Outcome, Option<String>), tokio_postgres::Error>, tokio_postgres::Error>
     {
-        tx.batch_execute(&format!("SAVEPOINT {TRY}")).await?;
-        let result = self.attempt(tx, batch).await;
+        // Sent together, a round trip less: a SAVEPOINT that fails aborts the transaction,
+        // and the try fails with it.
+        let savepoint = format!("SAVEPOINT {TRY}");
+        let (savepoint, result) =
+            tokio::join!(tx.batch_execute(&savepoint), self.attempt(tx, batch));
+        savepoint?;
         if keep && result.is_ok() {
             tx.batch_execute(&format!("RELEASE SAVEPOINT {TRY}"))
                 .await?;
@@ -493,47 +503,38 @@ impl Writer {
         Ok(result)
     }
 
-    /// The row-level error the first `rows` rows of `batch` fail with in `tx`, if they do:
-    /// a probe in a savepoint that is rolled back.
-    async fn probe(
+    /// The first of the `rows` of `batch` (ascending) that fails in `tx`, given that all of
+    /// them together fail with the row-level error `failed`, and the error it causes: found
+    /// by bisection, each probe a range of the rows in a savepoint of `tx`, kept when it
+    /// loads (added to `parts`) and rolled back when it fails. So the rows before the failing
+    /// one end up loaded, and a probe sends only rows after those already loaded. Returns
+    /// the failing row's position in `rows`.
+    async fn bisect(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         batch: &Batch,
-        rows: usize,
-    ) -> Result<Option<tokio_postgres::Error>, tokio_postgres::Error> {
-        let prefix: Vec<usize> = (0..rows).collect();
-        match self
-            .try_in_savepoint(tx, &batch.select(&prefix), false)
-            .await?
-        {
-            Ok(_) => Ok(None),
-            Err(e) if is_row_error(&e) => Ok(Some(e)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The first row of `batch` without which it would load, and the error it causes,
-    /// given that the whole batch fails in `tx` with the row-level error `failed`: the end
-    /// of the smallest prefix of its rows that fails, found by bisection, each probe in a
-    /// savepoint of `tx` that is rolled back (so earlier work in `tx` counts, as it would
-    /// for the batch).
-    async fn first_failing_row(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        batch: &Batch,
+        rows: &[usize],
         failed: tokio_postgres::Error,
+        parts: &mut Parts,
     ) -> Result<(usize, tokio_postgres::Error), tokio_postgres::Error> {
         // A row fails alone or with the rows before it, never because of rows after it.
-        let (mut lo, mut hi, mut cause) = (1, batch.rows, failed);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.probe(tx, batch, mid).await? {
-                Some(e) => (hi, cause) = (mid, e),
-                None => lo = mid + 1,
+        let (mut loaded, mut failing, mut cause) = (0, rows.len(), failed);
+        while failing - loaded > 1 {
+            let mid = loaded + (failing - loaded) / 2;
+            match self
+                .try_in_savepoint(tx, &batch.select(&rows[loaded..mid]), true)
+                .await?
+            {
+                Ok(done) => {
+                    parts.add(done);
+                    loaded = mid;
+                }
+                Err(e) if is_row_error(&e) => (failing, cause) = (mid, e),
+                Err(e) => return Err(e),
             }
         }
-        // The smallest failing prefix's own error: a larger one may fail on a later row first.
-        Ok((lo - 1, cause))
+        // The smallest failing range's own error: a larger one may fail on a later row first.
+        Ok((loaded, cause))
     }
 
     /// One try at the batch's rows in `tx`: COPY straight into the table, or into a fresh
@@ -634,34 +635,36 @@ impl Sink<Batch> for Writer {
     }
 }
 
-/// The keys of the rows the merges of a batch's parts inserted, column by column.
+/// What the parts of a batch that loaded did, and the keys of the rows their merges
+/// inserted, column by column.
 #[derive(Default)]
-struct MergedKeys(Option<Vec<Vec<serde_json::Value>>>);
+struct Parts {
+    outcome: Outcome,
+    keys: Option<Vec<Vec<serde_json::Value>>>,
+}
 
-impl MergedKeys {
-    /// Adds the keys one merge returned (column-major JSON text; `None`: it inserted none).
-    fn add(&mut self, part: Option<String>) {
-        let Some(part) = part else { return };
+impl Parts {
+    /// Adds what one part did and the keys its merge returned (column-major JSON text;
+    /// `None`: a direct COPY, or a merge that inserted nothing).
+    fn add(&mut self, (done, keys): (Outcome, Option<String>)) {
+        self.outcome.inserted += done.inserted;
+        self.outcome.updated += done.updated;
+        self.outcome.skipped += done.skipped;
+        let Some(keys) = keys else { return };
         let part: Vec<Vec<serde_json::Value>> =
-            serde_json::from_str(&part).expect("a merge returns one JSON array per key column");
-        match &mut self.0 {
-            None => self.0 = Some(part),
+            serde_json::from_str(&keys).expect("a merge returns one JSON array per key column");
+        match &mut self.keys {
+            None => self.keys = Some(part),
             Some(columns) => columns.iter_mut().zip(part).for_each(|(c, p)| c.extend(p)),
         }
     }
 
-    /// All of them as the ledger records them; `None` when no row was inserted.
-    fn json(self) -> Option<String> {
-        self.0
+    /// The keys of all the rows the merges inserted, as the ledger records them; `None`
+    /// when there are none.
+    fn keys(self) -> Option<String> {
+        self.keys
             .map(|columns| serde_json::to_string(&columns).expect("JSON values serialize"))
     }
-}
-
-/// Adds what one part of a batch did to what the batch did.
-fn add(total: &mut Outcome, part: Outcome) {
-    total.inserted += part.inserted;
-    total.updated += part.updated;
-    total.skipped += part.skipped;
 }
 
 /// A failure the server blamed on a row without saying which (no COPY line in its context).
