@@ -282,9 +282,11 @@ mod tests {
              4,\"a\nb\",4,\"email\",\"23514\",\"new row violates check constraint \"\"c\"\"\"\n\
              9,\"a\nb\",9,\"email\",\"23514\",\"new row violates check constraint \"\"c\"\"\"\n"
         );
-        // A resumed run appends without a second header.
+        // A resumed run's file is not cut when it is opened, and gets no second header;
+        // starting over leaves only the header, for the rows the ledger kept.
         drop(rejects);
         let again = Rejects::open(&path, b"a,b", &Dialect::default(), true, true, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         again.write(&[rejection(11)]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("rejected_line").count(), 1);
@@ -292,6 +294,11 @@ mod tests {
             text.ends_with(
                 "11,\"email\",\"23514\",\"new row violates check constraint \"\"c\"\"\"\n"
             )
+        );
+        again.start_over().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "a,b,rejected_line,rejected_column,rejected_sqlstate,rejected_reason\n"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
