@@ -146,11 +146,21 @@ pub enum Error {
     #[error("more than {limit} rows rejected (--max-errors {limit}); the one over: {last}")]
     TooManyRejects { limit: u64, last: Box<Rejection> },
 
-    /// The rejects file could not be opened or written.
-    #[error("cannot write the rejects file {path}: {source}")]
+    /// The rejects file could not be written during the run. `kept`: the rejected rows are
+    /// in the ledger too, and a resumed run writes the file again from there.
+    #[error(
+        "cannot write the rejects file {path}: {source}{}",
+        if *kept {
+            "; the rejected rows are kept in the ledger, and resuming the run writes the file \
+             again"
+        } else {
+            ""
+        }
+    )]
     RejectsFile {
         path: String,
         source: std::io::Error,
+        kept: bool,
     },
 
     /// No connection could be made at start-up.

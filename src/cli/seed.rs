@@ -59,7 +59,7 @@ pub struct SeedArgs {
 
     /// Reject mode: load every good row and write each row a check or the server refuses
     /// (with its line, column, SQLSTATE and reason) to this CSV file instead of stopping
-    /// at the first. A resumed run appends to it.
+    /// at the first. The ledger keeps those rows too: a resumed run writes the file again.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<std::path::PathBuf>,
 

@@ -5,14 +5,19 @@
 //! The rejects file is CSV in the input's own dialect: the input's header followed by
 //! `rejected_line`, `rejected_column`, `rejected_sqlstate` and `rejected_reason`, then one
 //! line per rejected row: the record's text exactly as it was in the input, then those
-//! four fields. A batch's rejects are written only after its transaction committed, so a
-//! retried batch never writes them twice; a resumed run appends.
+//! four fields. A batch's rejects are written only after its transaction committed (which
+//! kept them in the ledger too), so a retried batch never writes them twice, and each write
+//! is flushed to disk before the batch counts as done. A write that fails is undone (the
+//! file is cut back to where it was: no half record stays) and the file takes no more: the
+//! run fails, and a resumed run writes the file again from the ledger ([`Rejects::start_over`]).
 //!
 //! The budget is exact across parallel writers: a rejection is reserved when it is found
 //! (the run fails as soon as a reservation would exceed the limit) and released when the
 //! transaction that found it fails and will be replayed.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,49 +37,77 @@ pub const EXTRA_COLUMNS: [&str; 4] = [
 #[derive(Debug)]
 pub struct Rejects {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    /// The file's first line: the input's header and [`EXTRA_COLUMNS`].
+    header: Vec<u8>,
     dialect: Dialect,
+    /// The ledger keeps the rejected rows too, so a resumed run can write them again.
+    kept: bool,
+    out: Mutex<Output>,
     /// `--max-errors`: more rejected rows than this fail the run; `None`: no limit.
     limit: Option<u64>,
     /// Rejections reserved so far, those of batches committed before a resume included.
     used: AtomicU64,
 }
 
+#[derive(Debug)]
+struct Output {
+    file: File,
+    /// A regular file, which can be cut back; anything else (a device, a pipe) is a stream.
+    regular: bool,
+    /// Why the first write that failed did: the file takes no more.
+    failed: Option<io::Error>,
+}
+
 impl Rejects {
-    /// Opens `path`: truncated for a new run, appended to by a resumed one (`append`). The
-    /// header (`header_raw`, the input's header as it was, plus [`EXTRA_COLUMNS`]) is
-    /// written when the file is empty.
+    /// Opens `path` and writes its header, flushed: a path that cannot take it (a missing
+    /// directory, a directory, a full disk, `/dev/full`) refuses the run (exit 2) before
+    /// anything is recorded. A new run's file is cut to nothing first. A resumed run's
+    /// (`resume`) is not cut before the resume is accepted: it already begins with this
+    /// very header, written over its own first line, and [`Rejects::start_over`] then
+    /// writes it again from the ledger. `kept`: the ledger keeps the rejected rows too.
     pub fn open(
         path: &Path,
         header_raw: &[u8],
         dialect: &Dialect,
-        append: bool,
+        resume: bool,
+        kept: bool,
         limit: Option<u64>,
     ) -> Result<Self, Error> {
-        let fail = |source| Error::RejectsFile {
-            path: path.display().to_string(),
-            source,
+        let refuse = |e: io::Error| {
+            Error::Usage(format!(
+                "--rejects {}: cannot write to it: {e}",
+                path.display()
+            ))
         };
-        let mut file = std::fs::OpenOptions::new()
+        let mut header = header_raw.to_vec();
+        for name in EXTRA_COLUMNS {
+            header.push(dialect.delimiter);
+            header.extend_from_slice(name.as_bytes());
+        }
+        header.push(b'\n');
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
-            .append(append)
-            .truncate(!append)
+            .truncate(!resume)
             .open(path)
-            .map_err(fail)?;
-        if file.metadata().map_err(fail)?.len() == 0 {
-            let mut header = header_raw.to_vec();
-            for name in EXTRA_COLUMNS {
-                header.push(dialect.delimiter);
-                header.extend_from_slice(name.as_bytes());
-            }
-            header.push(b'\n');
-            file.write_all(&header).map_err(fail)?;
-        }
+            .map_err(refuse)?;
+        let regular = file.metadata().map_err(refuse)?.is_file();
+        let written = if regular {
+            file.write_all_at(&header, 0)
+        } else {
+            (&file).write_all(&header)
+        };
+        written.and_then(|()| flush(&file)).map_err(refuse)?;
         Ok(Rejects {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            header,
             dialect: dialect.clone(),
+            kept,
+            out: Mutex::new(Output {
+                file,
+                regular,
+                failed: None,
+            }),
             limit,
             used: AtomicU64::new(0),
         })
@@ -104,7 +137,8 @@ impl Rejects {
         self.used.fetch_sub(n, Ordering::SeqCst);
     }
 
-    /// Appends the rejected rows of one committed batch, in line order.
+    /// Appends the rejected rows of one committed batch, in line order, flushed to disk.
+    /// Fails, naming the file and the cause, when the write does or an earlier one did.
     pub fn write(&self, rejections: &[Rejection]) -> Result<(), Error> {
         if rejections.is_empty() {
             return Ok(());
@@ -127,11 +161,88 @@ impl Rejects {
             quote_into(&mut out, r.reason.as_bytes(), d);
             out.push(b'\n');
         }
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&out).map_err(|source| Error::RejectsFile {
+        self.put(&out, false)
+    }
+
+    /// Cuts the file back to its header, for a resumed run to [`write`](Rejects::write)
+    /// every row the ledger kept, in line order: that repairs a record a failed or
+    /// interrupted write tore and adds the rows the file lacks. (A stream, which cannot be
+    /// cut, got its header when it was opened.)
+    pub fn start_over(&self) -> Result<(), Error> {
+        self.put(&self.header, true)
+    }
+
+    /// Fails, naming the file and the cause, when a write to it failed: the run stops.
+    pub fn check(&self) -> Result<(), Error> {
+        let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        match &out.failed {
+            Some(e) => Err(self.error(again(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `bytes` at the end of the file, or in place of everything (`over`), flushed
+    /// to disk. A write that fails leaves the file as it was and no more writes go to it.
+    fn put(&self, bytes: &[u8], over: bool) -> Result<(), Error> {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = &out.failed {
+            return Err(self.error(again(e)));
+        }
+        out.put(bytes, over).map_err(|e| {
+            out.failed = Some(again(&e));
+            self.error(e)
+        })
+    }
+
+    fn error(&self, source: io::Error) -> Error {
+        Error::RejectsFile {
             path: self.path.display().to_string(),
             source,
-        })
+            kept: self.kept,
+        }
+    }
+}
+
+impl Output {
+    fn put(&mut self, bytes: &[u8], over: bool) -> io::Result<()> {
+        if !self.regular {
+            if over {
+                return Ok(());
+            }
+            self.file.write_all(bytes)?;
+            return flush(&self.file);
+        }
+        let at = if over {
+            self.file.set_len(0)?;
+            0
+        } else {
+            self.file.metadata()?.len()
+        };
+        let written = self
+            .file
+            .write_all_at(bytes, at)
+            .and_then(|()| flush(&self.file));
+        if written.is_err() {
+            // Best effort: cutting a file shorter needs no space.
+            let _ = self.file.set_len(at);
+        }
+        written
+    }
+}
+
+/// Flushes what was written to `file` to disk; a device or a pipe has nothing to flush.
+fn flush(file: &File) -> io::Result<()> {
+    match file.sync_data() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+/// The same failure again, for the next write that asks (`io::Error` is not `Clone`).
+fn again(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -155,7 +266,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rejects-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("budget.csv");
-        let rejects = Rejects::open(&path, b"a,b", &Dialect::default(), false, Some(2)).unwrap();
+        let rejects =
+            Rejects::open(&path, b"a,b", &Dialect::default(), false, true, Some(2)).unwrap();
         rejects.rejected_before(1);
         rejects.reserve(&rejection(2)).unwrap();
         let err = rejects.reserve(&rejection(3)).unwrap_err();
@@ -170,9 +282,11 @@ mod tests {
              4,\"a\nb\",4,\"email\",\"23514\",\"new row violates check constraint \"\"c\"\"\"\n\
              9,\"a\nb\",9,\"email\",\"23514\",\"new row violates check constraint \"\"c\"\"\"\n"
         );
-        // A resumed run appends without a second header.
+        // A resumed run's file is not cut when it is opened, and gets no second header;
+        // starting over leaves only the header, for the rows the ledger kept.
         drop(rejects);
-        let again = Rejects::open(&path, b"a,b", &Dialect::default(), true, None).unwrap();
+        let again = Rejects::open(&path, b"a,b", &Dialect::default(), true, true, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         again.write(&[rejection(11)]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("rejected_line").count(), 1);
@@ -180,6 +294,11 @@ mod tests {
             text.ends_with(
                 "11,\"email\",\"23514\",\"new row violates check constraint \"\"c\"\"\"\n"
             )
+        );
+        again.start_over().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "a,b,rejected_line,rejected_column,rejected_sqlstate,rejected_reason\n"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

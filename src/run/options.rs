@@ -71,16 +71,21 @@ impl RunOptions {
     }
 
     /// `SET LOCAL` statements for a unit's transaction: bounded waits for locks and
-    /// statements (0 leaves the server's, role's or database's setting alone). Local to the
-    /// transaction, so they cannot leak to another client behind a transaction-mode pooler.
+    /// statements (0 leaves the server's, role's or database's setting alone), and
+    /// deferrable constraints checked at the end of each statement, as immediate ones are,
+    /// where the row that breaks one can still be found and set aside (at COMMIT the whole
+    /// unit fails, naming no row). Local to the transaction, so they cannot leak to another
+    /// client behind a transaction-mode pooler.
     pub fn session_settings(&self) -> String {
         self.settings()
             .map(|(_, set)| set)
+            .chain(["SET CONSTRAINTS ALL IMMEDIATE".to_string()])
             .collect::<Vec<_>>()
             .join("; ")
     }
 
-    /// Each of [`Self::session_settings`]' statements with the flag that asks for it.
+    /// Each of [`Self::session_settings`]' timeouts with the flag that asks for it: what
+    /// the server may refuse (checked once before a run is recorded).
     pub fn settings(&self) -> impl Iterator<Item = (&'static str, String)> {
         [
             ("--lock-timeout", "lock_timeout", self.lock_timeout),

@@ -67,6 +67,12 @@ impl Transactions {
         &self.settings
     }
 
+    /// The run's ledger rows, for what a command records in a unit's transaction besides
+    /// its counts and keys (a seed's rejected rows); `None` without a ledger.
+    pub fn ledger(&self) -> Option<&BatchLedger> {
+        self.ledger.as_deref()
+    }
+
     /// Runs `work` for `unit` in its own transaction within `limit` (see [`on_connection`]).
     pub async fn write<'k, U: Unit, T>(
         &self,

@@ -125,19 +125,12 @@ pub async fn seed(
     };
     let run_id = attempt.map(|a| a.run_id);
     let progress = Arc::new(Progress::default());
-    if let (Some(rejects), Some(ledger), Some(id), Some(_)) =
-        (&rejects, &ledger, run_id, opts.run.resume)
-    {
-        // Best effort: the run is recorded now, and a count missing here only understates
-        // the summary and the budget; the run itself stays resumable.
-        match ledger.rejected(&client, id).await {
-            Ok(already) => {
-                rejects.rejected_before(already);
-                progress.rejected_before(already);
-            }
-            Err(e) => tracing::warn!("cannot count the rows run {id} rejected before: {e}"),
+    let restored = match (&rejects, &ledger, run_id, opts.run.resume) {
+        (Some(rejects), Some(ledger), Some(id), Some(_)) => {
+            restore_rejects(&client, ledger, id, rejects, &progress).await
         }
-    }
+        _ => Ok(()),
+    };
     drop(client);
 
     let workers = opts.run.workers(&pool, progress.clone());
@@ -168,13 +161,15 @@ pub async fn seed(
         batch_ledger,
         false,
     );
-    let writer = Writer::new(transactions, plan.statements, rejects);
+    let writer = Writer::new(transactions, plan.statements, rejects.clone());
     let produce = move |tx| tokio::task::spawn_blocking(move || batcher.run(csv, &tx));
-    let error = if opts.dry_run {
-        dry_run(produce, &writer, &progress).await
-    } else {
-        workers.drive(produce, writer).await
+    let error = match restored {
+        Err(e) => Some(e),
+        Ok(()) if opts.dry_run => dry_run(produce, &writer, &progress).await,
+        Ok(()) => workers.drive(produce, writer).await,
     };
+    // The last batch's rows may be the ones the rejects file could not take.
+    let error = error.or_else(|| rejects.and_then(|r| r.check().err()));
     let invocation = Invocation {
         command: Command::Seed,
         dry_run: opts.dry_run,
@@ -261,6 +256,7 @@ async fn prepare(db: Endpoint, opts: &mut SeedOptions) -> Result<Prepared, Error
             header.raw(),
             &opts.csv.dialect,
             opts.run.resume.is_some(),
+            opts.run.ledger_schema.is_some(),
             opts.max_errors,
         )?)),
     };
@@ -277,6 +273,45 @@ async fn prepare(db: Endpoint, opts: &mut SeedOptions) -> Result<Prepared, Error
         rejects,
         ledger,
     })
+}
+
+/// Rejected rows read from the ledger at a time, to write a resumed run's rejects file.
+const REJECTS_PAGE: i64 = 5_000;
+
+/// A resumed run's rejects: the rows its earlier attempts rejected count against the budget
+/// and in the summary, and the rejects file is written again from the ledger (its header,
+/// then every row in line order), which repairs a record a failed or interrupted write tore
+/// and adds the rows the file lacks. A failure fails the run, which stays resumable.
+async fn restore_rejects(
+    client: &Object,
+    ledger: &Ledger,
+    run_id: i64,
+    rejects: &Rejects,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let (counted, kept) = ledger.rejected(client, run_id).await?;
+    rejects.rejected_before(counted);
+    progress.rejected_before(counted);
+    if kept < counted {
+        tracing::warn!(
+            "run {run_id} rejected {counted} rows and the ledger keeps {kept} of them (batches \
+             committed by an older version keep none): the rejects file is appended to, not \
+             written again"
+        );
+        return Ok(());
+    }
+    rejects.start_over()?;
+    let mut after = 0;
+    loop {
+        let page = ledger
+            .rejected_rows(client, run_id, after, REJECTS_PAGE)
+            .await?;
+        rejects.write(&page)?;
+        match page.last() {
+            Some(last) if page.len() as i64 == REJECTS_PAGE => after = last.line,
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Runs a dry run's producer and its one writer; returns the failure, if any: the writer's

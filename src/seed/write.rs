@@ -11,8 +11,11 @@
 //! the transaction that made it (the staging table is `ON COMMIT DROP`), so the writers are
 //! safe behind a transaction-mode pooler; with a ledger, the batch's ledger row is claimed
 //! first in the same transaction, so a batch commits at most once however often it is
-//! replayed; a batch's rejects reach the rejects file only after it committed; a
-//! connection that failed is never handed out again.
+//! replayed, and its rejected rows are recorded in that transaction; a batch's rejects
+//! reach the rejects file only after it committed; a try that failed is rolled back and
+//! its savepoint released, so however many rows are refused, a transaction holds one open
+//! savepoint at a time and the locks of its kept work; a connection that failed is never
+//! handed out again.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -60,8 +63,14 @@ struct Staged {
 
 const STAGE: &str = "provisioner_stage";
 
-/// The smallest part of a batch reject mode sends on its own after a refusal: small enough
-/// that a refusal costs little, large enough that round trips do not dominate.
+/// The savepoint each try of a batch (or of a part of it) runs in.
+const TRY: &str = "provisioner_try";
+/// The savepoint each batch of a dry run runs in.
+const BATCH: &str = "provisioner_batch";
+
+/// The smallest part of a batch reject mode sends on its own after a refusal where the rows
+/// are not refused one after another: small enough that a refusal costs little, large
+/// enough that round trips do not dominate.
 const MIN_CHUNK: usize = 64;
 
 /// The conflict handling and key recording a merge does.
@@ -211,14 +220,25 @@ impl Writer {
 
     /// Writes one batch in its own transaction. A batch the ledger shows committed (by an
     /// earlier attempt whose COMMIT reply was lost) is not written again: its recorded
-    /// outcome is returned. In reject mode the batch's rejected rows go to the rejects file
-    /// once it committed. `limit` is the batch's deadline (`--batch-timeout`).
+    /// outcome is returned. In reject mode the batch's rejected rows are recorded in the
+    /// ledger in its transaction, and go to the rejects file once it committed; a batch
+    /// whose rows the file could not take still counts as written, and the run stops before
+    /// the next one. `limit` is the batch's deadline (`--batch-timeout`).
     pub async fn write(&self, batch: &Batch, limit: Duration) -> Result<Outcome, Error> {
+        if let Some(rejects) = &self.rejects {
+            rejects.check()?;
+        }
         let mut reserved = 0;
         let result = self
             .transactions
             .write(batch, limit, async |tx| {
                 let loaded = self.load(tx, batch, &mut reserved).await?;
+                if let Some(ledger) = self.transactions.ledger() {
+                    ledger
+                        .record_rejected(tx, batch.seq, &loaded.rejected)
+                        .await
+                        .map_err(|e| batch.error(e))?;
+                }
                 // A direct COPY inserted every row sent, whose keys the reader collected; a
                 // merge reports the keys of the rows it really inserted.
                 let keys = match loaded.keys {
@@ -247,22 +267,13 @@ impl Writer {
                     batch = batch.seq,
                     "batch had already committed; not replayed"
                 );
-                let unknown = done.rejected.saturating_sub(batch.rejected.len() as u64);
-                if self.rejects.is_some() && unknown > 0 {
-                    tracing::warn!(
-                        batch = batch.seq,
-                        "{unknown} rows the server refused in batch {} ({}) are counted but not \
-                         in the rejects file: the reply to its COMMIT was lost",
-                        batch.seq,
-                        batch.span()
-                    );
-                }
+                let rejected = self.committed_rejections(batch, &done).await?;
                 // This attempt sent it, as this batch: in its format.
                 let done = Outcome {
                     binary: batch.format == Format::Binary,
                     ..done
                 };
-                (done, batch.rejected.clone())
+                (done, rejected)
             }
             Err(e) => {
                 // The replay (if any) finds its rejections again.
@@ -273,9 +284,40 @@ impl Writer {
             }
         };
         if let Some(rejects) = &self.rejects {
-            rejects.write(&rejected)?;
+            // The batch committed, so it counts even when the file cannot take its rows (the
+            // ledger keeps them): the failure stays with the file, whose `check` stops the
+            // run before the next batch, or at its end.
+            let _ = rejects.write(&rejected);
         }
         Ok(outcome)
+    }
+
+    /// The rejected rows of `batch`, which an earlier attempt committed with the outcome
+    /// `done`: the reader's own, plus the server's read back from the ledger and counted
+    /// against the budget again (their reservations went back when that attempt's COMMIT
+    /// reply was lost).
+    async fn committed_rejections(
+        &self,
+        batch: &Batch,
+        done: &Outcome,
+    ) -> Result<Vec<Rejection>, Error> {
+        let (Some(rejects), Some(ledger)) = (&self.rejects, self.transactions.ledger()) else {
+            return Ok(batch.rejected.clone());
+        };
+        if done.rejected == batch.rejected.len() as u64 {
+            return Ok(batch.rejected.clone());
+        }
+        let client = self.transactions.pool().get().await.map_err(Error::Pool)?;
+        let rejected = ledger
+            .rejected(&client, batch.seq)
+            .await
+            .map_err(|e| batch.error(e))?;
+        for r in &rejected {
+            if !batch.rejected.iter().any(|own| own.line == r.line) {
+                rejects.reserve(r)?;
+            }
+        }
+        Ok(rejected)
     }
 
     /// For a row-level failure the server did not place (a staged merge, a check at the
@@ -288,7 +330,7 @@ impl Writer {
         let Ok(mut client) = self.transactions.pool().get().await else {
             return err;
         };
-        let Ok(mut tx) = client.transaction().await else {
+        let Ok(tx) = client.transaction().await else {
             return err;
         };
         if tx
@@ -298,35 +340,45 @@ impl Writer {
         {
             return err;
         }
-        let named = self.name_in(&mut tx, batch, err).await;
-        // Nothing was kept; a failed rollback only loses the connection.
+        let named = self.name_in(&tx, batch, err).await;
+        // Nothing is kept; a failed rollback only loses the connection.
         let _ = tx.rollback().await;
         named
     }
 
-    /// `err` naming the row of `batch` that [`Self::first_failing_row`] finds in `tx`, when
-    /// it is a row-level failure the server did not place; else `err` as it is.
+    /// `err` naming the row of `batch` that [`Self::bisect`] finds in `tx` (whose work is
+    /// rolled back afterwards), when it is a row-level failure the server did not place;
+    /// else `err` as it is.
     async fn name_in(
         &self,
-        tx: &mut deadpool_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         batch: &Batch,
         err: Error,
     ) -> Error {
         if !unplaced_row_error(&err) {
             return err;
         }
-        match self.first_failing_row(tx, batch).await {
-            Ok(Some((row, cause))) => batch.failed_at(batch.lines.get(row).copied(), None, cause),
-            _ => err,
+        let all: Vec<usize> = (0..batch.rows).collect();
+        let found = match self.try_in_savepoint(tx, batch, false).await {
+            Ok(Err(failed)) if is_row_error(&failed) => self
+                .bisect(tx, batch, &all, failed, &mut Parts::default())
+                .await
+                .ok(),
+            _ => None,
+        };
+        match found {
+            Some((row, cause)) => batch.failed_at(batch.lines.get(row).copied(), None, cause),
+            None => err,
         }
     }
 
     /// Loads `batch` in `tx`. In reject mode each try runs in a savepoint: when the server
     /// refuses a row, that row is set aside (reserved against the budget, counted in
-    /// `reserved`) and the rows not yet loaded are tried again, until they load.
+    /// `reserved`), the rows before it are loaded, and the rows not yet loaded are tried
+    /// again, in parts, until they load.
     async fn load(
         &self,
-        tx: &mut deadpool_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         batch: &Batch,
         reserved: &mut u64,
     ) -> Result<Loaded, Error> {
@@ -341,24 +393,17 @@ impl Writer {
             });
         };
         let fail = |source| batch.error(source);
-        let mut outcome = Outcome {
-            binary: batch.format == Format::Binary,
-            ..Outcome::default()
-        };
         let (mut pending, mut loaded): (Vec<usize>, Vec<usize>) =
             ((0..batch.rows).collect(), vec![]);
-        let mut merged_keys = None;
-        // After a refusal, a direct COPY sends what is pending in chunks an eighth the size
-        // of the last try (not below MIN_CHUNK), so a batch with many bad rows does not send
-        // its whole tail again for each. A staged merge takes everything pending at once.
-        let staged = self.statements.staged.is_some();
+        let mut parts = Parts::default();
+        // After a refusal the rows pending go in parts an eighth the size of the last try
+        // (not below MIN_CHUNK), so a batch with many bad rows does not send its whole tail
+        // again for each; and no larger than twice the rows the refused one came after, so
+        // rows refused one after another go one or two at a time (a one-row try that fails
+        // names its row without a bisection). Parts that load grow back to MIN_CHUNK.
         let mut chunk = batch.rows;
         while !pending.is_empty() {
-            let take = if staged {
-                pending.len()
-            } else {
-                chunk.min(pending.len())
-            };
+            let take = chunk.min(pending.len());
             // The first try sends the batch as it is: a clean batch costs no copy.
             let selected;
             let current = if take == batch.rows {
@@ -372,10 +417,10 @@ impl Writer {
                 .await
                 .map_err(fail)?
             {
-                Ok((done, keys)) => {
-                    add(&mut outcome, done);
-                    merged_keys = keys;
+                Ok(done) => {
+                    parts.add(done);
                     loaded.extend(pending.drain(..take));
+                    chunk = chunk.max(MIN_CHUNK.min(2 * take));
                     continue;
                 }
                 Err(e) if is_row_error(&e) => e,
@@ -383,12 +428,27 @@ impl Writer {
             };
             let named =
                 copy_row(&err).and_then(|(n, column)| Some((current.row_of_copy_line(n)?, column)));
-            let (row, column, err) = match named {
-                Some((row, column)) => (row, column, err),
-                None => match self.first_failing_row(tx, current).await.map_err(fail)? {
-                    Some((row, cause)) => (row, None, cause),
-                    None => return Err(current.error(err)),
-                },
+            // The rows before the refused one load without it. Bisection loaded them; COPY
+            // got past them (its error names the row), so they are loaded now, so that
+            // later rejections do not send them again.
+            let (row, column, err, head_loaded) = match named {
+                Some((row, column)) => {
+                    let head_loaded = row == 0
+                        || self
+                            .try_in_savepoint(tx, &batch.select(&pending[..row]), true)
+                            .await
+                            .map_err(fail)?
+                            .map(|done| parts.add(done))
+                            .is_ok();
+                    (row, column, err, head_loaded)
+                }
+                None => {
+                    let (row, cause) = self
+                        .bisect(tx, batch, &pending[..take], err, &mut parts)
+                        .await
+                        .map_err(fail)?;
+                    (row, None, cause, true)
+                }
             };
             let db = err.as_db_error().expect("a row error is a server error");
             let rejection = Rejection {
@@ -407,30 +467,29 @@ impl Writer {
             *reserved += 1;
             tracing::debug!(%rejection, "row rejected by the server");
             rejected.push(rejection);
-            chunk = (take / 8).max(MIN_CHUNK);
-            // The rows before the refused one load without it (COPY got past them, or
-            // bisection tried them): with a direct COPY, load them now, so that later
-            // rejections do not send them again.
-            if !staged && row > 0 {
-                let head = batch.select(&pending[..row]);
-                if let Ok((done, _)) = self.try_in_savepoint(tx, &head, true).await.map_err(fail)? {
-                    add(&mut outcome, done);
-                    loaded.extend(pending.drain(..row));
-                    pending.remove(0);
-                    continue;
-                }
+            chunk = (take / 8).max(MIN_CHUNK).min((2 * row).max(1));
+            if head_loaded {
+                loaded.extend(pending.drain(..row));
+                pending.remove(0);
+            } else {
+                pending.remove(row);
             }
-            pending.remove(row);
         }
-        all_inserted(batch, &outcome, loaded.len())?;
-        outcome.rejected = rejected.len() as u64;
-        // A direct COPY inserted the rows loaded; unless that is all of them, their keys
-        // are not the batch's.
-        let keys = merged_keys.or_else(|| {
+        all_inserted(batch, &parts.outcome, loaded.len())?;
+        let outcome = Outcome {
+            rejected: rejected.len() as u64,
+            binary: batch.format == Format::Binary,
+            ..parts.outcome
+        };
+        // A merge reports the keys of the rows it inserted. A direct COPY inserted the rows
+        // loaded; unless that is all of them, their keys are not the batch's.
+        let keys = if self.statements.staged.is_some() {
+            parts.keys()
+        } else {
             (loaded.len() < batch.rows)
                 .then(|| batch.keys_of(&loaded))
                 .flatten()
-        });
+        };
         Ok(Loaded {
             outcome,
             keys,
@@ -440,61 +499,68 @@ impl Writer {
 
     /// Tries `batch` in a savepoint of `tx`, kept when it loads and `keep` says so, rolled
     /// back otherwise. The outer error is the savepoint's own; the inner, the try's.
+    ///
+    /// A savepoint rolled back is released too: `ROLLBACK TO` alone leaves it open, the
+    /// next try would nest inside it, and every level left open takes a transaction id and
+    /// its lock as soon as a try inside it writes, until the server runs out of lock slots
+    /// (`out of shared memory`) after a few thousand refused rows.
     async fn try_in_savepoint(
         &self,
-        tx: &mut deadpool_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         batch: &Batch,
         keep: bool,
     ) -> Result<Result<(Outcome, Option<String>), tokio_postgres::Error>, tokio_postgres::Error>
     {
-        let savepoint = tx.transaction().await?;
-        let result = self.attempt(&savepoint, batch).await;
+        // Sent together, a round trip less: a SAVEPOINT that fails aborts the transaction,
+        // and the try fails with it.
+        let savepoint = format!("SAVEPOINT {TRY}");
+        let (savepoint, result) =
+            tokio::join!(tx.batch_execute(&savepoint), self.attempt(tx, batch));
+        savepoint?;
         if keep && result.is_ok() {
-            savepoint.commit().await?;
+            tx.batch_execute(&format!("RELEASE SAVEPOINT {TRY}"))
+                .await?;
         } else {
-            savepoint.rollback().await?;
+            tx.batch_execute(&format!(
+                "ROLLBACK TO SAVEPOINT {TRY}; RELEASE SAVEPOINT {TRY}"
+            ))
+            .await?;
         }
         Ok(result)
     }
 
-    /// The first row of `batch` without which it would load, and the error it causes:
-    /// the end of the smallest prefix of its rows that fails with a row-level error, found
-    /// by bisection, each probe in a savepoint of `tx` that is rolled back (so earlier work
-    /// in `tx` counts, as it would for the batch). `None` when the whole batch does not
-    /// fail that way.
-    async fn first_failing_row(
+    /// The first of the `rows` of `batch` (ascending) that fails in `tx`, given that all of
+    /// them together fail with the row-level error `failed`, and the error it causes: found
+    /// by bisection, each probe a range of the rows in a savepoint of `tx`, kept when it
+    /// loads (added to `parts`) and rolled back when it fails. So the rows before the failing
+    /// one end up loaded, and a probe sends only rows after those already loaded. Returns
+    /// the failing row's position in `rows`.
+    async fn bisect(
         &self,
-        tx: &mut deadpool_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         batch: &Batch,
-    ) -> Result<Option<(usize, tokio_postgres::Error)>, tokio_postgres::Error> {
-        let mut fails = async |rows: usize| {
-            let prefix: Vec<usize> = (0..rows).collect();
+        rows: &[usize],
+        failed: tokio_postgres::Error,
+        parts: &mut Parts,
+    ) -> Result<(usize, tokio_postgres::Error), tokio_postgres::Error> {
+        // A row fails alone or with the rows before it, never because of rows after it.
+        let (mut loaded, mut failing, mut cause) = (0, rows.len(), failed);
+        while failing - loaded > 1 {
+            let mid = loaded + (failing - loaded) / 2;
             match self
-                .try_in_savepoint(tx, &batch.select(&prefix), false)
+                .try_in_savepoint(tx, &batch.select(&rows[loaded..mid]), true)
                 .await?
             {
-                Ok(_) => Ok(None),
-                Err(e) if is_row_error(&e) => Ok(Some(e)),
-                Err(e) => Err(e),
-            }
-        };
-        // A row fails alone or with the rows before it, never because of rows after it.
-        let (mut lo, mut hi) = (1, batch.rows);
-        if hi == 0 {
-            return Ok(None);
-        }
-        let Some(mut cause) = fails(hi).await? else {
-            return Ok(None);
-        };
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match fails(mid).await? {
-                Some(e) => (hi, cause) = (mid, e),
-                None => lo = mid + 1,
+                Ok(done) => {
+                    parts.add(done);
+                    loaded = mid;
+                }
+                Err(e) if is_row_error(&e) => (failing, cause) = (mid, e),
+                Err(e) => return Err(e),
             }
         }
-        // The smallest failing prefix's own error: a larger one may fail on a later row first.
-        Ok(Some((lo - 1, cause)))
+        // The smallest failing range's own error: a larger one may fail on a later row first.
+        Ok((loaded, cause))
     }
 
     /// One try at the batch's rows in `tx`: COPY straight into the table, or into a fresh
@@ -547,7 +613,7 @@ impl Writer {
         progress: &Progress,
     ) -> Result<(), Error> {
         let mut client = self.transactions.pool().get().await.map_err(Error::Pool)?;
-        let mut tx = client
+        let tx = client
             .transaction()
             .await
             .map_err(|e| Error::database("starting the dry run's transaction", e))?;
@@ -557,10 +623,14 @@ impl Writer {
         let mut reserved = 0;
         while let Ok(batch) = batches.recv().await {
             let fail = |source| batch.error(source);
-            let mut savepoint = tx.transaction().await.map_err(fail)?;
-            match self.load(&mut savepoint, &batch, &mut reserved).await {
+            tx.batch_execute(&format!("SAVEPOINT {BATCH}"))
+                .await
+                .map_err(fail)?;
+            match self.load(&tx, &batch, &mut reserved).await {
                 Ok(loaded) => {
-                    savepoint.commit().await.map_err(fail)?;
+                    tx.batch_execute(&format!("RELEASE SAVEPOINT {BATCH}"))
+                        .await
+                        .map_err(fail)?;
                     if let Some(rejects) = &self.rejects {
                         rejects.write(&loaded.rejected)?;
                     }
@@ -568,8 +638,12 @@ impl Writer {
                 }
                 Err(e) => {
                     batches.close();
-                    savepoint.rollback().await.map_err(fail)?;
-                    return Err(self.name_in(&mut tx, &batch, e).await);
+                    tx.batch_execute(&format!(
+                        "ROLLBACK TO SAVEPOINT {BATCH}; RELEASE SAVEPOINT {BATCH}"
+                    ))
+                    .await
+                    .map_err(fail)?;
+                    return Err(self.name_in(&tx, &batch, e).await);
                 }
             }
         }
@@ -606,11 +680,36 @@ fn all_inserted(batch: &Batch, outcome: &Outcome, sent: usize) -> Result<(), Err
     })
 }
 
-/// Adds what one part of a batch did to what the batch did.
-fn add(total: &mut Outcome, part: Outcome) {
-    total.inserted += part.inserted;
-    total.updated += part.updated;
-    total.skipped += part.skipped;
+/// What the parts of a batch that loaded did, and the keys of the rows their merges
+/// inserted, column by column.
+#[derive(Default)]
+struct Parts {
+    outcome: Outcome,
+    keys: Option<Vec<Vec<serde_json::Value>>>,
+}
+
+impl Parts {
+    /// Adds what one part did and the keys its merge returned (column-major JSON text;
+    /// `None`: a direct COPY, or a merge that inserted nothing).
+    fn add(&mut self, (done, keys): (Outcome, Option<String>)) {
+        self.outcome.inserted += done.inserted;
+        self.outcome.updated += done.updated;
+        self.outcome.skipped += done.skipped;
+        let Some(keys) = keys else { return };
+        let part: Vec<Vec<serde_json::Value>> =
+            serde_json::from_str(&keys).expect("a merge returns one JSON array per key column");
+        match &mut self.keys {
+            None => self.keys = Some(part),
+            Some(columns) => columns.iter_mut().zip(part).for_each(|(c, p)| c.extend(p)),
+        }
+    }
+
+    /// The keys of all the rows the merges inserted, as the ledger records them; `None`
+    /// when there are none.
+    fn keys(self) -> Option<String> {
+        self.keys
+            .map(|columns| serde_json::to_string(&columns).expect("JSON values serialize"))
+    }
 }
 
 /// A failure the server blamed on a row without saying which (no COPY line in its context).

@@ -577,7 +577,8 @@ fn least_privilege_refusals_name_hostile_objects_with_grants_that_paste_into_psq
         "GRANT USAGE ON SCHEMA {LEDGER_SQL} TO {grantee}; \
          GRANT SELECT ON {LEDGER_SQL}.migrations TO {grantee}; \
          GRANT SELECT, INSERT, UPDATE ON {LEDGER_SQL}.runs, {LEDGER_SQL}.batches TO {grantee}; \
-         GRANT SELECT, INSERT ON {LEDGER_SQL}.inserted_keys TO {grantee};"
+         GRANT SELECT, INSERT ON {LEDGER_SQL}.inserted_keys, {LEDGER_SQL}.rejected_rows \
+           TO {grantee};"
     ));
     let lacks = |privilege: &str, object: &str, grant_on: &str| {
         format!(

@@ -70,7 +70,7 @@ impl Drop for Role {
 const LEDGER_GRANTS: &str = "GRANT USAGE ON SCHEMA provisioner TO {role}; \
      GRANT SELECT ON provisioner.migrations TO {role}; \
      GRANT SELECT, INSERT, UPDATE ON provisioner.runs, provisioner.batches TO {role}; \
-     GRANT SELECT, INSERT ON provisioner.inserted_keys TO {role};";
+     GRANT SELECT, INSERT ON provisioner.inserted_keys, provisioner.rejected_rows TO {role};";
 
 /// A database with `accounts` and a current ledger, created by the admin.
 fn prepared_db() -> TestDb {
@@ -129,13 +129,24 @@ fn seed_needs_only_insert_select_and_the_ledger_grants_and_names_what_is_missing
             "INSERT ON provisioner.inserted_keys",
             "INSERT on table provisioner.inserted_keys",
         ),
+        (
+            "INSERT ON provisioner.rejected_rows",
+            "INSERT on table provisioner.rejected_rows",
+        ),
     ];
+    // A refused run leaves an earlier rejects file as it was.
+    let rejects = db.write("rejects.csv", "an earlier run's rejects\n");
     for (revoked, missing) in cases {
         role.admin(&format!(
             "GRANT INSERT ON accounts TO {{role}}; {LEDGER_GRANTS} REVOKE {revoked} FROM {{role}};"
         ));
-        let run = role.run(&["seed", f, "--json"]);
+        let run = role.run(&["seed", f, "--json", "--rejects", path_str(&rejects)]);
         expect_refused(&db, &run, &format!("role {r} lacks {missing}"), 0, 0);
+        assert_eq!(
+            std::fs::read_to_string(&rejects).unwrap(),
+            "an earlier run's rejects\n",
+            "without {missing}"
+        );
     }
     role.admin(&format!(
         "GRANT INSERT ON accounts TO {{role}}; {LEDGER_GRANTS}"

@@ -54,5 +54,6 @@ mod seed_dry_run;
 mod seed_errors;
 mod seed_input;
 mod seed_rejects;
+mod seed_rejects_durable;
 mod seed_roundtrip;
 mod throttle;

@@ -1,26 +1,27 @@
 //! Reject mode (`--rejects FILE [--max-errors N]`): every good row loads, every bad one is in
 //! the rejects file as it was in the input, with its line, column, SQLSTATE and reason, and
-//! the run exits 3; more than N bad rows fail the run (exit 1); a resumed run appends
-//! without writing a line twice.
+//! the run exits 3; more than N bad rows fail the run (exit 1); a resumed run's file holds
+//! each rejected row once. Rows refused one after another, and rows that break a deferred
+//! foreign key, are set aside like any other.
 
 use crate::common::rejects::{Rejected, read_rejects};
 use crate::common::*;
 
-const COLS: &str = "external_id,email,username,display_name,role,team";
+pub(crate) const COLS: &str = "external_id,email,username,display_name,role,team";
 
-fn uuid(i: u32) -> String {
+pub(crate) fn uuid(i: u32) -> String {
     format!("00000000-0000-4000-8000-{i:012}")
 }
 
 /// A good record for the columns above.
-fn good(i: u32) -> Vec<u8> {
+pub(crate) fn good(i: u32) -> Vec<u8> {
     format!("{},g{i}@example.test,g{i},G {i},user,red", uuid(i)).into_bytes()
 }
 
 /// The example table plus what the server refuses rows for: a foreign key to `teams`
 /// (which holds only `red`), a trigger that raises for usernames starting with `bot`, and an
 /// existing account whose email a row of the file repeats.
-fn target() -> TestDb {
+pub(crate) fn target() -> TestDb {
     let db = TestDb::with_accounts();
     db.execute(
         "CREATE TABLE teams (code text PRIMARY KEY); INSERT INTO teams VALUES ('red'); \
@@ -274,13 +275,13 @@ fn more_rejected_rows_than_max_errors_fail_the_run() {
 }
 
 /// `--rejects <rejects>` and `extra`.
-fn rejecting<'a>(rejects: &'a std::path::Path, extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn rejecting<'a>(rejects: &'a std::path::Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--rejects", path_str(rejects)];
     args.extend_from_slice(extra);
     args
 }
 
-fn join(rows: &[Vec<u8>]) -> String {
+pub(crate) fn join(rows: &[Vec<u8>]) -> String {
     rows.iter()
         .map(|r| String::from_utf8(r.clone()).unwrap())
         .collect::<Vec<_>>()
@@ -288,7 +289,7 @@ fn join(rows: &[Vec<u8>]) -> String {
 }
 
 #[test]
-fn a_resumed_run_appends_each_rejected_row_once() {
+fn a_resumed_run_writes_each_rejected_row_once() {
     let db = target();
     // Batches of two: [good, bad fields] [CHECK violation, good] [good, bad uuid].
     let wizard = format!("{},w@example.test,w,W,wizard,red", uuid(7)).into_bytes();
@@ -350,12 +351,6 @@ fn the_rejects_file_cannot_be_the_input() {
         format!("{COLS}\n{}\n", join(&[good(1)])).into_bytes(),
         "the input is untouched"
     );
-    let dir = db.path("no_such_dir");
-    let unwritable = dir.join("rejects.csv");
-    let run = db.seed(&file, &["--rejects", path_str(&unwritable)]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("no_such_dir"), "{}", run.stderr);
-    // Refused before the ledger recorded anything: no run is left `running`.
     assert_eq!(
         db.scalar_text("SELECT to_regclass('provisioner.runs')::text"),
         None,
@@ -436,4 +431,105 @@ fn a_value_too_large_for_its_index_is_rejected() {
         "{}",
         got[0].reason
     );
+}
+
+#[test]
+fn a_batch_of_only_refused_rows_rejects_every_one() {
+    // 2,000 rows in one batch, each breaking the foreign key: none is named by COPY, so
+    // each is found by bisection, in a savepoint rolled back. Savepoints left open used to
+    // exhaust the server's lock table (out of shared memory, SQLSTATE 53200).
+    // (Ids from 10,001: target()'s own row has the uuid of 999.)
+    let rows: Vec<Vec<u8>> = (1..=2000u32)
+        .map(|i| format!("{},f{i}@example.test,f{i},F,user,blue", uuid(10_000 + i)).into_bytes())
+        .collect();
+    for args in [&[][..], &["--on-conflict", "skip"][..]] {
+        let db = target();
+        let file = db.write("all_bad.csv", format!("{COLS}\n{}\n", join(&rows)));
+        let rejects = db.path("rejects.csv");
+        let mut all = rejecting(&rejects, &["--batch-size", "2000", "--json"]);
+        all.extend_from_slice(args);
+        let run = db.seed(&file, &all);
+        run.expect_code(3);
+        assert_eq!(run.figure("rows_inserted"), 0, "{args:?}");
+        assert_eq!(run.figure("rows_rejected"), 2000, "{args:?}");
+        assert_eq!(
+            db.count("accounts"),
+            1,
+            "{args:?}: only the row target() put there"
+        );
+        let (_, got) = read_rejects(&rejects);
+        assert_eq!(
+            got.iter().map(|r| r.line).collect::<Vec<_>>(),
+            (2..=2001).collect::<Vec<u64>>(),
+            "{args:?}"
+        );
+        assert!(
+            got.iter()
+                .all(|r| r.sqlstate == "23503" && r.reason.contains("accounts_team_fkey")),
+            "{args:?}: {:?}",
+            got.iter().find(|r| r.sqlstate != "23503")
+        );
+    }
+}
+
+#[test]
+fn a_deferred_foreign_key_is_checked_where_its_row_can_be_named() {
+    let deferred = || {
+        let db = target();
+        db.execute(
+            "ALTER TABLE accounts DROP CONSTRAINT accounts_team_fkey; \
+             ALTER TABLE accounts ADD CONSTRAINT accounts_team_fkey FOREIGN KEY (team) \
+               REFERENCES teams (code) DEFERRABLE INITIALLY DEFERRED",
+        );
+        db
+    };
+    // Batches of two: [1, 2] [3, blue on line 5] [5].
+    let blue = format!("{},blue@example.test,blue,B,user,blue", uuid(4)).into_bytes();
+    let rows = [good(1), good(2), good(3), blue, good(5)];
+    let text = format!("{COLS}\n{}\n", join(&rows));
+    let base = ["--batch-size", "2", "--connections", "1", "--json"];
+    let names_line_5 = |run: &Run, what: &str| {
+        let error = run.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error.starts_with("line 5: ") && error.contains("23503"),
+            "{what}: {error}"
+        );
+    };
+
+    let db = deferred();
+    let file = db.write("deferred.csv", &text);
+    let run = db.seed(&file, &base);
+    run.expect_code(1);
+    names_line_5(&run, "stop mode");
+    assert_eq!(db.count("accounts"), 3, "the first batch committed");
+
+    let db = deferred();
+    let file = db.write("deferred.csv", &text);
+    let run = db.seed(&file, &[&base[..], &["--dry-run"]].concat());
+    run.expect_code(1);
+    names_line_5(&run, "--dry-run");
+    assert_eq!(db.count("accounts"), 1, "a dry run writes nothing");
+
+    for dry_run in [false, true] {
+        let db = deferred();
+        let file = db.write("deferred.csv", &text);
+        let rejects = db.path("rejects.csv");
+        let mut args = rejecting(&rejects, &base);
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let run = db.seed(&file, &args);
+        run.expect_code(3);
+        assert_eq!(run.figure("rows_inserted"), 4, "dry run {dry_run}");
+        assert_eq!(run.figure("rows_rejected"), 1, "dry run {dry_run}");
+        let (_, got) = read_rejects(&rejects);
+        assert_eq!(
+            got.iter()
+                .map(|r| (r.line, r.sqlstate.as_str()))
+                .collect::<Vec<_>>(),
+            [(5, "23503")],
+            "dry run {dry_run}"
+        );
+        assert_eq!(db.count("accounts"), if dry_run { 1 } else { 5 });
+    }
 }

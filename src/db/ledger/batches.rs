@@ -4,6 +4,7 @@
 use tokio_postgres::types::Type;
 
 use super::{Attempt, Ledger};
+use crate::error::Rejection;
 use crate::model::Outcome;
 
 /// Where a batch sits in its input, as its ledger row records it.
@@ -29,6 +30,8 @@ pub struct BatchLedger {
     record: String,
     lookup: String,
     record_keys: String,
+    record_rejected: String,
+    rejected: String,
 }
 
 /// A batch the ledger already holds as committed.
@@ -128,6 +131,67 @@ impl BatchLedger {
         }
         Ok(())
     }
+
+    /// Records the rows the batch set aside (reject mode), so that they are kept exactly
+    /// when the batch commits, whatever becomes of the rejects file.
+    pub async fn record_rejected(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        seq: u64,
+        rejected: &[Rejection],
+    ) -> Result<(), tokio_postgres::Error> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<i64> = rejected.iter().map(|r| r.line as i64).collect();
+        let columns: Vec<Option<&str>> = rejected.iter().map(|r| r.column.as_deref()).collect();
+        let sqlstates: Vec<&str> = rejected.iter().map(|r| r.sqlstate.as_str()).collect();
+        let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+        let raws: Vec<&[u8]> = rejected.iter().map(|r| r.raw.as_slice()).collect();
+        tx.execute_typed(
+            &self.record_rejected,
+            &[
+                (&self.run_id, Type::INT8),
+                (&(seq as i64), Type::INT8),
+                (&lines, Type::INT8_ARRAY),
+                (&columns, Type::TEXT_ARRAY),
+                (&sqlstates, Type::TEXT_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+                (&raws, Type::BYTEA_ARRAY),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The rows a committed batch set aside, in line order, as [`Self::record_rejected`]
+    /// recorded them.
+    pub async fn rejected(
+        &self,
+        client: &tokio_postgres::Client,
+        seq: u64,
+    ) -> Result<Vec<Rejection>, tokio_postgres::Error> {
+        let rows = client
+            .query_typed(
+                &self.rejected,
+                &[(&self.run_id, Type::INT8), (&(seq as i64), Type::INT8)],
+            )
+            .await?;
+        Ok(rows.iter().map(rejection).collect())
+    }
+}
+
+/// A row of `rejected_rows` (`line, column_name, sqlstate, reason, raw`) as the rejection it
+/// records.
+pub(super) fn rejection(row: &tokio_postgres::Row) -> Rejection {
+    Rejection {
+        line: row.get::<_, i64>(0) as u64,
+        column: row.get(1),
+        sqlstate: row.get(2),
+        reason: row.get(3),
+        value: None,
+        raw: row.get(4),
+    }
 }
 
 impl Ledger {
@@ -155,6 +219,15 @@ impl Ledger {
             ),
             record_keys: format!(
                 "INSERT INTO {s}.inserted_keys (run_id, seq, keys) VALUES ($1, $2, $3::text::jsonb)"
+            ),
+            record_rejected: format!(
+                "INSERT INTO {s}.rejected_rows (run_id, seq, line, column_name, sqlstate, reason, raw) \
+                 SELECT $1, $2, r.* FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], \
+                                                $7::bytea[]) AS r"
+            ),
+            rejected: format!(
+                "SELECT line, column_name, sqlstate, reason, raw FROM {s}.rejected_rows \
+                 WHERE run_id = $1 AND seq = $2 ORDER BY line"
             ),
         }
     }

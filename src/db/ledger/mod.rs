@@ -40,11 +40,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (2, include_str!("../../../sql/ledger/002_purge.sql")),
     (3, include_str!("../../../sql/ledger/003_rejected.sql")),
+    (4, include_str!("../../../sql/ledger/004_rejected_rows.sql")),
     (5, include_str!("../../../sql/ledger/005_lease.sql")),
 ];
 
 /// The oldest ledger version [`Ledger::existing`] reads: runs, batches and recorded keys
-/// are there from version 2; later versions only add what writers record (`rejected`).
+/// are there from version 2; later versions only add what writers record (`rejected`,
+/// `rejected_rows`).
 const READABLE_FROM: i32 = 2;
 
 /// The ledger tables and the privileges the runs need on them (besides USAGE on the
@@ -54,6 +56,7 @@ const GRANTS: &[(&str, &[&str])] = &[
     ("runs", &["SELECT", "INSERT", "UPDATE"]),
     ("batches", &["SELECT", "INSERT", "UPDATE"]),
     ("inserted_keys", &["SELECT", "INSERT"]),
+    ("rejected_rows", &["SELECT", "INSERT"]),
 ];
 
 /// What a command does with the ledger.

@@ -18,7 +18,8 @@ use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
 use super::Ledger;
-use crate::error::Error;
+use super::batches::rejection;
+use crate::error::{Error, Rejection};
 use crate::model::{Command, Status};
 
 /// `--resume` and `--resume RUN_ID`.
@@ -724,19 +725,50 @@ impl Ledger {
     }
 
     /// Rows the run's committed batches rejected (reject mode), for a resumed run's
-    /// summary and budget.
-    pub async fn rejected(&self, client: &Client, run_id: i64) -> Result<u64, Error> {
+    /// summary and budget; and how many of them `rejected_rows` holds (fewer only where
+    /// batches committed before ledger v4 kept them).
+    pub async fn rejected(&self, client: &Client, run_id: i64) -> Result<(u64, u64), Error> {
+        let s = self.quoted_schema();
         let row = client
             .query_typed_one(
                 &format!(
-                    "SELECT coalesce(sum(rejected), 0)::bigint FROM {}.batches WHERE run_id = $1",
-                    self.quoted_schema()
+                    "SELECT (SELECT coalesce(sum(rejected), 0)::bigint FROM {s}.batches \
+                             WHERE run_id = $1), \
+                            (SELECT count(*) FROM {s}.rejected_rows WHERE run_id = $1)"
                 ),
                 &[(&run_id, Type::INT8)],
             )
             .await
             .map_err(|e| Error::database("counting the run's rejected rows", e))?;
-        Ok(row.get::<_, i64>(0) as u64)
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    /// Up to `limit` of the rows the run rejected, those after line `after`, in line order.
+    pub async fn rejected_rows(
+        &self,
+        client: &Client,
+        run_id: i64,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<Rejection>, Error> {
+        Ok(client
+            .query_typed(
+                &format!(
+                    "SELECT line, column_name, sqlstate, reason, raw FROM {}.rejected_rows \
+                     WHERE run_id = $1 AND line > $2 ORDER BY line LIMIT $3",
+                    self.quoted_schema()
+                ),
+                &[
+                    (&run_id, Type::INT8),
+                    (&(after as i64), Type::INT8),
+                    (&limit, Type::INT8),
+                ],
+            )
+            .await
+            .map_err(|e| Error::database("reading the run's rejected rows", e))?
+            .iter()
+            .map(rejection)
+            .collect())
     }
 
     /// Renews `attempt`'s lease for `lease` more; `false` when it no longer holds it (a

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod proxy;
 pub mod rejects;
 pub mod tls;
+pub mod tmpfs;
 
 use std::fs;
 use std::io::Write;
