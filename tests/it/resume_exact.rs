@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::bouncer::Bouncer;
+use crate::common::proxy::Proxy;
 use crate::common::*;
 use crate::faults_interrupt::{
     RUN_TIMEOUT, fast_batches, slow_batches, status_of, terminated_run, wait_for_a_batch_in_flight,
@@ -379,40 +380,33 @@ fn a_second_resume_while_one_runs_is_refused_and_the_first_completes_exactly() {
     assert_eq!(lease_pid(&db, run_id), None, "the lease was not released");
 }
 
-/// `kill -9` while two batches wait in their COMMIT (a deferred trigger sleeps there): the
-/// resume started at once takes the run over (same host, the process is gone), meets those
-/// batches committed by the killed attempt, and counts them as resumed, not as its own.
+/// `kill -9` while a batch's COMMIT is on its way to the server (a proxy holds it, as a slow
+/// network would): the resume started at once takes the run over (same host, the process is
+/// gone), waits on that batch's claim until the COMMIT lands, meets it committed by the killed
+/// attempt, and counts it as resumed, not as its own.
 #[test]
 fn a_resume_right_after_kill_9_takes_over_and_counts_only_what_it_committed() {
     const ROWS: i64 = 20_000;
     let db = TestDb::with_accounts();
     let csv = generate_csv(&db.path("generated.csv"), ROWS as u64, 29);
-    let text = std::fs::read_to_string(&csv).unwrap();
-    let records = parse_csv(&text);
-    // The first record of batches 6 and 7 (records[0] is the header).
-    let sleepers: Vec<String> = [5_001, 6_001]
-        .iter()
-        .map(|&i| records[i].fields[2].clone().expect("a username"))
-        .collect();
-    db.execute(&format!(
-        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
-           BEGIN PERFORM pg_sleep(6); RETURN NULL; END $$; \
-         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON accounts \
-           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
-           WHEN (NEW.username IN ('{}', '{}')) EXECUTE FUNCTION slow_commit()",
-        sleepers[0], sleepers[1]
-    ));
-    let args = seed_args(
-        &db,
-        &csv,
-        &["--connections", "2", "--batch-size", "1000", "--json"],
-    );
+    let proxy = Proxy::start(server_tcp_addr());
+    let url = db.url_via(proxy.addr());
+    let args = vec![
+        "seed",
+        path_str(&csv),
+        "--database-url",
+        &url,
+        "--connections",
+        "2",
+        "--batch-size",
+        "1000",
+        "--json",
+    ];
     let mut first = Spawned::start(&args);
-    first.wait_for("a COMMIT sleeping in the server", RUN_TIMEOUT, || {
-        db.scalar_i64(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event = 'PgSleep' AND query = 'COMMIT'",
-        ) > 0
+    first.wait_for("a committed batch", RUN_TIMEOUT, || db.ledger_batches() > 0);
+    proxy.delay_commit(Duration::from_secs(6));
+    first.wait_for("a COMMIT held on its way", RUN_TIMEOUT, || {
+        proxy.commits_held() > 0
     });
     let killed = first.kill_and_collect();
     assert_eq!(killed.code, -1, "killed by a signal: {killed:?}");

@@ -7,6 +7,9 @@
 //!   message `COMMIT` is forwarded, the server's whole reply (up to ReadyForQuery) is read and
 //!   thrown away, and only then are both sockets closed. The server has committed; the client
 //!   only knows its connection broke during COMMIT;
+//! - holds the next `COMMIT` for a while ([`Proxy::delay_commit`]): it reaches the server
+//!   only then, whether or not its client is still there, as a COMMIT in flight when the
+//!   client dies does;
 //! - stalls the next K COPY streams ([`Proxy::stall_copies`]): from a connection's first
 //!   `CopyData` on, nothing more it sends is forwarded, while its sockets stay open, so the
 //!   server waits for the data forever (`statement_timeout` does not apply) and the client
@@ -47,6 +50,9 @@ struct Shared {
     commits_to_lose: AtomicUsize,
     /// COMMIT replies thrown away whose tag said the server did commit.
     commit_replies_lost: AtomicUsize,
+    /// How long to hold the next COMMIT (ms; 0: none), and COMMITs held at this moment.
+    commit_delay_ms: AtomicUsize,
+    commits_held: AtomicUsize,
     /// COPY streams still to be stalled, and stalled so far.
     copies_to_stall: AtomicUsize,
     copies_stalled: AtomicUsize,
@@ -77,6 +83,8 @@ impl Proxy {
             commits_seen: AtomicUsize::new(0),
             commits_to_lose: AtomicUsize::new(0),
             commit_replies_lost: AtomicUsize::new(0),
+            commit_delay_ms: AtomicUsize::new(0),
+            commits_held: AtomicUsize::new(0),
             copies_to_stall: AtomicUsize::new(0),
             copies_stalled: AtomicUsize::new(0),
         });
@@ -121,6 +129,19 @@ impl Proxy {
     /// Loses the reply of the next `k` COMMITs (added to any still pending).
     pub fn lose_commit_replies(&self, k: usize) {
         self.shared.commits_to_lose.fetch_add(k, SeqCst);
+    }
+
+    /// Holds the next COMMIT for `delay` before forwarding it (the client waiting for its
+    /// reply meanwhile, or gone).
+    pub fn delay_commit(&self, delay: Duration) {
+        self.shared
+            .commit_delay_ms
+            .store(delay.as_millis() as usize, SeqCst);
+    }
+
+    /// COMMITs being held at this moment.
+    pub fn commits_held(&self) -> usize {
+        self.shared.commits_held.load(SeqCst)
     }
 
     /// Stalls the next `k` COPY streams (added to any still pending).
@@ -282,6 +303,18 @@ fn client_to_server(
                 shared.commits_seen.fetch_add(1, SeqCst);
                 if shared.take_commit_to_lose() {
                     link.losing.store(true, SeqCst);
+                }
+                let delay = shared.commit_delay_ms.swap(0, SeqCst);
+                if delay > 0 {
+                    // What came before the COMMIT goes now; the COMMIT after the delay.
+                    if server.write_all(&buf[..pos]).is_err() {
+                        break;
+                    }
+                    buf.drain(..pos);
+                    (pos, forward) = (0, 0);
+                    shared.commits_held.fetch_add(1, SeqCst);
+                    thread::sleep(Duration::from_millis(delay as u64));
+                    shared.commits_held.fetch_sub(1, SeqCst);
                 }
             } else if msg[0] == b'd'
                 && !link.stalled.load(SeqCst)
