@@ -15,6 +15,7 @@ use crate::db::ledger::{DEFAULT_SCHEMA, Resume};
 use crate::db::retry::RetryPolicy;
 use crate::error::{EXIT_CODES, EXIT_FAILED, Error};
 use crate::input::csv::{CsvOptions, Dialect};
+use crate::run::concurrency::Connections;
 use crate::run::report::Console;
 use crate::run::throttle::{self, ThrottleOptions};
 use crate::run::{Finished, RunOptions};
@@ -175,9 +176,16 @@ fn one_byte(s: &str) -> Result<u8, String> {
 /// What every run (seed, purge) takes: parallelism, batching, ledger, retries, output.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Connections to the database, and batches in flight, at most.
-    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub connections: u16,
+    /// Connections to the database, and batches in flight, at most: a number, or auto, which
+    /// starts with 2 and adds one while throughput grows by more than 8 % (up to
+    /// --max-connections), keeping the count within one of the best; the bar shows it.
+    #[arg(long, default_value = "auto", value_name = "N|auto", value_parser = parse_connections)]
+    pub connections: Count,
+
+    /// With --connections auto: the most connections it may open.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_connections: u16,
 
     /// Rows (purge: keys) per batch; each batch is one transaction, one ledger row and the
     /// unit of retry.
@@ -269,7 +277,12 @@ impl RunArgs {
             .map(|url| connect.endpoint(Some(url)))
             .transpose()?;
         Ok(RunOptions {
-            connections: usize::from(self.connections),
+            connections: match self.connections {
+                Count::Fixed(n) => Connections::Fixed(usize::from(n)),
+                Count::Auto => Connections::Auto {
+                    max: usize::from(self.max_connections),
+                },
+            },
             batch_size: self.batch_size,
             ledger_schema: (!self.no_ledger).then(|| self.ledger.ledger_schema.clone()),
             resume: self.resume,
@@ -291,6 +304,26 @@ impl RunArgs {
             command_line: redacted_command_line(),
             lease: Duration::from_secs(self.lease),
         })
+    }
+}
+
+/// `--connections`: tuned while the run goes, or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Auto,
+    Fixed(u16),
+}
+
+/// `--connections`: `auto` or a count from 1 to 256.
+fn parse_connections(s: &str) -> Result<Count, String> {
+    match s {
+        "auto" => Ok(Count::Auto),
+        n => match n.parse::<u16>() {
+            Ok(n) if (1..=256).contains(&n) => Ok(Count::Fixed(n)),
+            _ => Err(format!(
+                "expected auto or a number from 1 to 256, got {n:?}"
+            )),
+        },
     }
 }
 

@@ -9,6 +9,7 @@
 //! taken still finish. The first Ctrl-C or SIGTERM does the same and marks the run
 //! interrupted; the second exits at once, which the ledger makes safe.
 
+pub mod concurrency;
 pub mod finish;
 pub mod lease;
 mod options;
@@ -32,6 +33,7 @@ use crate::db::ledger::BatchId;
 use crate::db::retry::RetryPolicy;
 use crate::error::{EXIT_INTERRUPTED, Error};
 use crate::model::Outcome;
+use concurrency::{Connections, Gate};
 use report::Progress;
 use throttle::Throttle;
 
@@ -105,7 +107,7 @@ pub enum ProduceEnd {
 /// What the writers share.
 #[derive(Clone)]
 pub struct Workers {
-    connections: usize,
+    connections: Connections,
     batch_timeout: Duration,
     retry: RetryPolicy,
     progress: Arc<Progress>,
@@ -127,15 +129,29 @@ impl Workers {
         ) -> tokio::task::JoinHandle<Result<ProduceEnd, Error>>,
         sink: S,
     ) -> Option<Error> {
-        let (tx, rx) = async_channel::bounded::<U>(self.connections);
+        // The units read ahead: one a writer (at most 4 when their count is tuned, which
+        // bounds memory whatever the count climbs to).
+        let ahead = match self.connections {
+            Connections::Fixed(n) => n,
+            Connections::Auto { max } => max.min(4),
+        };
+        let (tx, rx) = async_channel::bounded::<U>(ahead);
         let signals = tokio::spawn(stop_on_signals(self.stop.clone(), rx.clone()));
         let watchers = self.throttle.spawn_watchers(self.pool.clone());
+        let gate = Arc::new(Gate::new(self.connections));
+        let tuner = gate.spawn_tuner(
+            self.progress.clone(),
+            self.throttle.clone(),
+            self.stop.clone(),
+        );
         let producer = produce(tx);
-        let writers: Vec<_> = (0..self.connections)
+        let writers: Vec<_> = (0..self.connections.max())
             .map(|_| {
-                let (sink, rx, me) = (sink.clone(), rx.clone(), self.clone());
+                let (sink, rx, me, gate) = (sink.clone(), rx.clone(), self.clone(), gate.clone());
                 tokio::spawn(async move {
-                    while let Ok(unit) = rx.recv().await {
+                    // A writer takes a unit only with a permit, held until the unit is done.
+                    while let Some(_permit) = gate.enter().await {
+                        let Ok(unit) = rx.recv().await else { break };
                         if me.stop.load(Ordering::Relaxed) {
                             break;
                         }
@@ -153,6 +169,7 @@ impl Workers {
                             Err(e) => {
                                 // The producer and the other writers stop after their unit.
                                 rx.close();
+                                gate.close();
                                 return Err(e);
                             }
                         }
@@ -161,11 +178,16 @@ impl Workers {
                 })
             })
             .collect();
+        // Once the channel is closed and empty, each writer still waiting for a permit gets
+        // one in turn, finds nothing to take, and gives it back.
         let mut error = None;
         for w in writers {
             if let Err(e) = w.await.expect("writer task panicked") {
                 error.get_or_insert(e);
             }
+        }
+        if let Some(tuner) = tuner {
+            tuner.abort();
         }
         // After a failure or a signal the writers are done, but a reader blocked on a quiet
         // stdin would never notice: give it a moment, then leave it behind.

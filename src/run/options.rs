@@ -7,6 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 
 use super::Workers;
+use super::concurrency::Connections;
 use super::report::Progress;
 use super::throttle::{Throttle, ThrottleOptions};
 use crate::db::ledger::Resume;
@@ -16,7 +17,7 @@ use crate::error::Error;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub connections: usize,
+    pub connections: Connections,
     pub batch_size: usize,
     /// The ledger's schema; `None` runs without a ledger (no resume, no exactly-once replay).
     pub ledger_schema: Option<String>,

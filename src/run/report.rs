@@ -107,6 +107,8 @@ pub struct Progress {
     retries: AtomicU64,
     rows_resumed: AtomicU64,
     rows_rejected: AtomicU64,
+    /// Writers at work now, when `--connections auto` tunes their count (0: fixed).
+    connections: AtomicU64,
     /// Rows read are counted as units commit, not by a reader: see [`Progress::reading_on_commit`].
     reads_on_commit: bool,
 }
@@ -172,8 +174,18 @@ impl Progress {
         }
     }
 
+    /// The count `--connections auto` settled on for now, shown with the progress.
+    pub fn set_connections(&self, n: usize) {
+        self.connections.store(n as u64, Relaxed);
+    }
+
+    /// Units committed so far.
+    pub(super) fn batches(&self) -> u64 {
+        self.batches.load(Relaxed)
+    }
+
     /// Rows a unit has dealt with, whatever it did with them.
-    fn rows_done(&self) -> u64 {
+    pub(super) fn rows_done(&self) -> u64 {
         [
             &self.rows_inserted,
             &self.rows_updated,
@@ -368,8 +380,12 @@ impl Reporter {
                     let held = throttle.status();
                     if interactive {
                         bar.set_position(bytes);
+                        let connections = match progress.connections.load(Relaxed) {
+                            0 => String::new(),
+                            n => format!(", {n} conn"),
+                        };
                         bar.set_message(format!(
-                            "{} rows, {} rows/s{}",
+                            "{} rows, {} rows/s{connections}{}",
                             group(rows),
                             group(rate as u64),
                             held.map(|h| format!(" ({h})")).unwrap_or_default()

@@ -18,7 +18,7 @@ use crate::model::Command;
 /// the server's among them.
 pub async fn connect(db: Endpoint, run: &RunOptions) -> Result<(Pool, Object), Error> {
     run.check()?;
-    let pool = connect::pool(db.clone(), run.connections)?;
+    let pool = connect::pool(db.clone(), run.connections.max())?;
     let mut client = connect::check(&pool, &db).await?;
     check_settings(&mut client, run).await?;
     Ok((pool, client))

@@ -26,6 +26,7 @@ use crate::input::csv::{self, CsvOptions, CsvReader};
 use crate::input::rejects::Rejects;
 use crate::input::source::{self, Input, Source};
 use crate::model::{Command, Invocation};
+use crate::run::concurrency::Connections;
 use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{self, Finished, ProduceEnd, RunOptions, Transactions, finish, start};
@@ -74,7 +75,7 @@ pub async fn seed(
         }
         // A dry run leaves no trace in the database, the ledger included.
         opts.run.ledger_schema = None;
-        opts.run.connections = 1;
+        opts.run.connections = Connections::Fixed(1);
     }
     let Prepared {
         pool,

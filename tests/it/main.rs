@@ -30,6 +30,7 @@ mod connect_failures;
 mod connect_secrets;
 mod connect_session;
 mod connect_tls;
+mod connections_auto;
 mod docs;
 mod faults_interrupt;
 mod faults_network;
