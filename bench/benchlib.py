@@ -1,5 +1,5 @@
 """What the benchmark scripts share: paths, running commands loudly, connection strings."""
-import os, re, shutil, subprocess, sys, time
+import os, re, resource, shutil, subprocess, sys, time
 from urllib.parse import urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +37,33 @@ def max_rss_mib(time_v_stderr):
     if not m:
         raise BenchError("no 'Maximum resident set size' in /usr/bin/time -v output")
     return int(m.group(1)) / 1024
+
+
+def children_cpu_s():
+    """User + system CPU seconds of every child process reaped so far (and of their reaped
+    children): the difference around one run() is that command's CPU time."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def parse_connections(text):
+    """The values of a --connections list: `auto` or numbers >= 1, comma-separated."""
+    values = []
+    for c in (c.strip() for c in text.split(",")):
+        if c == "auto":
+            values.append(c)
+        elif c.isdigit() and int(c) >= 1:
+            values.append(int(c))
+        elif c:
+            raise ValueError(f"--connections: {c!r} is neither auto nor a number >= 1")
+    if not values:
+        raise ValueError("--connections: no values")
+    return values
+
+
+def conn_label(c):
+    """How a method name shows a --connections value: `auto` or `4 conn`."""
+    return "auto" if c == "auto" else f"{c} conn"
 
 
 def with_dbname(url, db):
