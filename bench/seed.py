@@ -123,7 +123,8 @@ def main():
     try:
         os.chmod(tmp, 0o755)  # server-side COPY reads the file as the postgres user
         data = os.path.join(tmp, f"accounts-{n}-{args.shape}.csv")
-        generated = data if args.shape == "random" else os.path.join(tmp, f"accounts-{n}-random.csv")
+        generated = (data if args.shape == "random"
+                     else os.path.join(tmp, f"accounts-{n}-random.csv"))
         log(f"generating {n} rows into {generated}")
         with open(generated, "w") as f:
             subprocess.run([BIN, "generate", "--count", str(n), "--seed", "1"], stdout=f, check=True)
@@ -187,7 +188,8 @@ def main():
         def server_limit(k):
             def go():
                 if k not in parts:
-                    raise BenchError(f"{limit_name(k)}: ran before a server COPY exported the parts")
+                    raise BenchError(f"{limit_name(k)}: ran before a server COPY exported the "
+                                     "parts")
                 stmts = [f"COPY accounts ({COLS}) FROM '{p}' (FORMAT binary)" for p in parts[k]]
                 t0 = time.perf_counter()
                 procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url,
