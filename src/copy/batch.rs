@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::encode::{Format, Layout, RowEncoder, select_rows};
+use super::encode::{Format, Layout, Payload, RowEncoder, select_rows};
 use super::stream::copy_row;
 use crate::db::ledger::BatchId;
 use crate::db::retry::is_row_error;
@@ -164,6 +164,8 @@ impl Unit for Batch {
 struct Cutter {
     size: usize,
     hasher: Xxh3,
+    /// [`Record::hash_into`]'s buffer.
+    scratch: Vec<u8>,
     /// Records in the current batch so far.
     taken: usize,
     /// Batches cut so far.
@@ -187,6 +189,7 @@ impl Cutter {
         Cutter {
             size,
             hasher: Xxh3::new(),
+            scratch: Vec::new(),
             taken: 0,
             seq: 0,
             first_line: 0,
@@ -196,7 +199,7 @@ impl Cutter {
 
     /// Takes `rec` into the current batch; `true` when it is the batch's first.
     fn take(&mut self, rec: &Record) -> bool {
-        rec.hash_into(&mut self.hasher);
+        rec.hash_into(&mut self.hasher, &mut self.scratch);
         let first = self.taken == 0;
         if first {
             self.first_line = rec.line();
@@ -341,13 +344,16 @@ impl Batcher {
     ) -> Result<ProduceEnd, Error> {
         csv.keep_raw(self.rejects.is_some());
         csv.hand_over_defective(self.rejects.is_some());
+        let buffers = Buffers::default();
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         // Records in the current batch: kept in `records[..filled]`, or refused.
         let mut filled = 0;
         let mut resumed = false;
         let mut rejected = Vec::new();
         let mut cutter = Cutter::new(self.size);
-        let (mut payload, mut layout) = (Vec::new(), Layout::default());
+        // The batch's payload and keys are built as its records arrive (see [`Payload`]).
+        let mut payload = Payload::default();
+        let mut keys = self.collect_keys.as_deref().map(KeysJson::new);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(ProduceEnd::Stopped);
@@ -363,6 +369,10 @@ impl Batcher {
                     // A batch an earlier attempt committed is not checked again: its rows
                     // were loaded or rejected then.
                     resumed = self.committed.contains_key(&cutter.current());
+                    payload = Payload::start(&self.encoder, buffers.take());
+                    if let Some(keys) = &mut keys {
+                        keys.clear();
+                    }
                 }
                 match self.checker.check(rec) {
                     Err(mut rejection) if !resumed => match &self.rejects {
@@ -373,7 +383,15 @@ impl Batcher {
                             rejected.push(*rejection);
                         }
                     },
-                    _ => filled += 1,
+                    _ => {
+                        if !resumed {
+                            payload.push(&self.encoder, rec);
+                            if let Some(keys) = &mut keys {
+                                keys.push(rec);
+                            }
+                        }
+                        filled += 1;
+                    }
                 }
             }
             if let Some(cut) = cutter.cut(more) {
@@ -381,8 +399,9 @@ impl Batcher {
                     self.progress.resumed(cut.records as u64);
                 } else {
                     let rows = &records[..filled];
-                    let format = self.encoder.encode(rows, &mut payload, &mut layout);
+                    let format = payload.finish(&self.encoder, rows);
                     let keep_records = self.rejects.is_some();
+                    let payload = std::mem::take(&mut payload);
                     let batch = Batch {
                         seq: cut.seq,
                         rows: filled,
@@ -390,10 +409,10 @@ impl Batcher {
                         last_line: cut.last_line,
                         lines: rows.iter().map(Record::line).collect(),
                         content_hash: cut.content_hash,
-                        layout: layout.clone(),
-                        keys: self.collect_keys.as_deref().map(|f| keys_json(rows, f)),
+                        layout: payload.layout,
+                        keys: keys.as_ref().map(KeysJson::finish),
                         format,
-                        payload: Bytes::copy_from_slice(&payload),
+                        payload: buffers.share(payload.bytes),
                         records: keep_records.then(|| rows.iter().cloned().collect()),
                         key_fields: keep_records
                             .then(|| self.collect_keys.as_deref().map(Arc::from))
@@ -414,20 +433,130 @@ impl Batcher {
     }
 }
 
+/// The payload buffers of sent batches, back for the next ones once the writers are done
+/// with them: a batch's megabyte is then not mapped, zeroed and unmapped each time (most of
+/// the client's page faults before).
+#[derive(Clone, Default)]
+struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers kept for reuse: as many as batches can be in flight is plenty.
+const KEPT_BUFFERS: usize = 32;
+
+impl Buffers {
+    /// A buffer from an earlier batch, or a new one.
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .expect("buffer pool")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// `bytes` as a payload that comes back here when its last holder drops it.
+    fn share(&self, bytes: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Returned {
+            bytes,
+            home: self.clone(),
+        })
+    }
+}
+
+struct Returned {
+    bytes: Vec<u8>,
+    home: Buffers,
+}
+
+impl AsRef<[u8]> for Returned {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        let mut kept = self.home.0.lock().expect("buffer pool");
+        if kept.len() < KEPT_BUFFERS {
+            kept.push(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+/// Builds [`keys_json`] a record at a time: one JSON array of the values per field.
+struct KeysJson<'a> {
+    fields: &'a [usize],
+    /// Per field: its values so far, JSON strings joined by commas.
+    columns: Vec<Vec<u8>>,
+}
+
+impl<'a> KeysJson<'a> {
+    fn new(fields: &'a [usize]) -> Self {
+        KeysJson {
+            fields,
+            columns: vec![Vec::new(); fields.len()],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.columns.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Adds `rec`'s key; a NULL (or non-UTF-8) one is left out: nothing to purge by.
+    fn push(&mut self, rec: &Record) {
+        let value = |f: usize| rec.get(f).and_then(|v| std::str::from_utf8(v).ok());
+        if !self.fields.iter().all(|&f| value(f).is_some()) {
+            return;
+        }
+        for (column, &f) in self.columns.iter_mut().zip(self.fields) {
+            if !column.is_empty() {
+                column.push(b',');
+            }
+            serde_json::to_writer(&mut *column, &value(f)).expect("strings always serialize");
+        }
+    }
+
+    fn finish(&self) -> String {
+        let mut json = String::from("[");
+        for (c, column) in self.columns.iter().enumerate() {
+            json.push_str(if c == 0 { "[" } else { ",[" });
+            json.push_str(std::str::from_utf8(column).expect("serde_json writes UTF-8"));
+            json.push(']');
+        }
+        json.push(']');
+        json
+    }
+}
+
 /// The values of `fields` in `rows`, column-major, as JSON text: `[["a","b"],["1","2"]]`.
 /// Rows with a NULL (or non-UTF-8) key are left out: no key, nothing to purge by.
 fn keys_json<'a>(rows: impl IntoIterator<Item = &'a Record>, fields: &[usize]) -> String {
-    let keyed: Vec<Vec<&str>> = rows
-        .into_iter()
-        .filter_map(|r| {
-            fields
-                .iter()
-                .map(|&f| r.get(f).and_then(|v| std::str::from_utf8(v).ok()))
-                .collect()
-        })
-        .collect();
-    let columns: Vec<Vec<&str>> = (0..fields.len())
-        .map(|c| keyed.iter().map(|k| k[c]).collect())
-        .collect();
-    serde_json::to_string(&columns).expect("strings always serialize")
+    let mut keys = KeysJson::new(fields);
+    for r in rows {
+        keys.push(r);
+    }
+    keys.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::csv::Dialect;
+
+    fn records(text: &str) -> Vec<Record> {
+        let mut csv = CsvReader::new(text.as_bytes(), Dialect::default());
+        let mut out = Vec::new();
+        let mut rec = Record::default();
+        while csv.read(&mut rec).unwrap() {
+            out.push(rec.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn keys_json_is_column_major_and_leaves_out_rows_without_a_key() {
+        let rows = records("a,1,x\n,2,y\n\"b\"\"q\",3,z\nc,,w\n");
+        assert_eq!(keys_json(&rows, &[0, 1]), r#"[["a","b\"q"],["1","3"]]"#);
+        assert_eq!(keys_json(&rows, &[2]), r#"[["x","y","z","w"]]"#);
+        assert_eq!(keys_json(&rows[1..2], &[0]), "[[]]");
+        assert_eq!(keys_json(&rows, &[]), "[]");
+    }
 }

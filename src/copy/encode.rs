@@ -155,6 +155,55 @@ pub fn select_rows(
     picked
 }
 
+/// A batch's payload, encoded a row at a time as the rows are read, while they are still in
+/// the cache: binary while every value has a binary spelling this module is sure of; after
+/// one that has not, the whole batch is encoded in CSV at the end.
+#[derive(Debug, Default)]
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    pub layout: Layout,
+    /// Still binary: every row so far is in `bytes`.
+    binary: bool,
+}
+
+impl Payload {
+    /// An empty payload in `buffer` (cleared; its capacity is kept).
+    pub fn start(encoder: &RowEncoder, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        if encoder.prefer_binary {
+            buffer.extend_from_slice(BINARY_HEADER);
+        }
+        Payload {
+            bytes: buffer,
+            layout: Layout::default(),
+            binary: encoder.prefer_binary,
+        }
+    }
+
+    /// Adds the next row.
+    pub fn push(&mut self, encoder: &RowEncoder, rec: &Record) {
+        if !self.binary {
+            return;
+        }
+        match encoder.push_binary(rec, &mut self.bytes) {
+            Some(()) => self.layout.row_ends.push(self.bytes.len()),
+            None => self.binary = false,
+        }
+    }
+
+    /// Ends the payload of `rows` (every row pushed, in order); says its format.
+    pub fn finish(&mut self, encoder: &RowEncoder, rows: &[Record]) -> Format {
+        if self.binary {
+            self.bytes.extend_from_slice(BINARY_TRAILER);
+            return Format::Binary;
+        }
+        self.bytes.clear();
+        self.layout.clear();
+        encoder.encode_csv(rows, &mut self.bytes, &mut self.layout);
+        Format::Csv
+    }
+}
+
 /// Turns records into a COPY payload for one batch.
 #[derive(Debug, Clone)]
 pub struct RowEncoder {
@@ -182,32 +231,34 @@ impl RowEncoder {
     /// Encodes `rows` into `out` (cleared first), describes where each row went in
     /// `layout`, and says which format it used.
     pub fn encode(&self, rows: &[Record], out: &mut Vec<u8>, layout: &mut Layout) -> Format {
-        out.clear();
-        layout.clear();
-        if self.prefer_binary && self.encode_binary(rows, out, layout).is_some() {
-            return Format::Binary;
+        let mut payload = Payload::start(self, std::mem::take(out));
+        for rec in rows {
+            payload.push(self, rec);
         }
-        out.clear();
-        layout.clear();
-        self.encode_csv(rows, out, layout);
-        Format::Csv
+        let format = payload.finish(self, rows);
+        *out = payload.bytes;
+        *layout = payload.layout;
+        format
     }
 
-    fn encode_binary(&self, rows: &[Record], out: &mut Vec<u8>, layout: &mut Layout) -> Option<()> {
-        out.extend_from_slice(BINARY_HEADER);
-        let ncols = i16::try_from(self.fields.len()).ok()?;
-        for rec in rows {
-            out.extend_from_slice(&ncols.to_be_bytes());
+    /// Appends `rec` as one binary row; `None` (and `out` as it was) when a value has no
+    /// binary spelling this module is sure of.
+    fn push_binary(&self, rec: &Record, out: &mut Vec<u8>) -> Option<()> {
+        let start = out.len();
+        let row = (|| {
+            out.extend_from_slice(&i16::try_from(self.fields.len()).ok()?.to_be_bytes());
             for &(i, enc) in &self.fields {
                 match rec.get(i) {
                     None => out.extend_from_slice(&(-1i32).to_be_bytes()),
                     Some(v) => enc?.encode(v, out)?,
                 }
             }
-            layout.row_ends.push(out.len());
+            Some(())
+        })();
+        if row.is_none() {
+            out.truncate(start);
         }
-        out.extend_from_slice(BINARY_TRAILER);
-        Some(())
+        row
     }
 
     /// CSV in COPY's default dialect: every value quoted, so NULL (an empty unquoted field) and
@@ -392,22 +443,22 @@ fn encode_numeric(v: &[u8], out: &mut Vec<u8>) -> Option<()> {
 
 /// The canonical 8-4-4-4-12 form or 32 bare hex digits, either case.
 fn parse_uuid(v: &[u8]) -> Option<[u8; 16]> {
-    let hex: Vec<u8> = match v.len() {
-        36 => {
-            if [8, 13, 18, 23].iter().any(|&i| v[i] != b'-') {
-                return None;
-            }
-            v.iter().copied().filter(|&b| b != b'-').collect()
-        }
-        32 => v.to_vec(),
+    let dashed = match v.len() {
+        36 => true,
+        32 => false,
         _ => return None,
     };
-    if hex.len() != 32 {
-        return None;
-    }
     let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    let mut nibble = 0;
+    for (i, &b) in v.iter().enumerate() {
+        if dashed && matches!(i, 8 | 13 | 18 | 23) {
+            if b != b'-' {
+                return None;
+            }
+            continue;
+        }
+        out[nibble / 2] |= hex_val(b)? << if nibble % 2 == 0 { 4 } else { 0 };
+        nibble += 1;
     }
     Some(out)
 }
@@ -676,8 +727,8 @@ mod tests {
             // In the batch's own format: the rows alone might be encodable in binary.
             match format {
                 Format::Binary => {
-                    let encoded = enc.encode_binary(&alone, &mut want, &mut want_layout);
-                    proptest::prop_assert!(encoded.is_some());
+                    let encoded = enc.encode(&alone, &mut want, &mut want_layout);
+                    proptest::prop_assert_eq!(encoded, Format::Binary);
                 }
                 Format::Csv => enc.encode_csv(&alone, &mut want, &mut want_layout),
             }

@@ -117,9 +117,14 @@ impl Checker {
             );
             return Err(refuse(None, "22P04", reason, None));
         }
+        // One pass over the whole record settles the encoding of every field, nearly always.
+        let clean = rec.is_clean_text();
         for (i, field) in self.fields.iter().enumerate() {
+            if clean && field.kind == Kind::Any {
+                continue;
+            }
             let Some(v) = rec.get(i) else { continue };
-            if let Some((sqlstate, reason, show)) = field.problem(v) {
+            if let Some((sqlstate, reason, show)) = field.problem(v, clean) {
                 return Err(refuse(
                     Some(&field.column),
                     sqlstate,
@@ -134,32 +139,12 @@ impl Checker {
 
 impl FieldCheck {
     /// (SQLSTATE the server would give, reason, whether to show the value apart from the
-    /// reason) for a value the server would refuse.
-    fn problem(&self, v: &[u8]) -> Option<(&'static str, String, bool)> {
-        // `contains` on bytes is memchr; the position is only needed for a message.
-        if v.contains(&0)
-            && let Some(at) = v.iter().position(|&b| b == 0)
-        {
-            let reason = format!(
-                "NUL byte at byte {} of the value (PostgreSQL text cannot hold NUL)",
-                at + 1
-            );
-            return Some(("22021", reason, true));
+    /// reason) for a value the server would refuse; `clean`: its encoding is known to be
+    /// valid UTF-8 without NUL.
+    fn problem(&self, v: &[u8], clean: bool) -> Option<(&'static str, String, bool)> {
+        if !clean && let Some(problem) = encoding_problem(v) {
+            return Some(problem);
         }
-        let text = match std::str::from_utf8(v) {
-            Ok(text) => text,
-            Err(e) => {
-                let at = e.valid_up_to();
-                let bad = &v[at..at + e.error_len().unwrap_or(v.len() - at)];
-                let hex: Vec<String> = bad.iter().map(|b| format!("0x{b:02x}")).collect();
-                let reason = format!(
-                    "invalid UTF-8 at byte {} of the value ({})",
-                    at + 1,
-                    hex.join(" ")
-                );
-                return Some(("22021", reason, true));
-            }
-        };
         let syntax = |what: &str| {
             let reason = format!("invalid input syntax for type {what}: {}", shorten(v));
             Some(("22P02", reason, false))
@@ -171,6 +156,7 @@ impl FieldCheck {
                 if v.len() <= max {
                     return None;
                 }
+                let text = std::str::from_utf8(v).ok()?;
                 let chars = text.chars().count();
                 let beyond = text
                     .char_indices()
@@ -205,16 +191,42 @@ impl FieldCheck {
                 }
             }
             Kind::Uuid => {
-                let hex_digits = v.iter().filter(|b| b.is_ascii_hexdigit()).count();
-                let others_allowed = v
-                    .iter()
-                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b'-' | b'{' | b'}'));
-                (hex_digits != 32 || !others_allowed)
-                    .then(|| syntax("uuid"))
-                    .flatten()
+                let mut hex_digits = 0;
+                for &b in v {
+                    if b.is_ascii_hexdigit() {
+                        hex_digits += 1;
+                    } else if !matches!(b, b'-' | b'{' | b'}') {
+                        return syntax("uuid");
+                    }
+                }
+                (hex_digits != 32).then(|| syntax("uuid")).flatten()
             }
         }
     }
+}
+
+/// The NUL byte or invalid UTF-8 in `v`, which no text encoding conversion lets through.
+fn encoding_problem(v: &[u8]) -> Option<(&'static str, String, bool)> {
+    // `contains` on bytes is memchr; the position is only needed for a message.
+    if v.contains(&0)
+        && let Some(at) = v.iter().position(|&b| b == 0)
+    {
+        let reason = format!(
+            "NUL byte at byte {} of the value (PostgreSQL text cannot hold NUL)",
+            at + 1
+        );
+        return Some(("22021", reason, true));
+    }
+    let e = std::str::from_utf8(v).err()?;
+    let at = e.valid_up_to();
+    let bad = &v[at..at + e.error_len().unwrap_or(v.len() - at)];
+    let hex: Vec<String> = bad.iter().map(|b| format!("0x{b:02x}")).collect();
+    let reason = format!(
+        "invalid UTF-8 at byte {} of the value ({})",
+        at + 1,
+        hex.join(" ")
+    );
+    Some(("22021", reason, true))
 }
 
 /// Trims what C's `isspace` calls space, as the server's number and boolean parsers do.
@@ -228,15 +240,16 @@ fn trim_space(v: &[u8]) -> &[u8] {
 /// Exactly the spellings of the server's `parse_bool`: a prefix of true, false, yes or no,
 /// `on`, `of`/`off`, `1` or `0`, any case.
 fn is_bool(v: &[u8]) -> bool {
-    let lower = v.to_ascii_lowercase();
-    let prefix_of = |word: &[u8], min: usize| lower.len() >= min && word.starts_with(&lower);
-    match lower.first() {
+    let prefix_of = |word: &[u8], min: usize| {
+        v.len() >= min && v.len() <= word.len() && word[..v.len()].eq_ignore_ascii_case(v)
+    };
+    match v.first().map(u8::to_ascii_lowercase) {
         Some(b't') => prefix_of(b"true", 1),
         Some(b'f') => prefix_of(b"false", 1),
         Some(b'y') => prefix_of(b"yes", 1),
         Some(b'n') => prefix_of(b"no", 1),
         Some(b'o') => prefix_of(b"on", 2) || prefix_of(b"off", 2),
-        Some(b'1' | b'0') => lower.len() == 1,
+        Some(b'1' | b'0') => v.len() == 1,
         _ => false,
     }
 }
@@ -325,18 +338,18 @@ mod tests {
     }
 
     fn code(kind: Kind, v: &[u8]) -> Option<&'static str> {
-        field(kind).problem(v).map(|(code, _, _)| code)
+        field(kind).problem(v, false).map(|(code, _, _)| code)
     }
 
     #[test]
     fn encoding_problems_name_the_byte() {
-        let (sqlstate, reason, _) = field(Kind::Any).problem(b"ab\xffcd").unwrap();
+        let (sqlstate, reason, _) = field(Kind::Any).problem(b"ab\xffcd", false).unwrap();
         assert_eq!(sqlstate, "22021");
         assert!(
             reason.contains("byte 3") && reason.contains("0xff"),
             "{reason}"
         );
-        let (_, reason, _) = field(Kind::Any).problem(b"abcdef\0").unwrap();
+        let (_, reason, _) = field(Kind::Any).problem(b"abcdef\0", false).unwrap();
         assert!(reason.contains("NUL byte at byte 7"), "{reason}");
         assert_eq!(code(Kind::Any, "żółw".as_bytes()), None);
     }
@@ -403,7 +416,7 @@ mod tests {
                 Kind::Uuid,
             ];
             for kind in kinds {
-                if let Some((sqlstate, reason, _)) = field(kind).problem(&v) {
+                if let Some((sqlstate, reason, _)) = field(kind).problem(&v, false) {
                     proptest::prop_assert!(sqlstate.starts_with("22") && !reason.is_empty());
                 }
             }
