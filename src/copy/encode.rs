@@ -9,6 +9,7 @@
 //! holding a refused value is sent in CSV format instead, so the server decides, and the
 //! loaded data is the same as `psql \copy` of the same file either way.
 
+use crate::input::check::{HEX_DIGITS, NOT_HEX};
 use crate::input::csv::Record;
 
 /// The wire format of one COPY.
@@ -464,7 +465,7 @@ fn parse_uuid(v: &[u8]) -> Option<[u8; 16]> {
 }
 
 fn hex_val(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    Some(HEX_DIGITS[usize::from(b)]).filter(|&d| d != NOT_HEX)
 }
 
 fn digits_at(v: &[u8], at: usize, n: usize) -> Option<u32> {

@@ -198,7 +198,7 @@ impl Record {
     pub fn is_clean_text(&self) -> bool {
         let data = &self.data;
         !data.contains(&0)
-            && std::str::from_utf8(data).is_ok()
+            && simdutf8::basic::from_utf8(data).is_ok()
             && self
                 .ends
                 .iter()
