@@ -6,7 +6,10 @@
 //! that gains more than [`GAIN`] is kept and the next one tried; one that does not is left
 //! for the best, which is held for [`HOLD`] windows before the counts beside it are tried
 //! again (one more, then one fewer, which is kept when it loses less than [`GAIN`]: fewer
-//! connections for the same work spare the server). So on a steady load the count stays
+//! connections for the same work spare the server). Each trial that loses doubles the hold,
+//! up to [`MAX_HOLD`] windows, so a long run on a steady load spends ever less time on
+//! counts that lose (a trial of one connection on a server that needs two costs 40 % of its
+//! window); a trial that wins starts over at [`HOLD`]. So on a steady load the count stays
 //! within one of the best. While the throttle holds the writers back (`--rate`,
 //! `--max-batch-latency`, a lagging replica, a pause), throughput says nothing about the
 //! count, and the count stays as it is.
@@ -22,8 +25,10 @@ use super::throttle::Throttle;
 
 /// A count must bring more than this share of throughput to be kept.
 const GAIN: f64 = 0.08;
-/// Windows the best count is held before its neighbours are tried again.
+/// Windows the best count is held before its neighbours are tried again, at first; doubled
+/// by every trial that loses, up to `MAX_HOLD` (a minute of 2-second windows).
 const HOLD: u32 = 4;
+const MAX_HOLD: u32 = 32;
 /// A window lasts at least this long, and until each writer committed a few units.
 const WINDOW: Duration = Duration::from_secs(2);
 const UNITS_PER_WRITER: u64 = 3;
@@ -67,6 +72,8 @@ struct Climber {
     best_rate: Option<f64>,
     /// Windows left to hold the best count.
     hold: u32,
+    /// How long the next hold lasts.
+    patience: u32,
     /// Which neighbour of the best is tried next: one more, or one fewer.
     up_next: bool,
 }
@@ -79,6 +86,7 @@ impl Climber {
             best: start,
             best_rate: None,
             hold: 0,
+            patience: HOLD,
             up_next: true,
         }
     }
@@ -110,6 +118,7 @@ impl Climber {
         if kept {
             let climbing = self.current > self.best;
             (self.best, self.best_rate) = (self.current, Some(rate));
+            self.patience = HOLD;
             if climbing && self.current < self.max {
                 // Still climbing: try one more at once.
                 self.current += 1;
@@ -117,8 +126,16 @@ impl Climber {
             }
         }
         self.current = self.best;
-        self.hold = HOLD;
+        self.hold_best(!kept);
         self.current
+    }
+
+    /// Holds the best count for a while; longer each time after a trial that `lost`.
+    fn hold_best(&mut self, lost: bool) {
+        self.hold = self.patience;
+        if lost {
+            self.patience = (self.patience * 2).min(MAX_HOLD);
+        }
     }
 
     /// Tries the neighbour whose turn it is, when there is one.
@@ -130,7 +147,7 @@ impl Climber {
         } else if !up && self.best > 1 {
             self.current = self.best - 1;
         } else {
-            self.hold = HOLD;
+            self.hold_best(false);
         }
         self.current
     }
@@ -287,6 +304,23 @@ mod tests {
         let counts = climb(4, 20, |n, _| n as f64 * 10_000.0);
         assert!(counts.iter().all(|&n| n <= 4), "{counts:?}");
         assert!(counts[6..].iter().all(|&n| n >= 3), "{counts:?}");
+    }
+
+    #[test]
+    fn trials_that_lose_grow_rarer_on_a_steady_load() {
+        // A 2-core server: one connection does 60 % of two, three 90 %.
+        let curve = |n: usize, _| match n {
+            1 => 60_000.0,
+            2 => 100_000.0,
+            _ => 90_000.0,
+        };
+        let counts = climb(16, 200, curve);
+        assert!(counts.iter().all(|&n| (1..=3).contains(&n)), "{counts:?}");
+        let away = |windows: &[usize]| windows.iter().filter(|&&n| n != 2).count();
+        // Trials at 4, 8, 16, 32, 32… windows apart: 10 of the first 100 windows, 3 of
+        // the next 100.
+        assert!(away(&counts[..100]) <= 10, "{counts:?}");
+        assert!(away(&counts[100..]) <= 4, "{counts:?}");
     }
 
     #[test]

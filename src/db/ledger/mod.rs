@@ -42,7 +42,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../../../sql/ledger/003_rejected.sql")),
     (4, include_str!("../../../sql/ledger/004_rejected_rows.sql")),
     (5, include_str!("../../../sql/ledger/005_lease.sql")),
-    (6, include_str!("../../../sql/ledger/006_keys_uncompressed.sql")),
+    (
+        6,
+        include_str!("../../../sql/ledger/006_keys_uncompressed.sql"),
+    ),
 ];
 
 /// The oldest ledger version [`Ledger::existing`] reads: runs, batches and recorded keys
