@@ -11,7 +11,7 @@ and prints a markdown table of medians for bench/README.md. Progress goes to std
 One command reproduces each table (add --shape sequential for the in-order keys):
 
     python3 bench/seed.py --rows 1000000 --runs 3
-    python3 bench/seed.py --rows 10000000 --runs 1
+    python3 bench/seed.py --rows 10000000 --runs 1 --connections auto --stdin-rows 0
 
 The first --connections value also runs with --no-ledger, to show what the ledger costs.
 
