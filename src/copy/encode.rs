@@ -399,15 +399,19 @@ fn encode_numeric(v: &[u8], out: &mut Vec<u8>) -> Option<()> {
         return None;
     }
     let dscale = u16::try_from(frac.len()).ok()?;
-    // Base-10000 digits: the integer part padded on the left, the fraction on the right.
+    // Base-10000 digits: the integer part padded on the left, the fraction on the right. On
+    // the stack: at most 1000 decimal digits, so at most this many groups.
+    const MAX_GROUPS: usize = 1000 / 4 + 2;
+    let mut groups = [0i16; MAX_GROUPS];
+    let mut n = 0;
     let int_groups = int.len().div_ceil(4);
-    let mut digits: Vec<i16> = Vec::with_capacity(int_groups + frac.len().div_ceil(4));
     let pad = int_groups * 4 - int.len();
     let mut acc = 0i16;
     for (i, &d) in std::iter::repeat_n(&b'0', pad).chain(int).enumerate() {
         acc = acc * 10 + i16::from(d - b'0');
         if i % 4 == 3 {
-            digits.push(acc);
+            groups[n] = acc;
+            n += 1;
             acc = 0;
         }
     }
@@ -416,18 +420,21 @@ fn encode_numeric(v: &[u8], out: &mut Vec<u8>) -> Option<()> {
         for i in 0..4 {
             g = g * 10 + chunk.get(i).map_or(0, |d| i16::from(d - b'0'));
         }
-        digits.push(g);
+        groups[n] = g;
+        n += 1;
     }
-    let mut weight = int_groups as i32 - 1;
-    let leading = digits.iter().take_while(|&&g| g == 0).count();
-    digits.drain(..leading);
-    weight -= leading as i32;
-    while digits.last() == Some(&0) {
-        digits.pop();
-    }
+    let leading = groups[..n].iter().take_while(|&&g| g == 0).count();
+    let significant = groups[leading..n].len()
+        - groups[leading..n]
+            .iter()
+            .rev()
+            .take_while(|&&g| g == 0)
+            .count();
+    let digits = &groups[leading..leading + significant];
     let (weight, sign) = if digits.is_empty() {
         (0, 0)
     } else {
+        let weight = int_groups as i32 - 1 - leading as i32;
         (weight, if neg { NUMERIC_NEG } else { 0 })
     };
     let weight = i16::try_from(weight).ok()?;
@@ -623,6 +630,17 @@ mod tests {
         for refused in ["", ".", "1e5", "NaN", " 1", "1,5", "--1", "Infinity"] {
             assert!(enc(Encoder::Numeric, refused).is_none(), "{refused:?}");
         }
+        // The longest accepted values fill the groups kept on the stack, no more.
+        for long in [
+            "9".repeat(1000),
+            format!("1.{}", "7".repeat(998)),
+            format!("{}.{}", "3".repeat(997), "1".repeat(2)),
+        ] {
+            let encoded = enc(Encoder::Numeric, &long).unwrap();
+            let ndigits = i16::from_be_bytes([encoded[0], encoded[1]]) as usize;
+            assert_eq!(encoded.len(), 8 + 2 * ndigits);
+        }
+        assert!(enc(Encoder::Numeric, &"9".repeat(1001)).is_none());
         assert!(enc(Encoder::Numeric, ".5").is_some());
         assert!(enc(Encoder::Numeric, "5.").is_some());
     }

@@ -447,6 +447,15 @@ impl<R: BufRead> CsvReader<R> {
                         blank = false;
                         continue;
                     }
+                    // A quote doubled inside quotes where it is its own escape (`""`, JSON
+                    // text is full of them): one quote of data, in one step.
+                    if state == State::Quoted && escape == quote && rest.starts_with(&[quote; 2]) {
+                        rec.data.push(quote);
+                        consumed += 2;
+                        self.prev_cr = false;
+                        blank = false;
+                        continue;
+                    }
                 }
                 let b = buf[consumed];
                 consumed += 1;
