@@ -369,9 +369,11 @@ impl Batcher {
                     // A batch an earlier attempt committed is not checked again: its rows
                     // were loaded or rejected then.
                     resumed = self.committed.contains_key(&cutter.current());
-                    payload = Payload::start(&self.encoder, buffers.take());
-                    if let Some(keys) = &mut keys {
-                        keys.clear();
+                    if !resumed {
+                        payload = Payload::start(&self.encoder, buffers.take());
+                        if let Some(keys) = &mut keys {
+                            keys.clear();
+                        }
                     }
                 }
                 match self.checker.check(rec) {
@@ -486,6 +488,8 @@ struct KeysJson<'a> {
     fields: &'a [usize],
     /// Per field: its values so far, JSON strings joined by commas.
     columns: Vec<Vec<u8>>,
+    /// Per field: its length before the record being added, to take a partial key back.
+    before: Vec<usize>,
 }
 
 impl<'a> KeysJson<'a> {
@@ -493,6 +497,7 @@ impl<'a> KeysJson<'a> {
         KeysJson {
             fields,
             columns: vec![Vec::new(); fields.len()],
+            before: vec![0; fields.len()],
         }
     }
 
@@ -502,15 +507,20 @@ impl<'a> KeysJson<'a> {
 
     /// Adds `rec`'s key; a NULL (or non-UTF-8) one is left out: nothing to purge by.
     fn push(&mut self, rec: &Record) {
-        let value = |f: usize| rec.get(f).and_then(|v| std::str::from_utf8(v).ok());
-        if !self.fields.iter().all(|&f| value(f).is_some()) {
-            return;
-        }
-        for (column, &f) in self.columns.iter_mut().zip(self.fields) {
+        for (i, &f) in self.fields.iter().enumerate() {
+            let Some(value) = rec.get(f).and_then(|v| std::str::from_utf8(v).ok()) else {
+                // The fields written already take their value back.
+                for (column, &len) in self.columns[..i].iter_mut().zip(&self.before) {
+                    column.truncate(len);
+                }
+                return;
+            };
+            let column = &mut self.columns[i];
+            self.before[i] = column.len();
             if !column.is_empty() {
                 column.push(b',');
             }
-            serde_json::to_writer(&mut *column, &value(f)).expect("strings always serialize");
+            serde_json::to_writer(&mut *column, value).expect("strings always serialize");
         }
     }
 
@@ -558,5 +568,9 @@ mod tests {
         assert_eq!(keys_json(&rows, &[2]), r#"[["x","y","z","w"]]"#);
         assert_eq!(keys_json(&rows[1..2], &[0]), "[[]]");
         assert_eq!(keys_json(&rows, &[]), "[]");
+        // A key left out after its first field was written takes it back, and the next
+        // rows follow on.
+        let rows = records("a,1\nc,\nd,4\n");
+        assert_eq!(keys_json(&rows, &[0, 1]), r#"[["a","d"],["1","4"]]"#);
     }
 }

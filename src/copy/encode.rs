@@ -387,8 +387,10 @@ fn parse_float<F: Float>(v: &[u8]) -> Option<F> {
 /// column's scale exactly as it rounds text input.
 fn encode_numeric(v: &[u8], out: &mut Vec<u8>) -> Option<()> {
     const NUMERIC_NEG: u16 = 0x4000;
+    // Longer spellings go to the server as text.
+    const MAX_DIGITS: usize = 1000;
     let (neg, rest) = split_sign(v);
-    if rest.len() > 1000 {
+    if rest.len() > MAX_DIGITS {
         return None;
     }
     let (int, frac) = match rest.iter().position(|&b| b == b'.') {
@@ -400,8 +402,8 @@ fn encode_numeric(v: &[u8], out: &mut Vec<u8>) -> Option<()> {
     }
     let dscale = u16::try_from(frac.len()).ok()?;
     // Base-10000 digits: the integer part padded on the left, the fraction on the right. On
-    // the stack: at most 1000 decimal digits, so at most this many groups.
-    const MAX_GROUPS: usize = 1000 / 4 + 2;
+    // the stack: at most MAX_DIGITS decimal digits, so at most this many groups.
+    const MAX_GROUPS: usize = MAX_DIGITS / 4 + 2;
     let mut groups = [0i16; MAX_GROUPS];
     let mut n = 0;
     let int_groups = int.len().div_ceil(4);
