@@ -551,17 +551,8 @@ fn resume_without_an_unfinished_run_is_refused() {
 fn runs_lists_runs_and_shows_how_to_resume_an_unfinished_one() {
     let db = TestDb::with_accounts();
     // Run 1 fails on its third batch: a role the CHECK refuses at record 2,500.
-    let generated = generate_csv(&db.path("generated.csv"), 3_000, 41);
-    let text = std::fs::read_to_string(&generated).unwrap();
-    let mut records = parse_csv(&text);
-    let header = records.remove(0);
-    records[2_500].fields[5] = Some("wizard".into());
-    let names: Vec<&str> = header
-        .fields
-        .iter()
-        .map(|f| f.as_deref().unwrap())
-        .collect();
-    let rows: Vec<Vec<Option<String>>> = records.into_iter().map(|r| r.fields).collect();
+    let (names, mut rows) = csv_table(&generate_csv(&db.path("generated.csv"), 3_000, 41));
+    rows[2_500][5] = Some("wizard".into());
     let failing = db.write("failing.csv", csv_file(&names, &rows, "\n"));
     let out = run_bin_bounded(
         &seed_args(

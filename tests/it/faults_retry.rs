@@ -275,19 +275,10 @@ fn retries_stop_after_max_retries_and_after_retry_max_elapsed() {
 /// `generated.csv` of `rows` rows with record `index` (0-based) given role 'wizard', which
 /// the table's CHECK refuses; returns the file and the physical line the record starts on.
 pub fn csv_with_a_wizard(db: &TestDb, rows: u64, index: usize) -> (std::path::PathBuf, u64) {
-    let generated = generate_csv(&db.path("generated.csv"), rows, 5);
-    let text = std::fs::read_to_string(&generated).expect("read the generated CSV");
-    let mut records = parse_csv(&text);
-    let header = records.remove(0);
+    let (names, mut records) = csv_table(&generate_csv(&db.path("generated.csv"), rows, 5));
     let role = ACCOUNT_COLUMNS.iter().position(|c| *c == "role").unwrap();
-    records[index].fields[role] = Some("wizard".into());
-    let names: Vec<&str> = header
-        .fields
-        .iter()
-        .map(|f| f.as_deref().unwrap())
-        .collect();
-    let rows: Vec<Vec<Option<String>>> = records.into_iter().map(|r| r.fields).collect();
-    let text = csv_file(&names, &rows, "\n");
+    records[index][role] = Some("wizard".into());
+    let text = csv_file(&names, &records, "\n");
     let line = parse_csv(&text)
         .iter()
         .find(|r| r.fields[role].as_deref() == Some("wizard"))

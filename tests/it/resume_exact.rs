@@ -245,16 +245,7 @@ fn a_purge_of_a_file_resumed_in_another_dialect_is_refused() {
 #[test]
 fn a_run_recorded_without_its_dialect_is_taken_to_have_read_the_defaults() {
     let db = TestDb::with_accounts();
-    let generated = generate_csv(&db.path("generated.csv"), 3_000, 5);
-    let text = std::fs::read_to_string(&generated).unwrap();
-    let mut records = parse_csv(&text);
-    let header = records.remove(0);
-    let names: Vec<&str> = header
-        .fields
-        .iter()
-        .map(|f| f.as_deref().unwrap())
-        .collect();
-    let mut rows: Vec<Vec<Option<String>>> = records.into_iter().map(|r| r.fields).collect();
+    let (names, mut rows) = csv_table(&generate_csv(&db.path("generated.csv"), 3_000, 5));
     rows[1_700][5] = Some("wizard".into());
     let file = db.write("accounts.csv", csv_file(&names, &rows, "\n"));
     let base = seed_args(
@@ -668,12 +659,7 @@ struct Failed {
 const FLAGS: [&str; 5] = ["--batch-size", "500", "--connections", "1", "--json"];
 
 fn failed_at_record_1700(db: &TestDb) -> Failed {
-    let generated = generate_csv(&db.path("generated.csv"), 3_000, 43);
-    let text = std::fs::read_to_string(&generated).unwrap();
-    let mut records = parse_csv(&text);
-    let header = records.remove(0);
-    let names = header.fields.into_iter().map(|f| f.unwrap()).collect();
-    let mut rows: Vec<Vec<Option<String>>> = records.into_iter().map(|r| r.fields).collect();
+    let (names, mut rows) = csv_table(&generate_csv(&db.path("generated.csv"), 3_000, 43));
     rows[1_700][5] = Some("wizard".into());
     let mut failed = Failed {
         names,
@@ -692,8 +678,7 @@ fn failed_at_record_1700(db: &TestDb) -> Failed {
 
 impl Failed {
     fn write(&self) {
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        std::fs::write(&self.file, csv_file(&names, &self.rows, "\n")).unwrap();
+        std::fs::write(&self.file, csv_file(&self.names, &self.rows, "\n")).unwrap();
     }
 
     /// The bad row fixed: another role, of another length, and a display name that now

@@ -629,8 +629,25 @@ pub fn csv_record<S: AsRef<str>>(fields: &[Option<S>]) -> String {
         .join(",")
 }
 
+/// The header's names and the records' fields of the CSV file at `path`: a generated file,
+/// to change and write back with [`csv_file`].
+pub fn csv_table(path: &Path) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let text = fs::read_to_string(path).expect("read the CSV");
+    let mut records = parse_csv(&text).into_iter().map(|r| r.fields);
+    let header = records.next().expect("a header line");
+    let names = header
+        .into_iter()
+        .map(|f| f.expect("a header name"))
+        .collect();
+    (names, records.collect())
+}
+
 /// Header and records, each ended by `eol`.
-pub fn csv_file(header: &[&str], records: &[Vec<Option<String>>], eol: &str) -> String {
+pub fn csv_file<S: std::borrow::Borrow<str>>(
+    header: &[S],
+    records: &[Vec<Option<String>>],
+    eol: &str,
+) -> String {
     let mut out = header.join(",");
     out.push_str(eol);
     for r in records {
