@@ -240,6 +240,19 @@ pub enum Error {
     )]
     LeaseLost { run_id: i64 },
 
+    /// A failure reading or writing one input of a run of many inputs: the input's name,
+    /// then the failure (whose line and column are that input's).
+    #[error("{input}: {source}")]
+    InInput { input: String, source: Box<Error> },
+
+    /// A run of many inputs stopped in another process (an input failed there).
+    #[error("run {run_id} is {status} in another process ({error}); this process stopped too")]
+    StoppedElsewhere {
+        run_id: i64,
+        status: &'static str,
+        error: String,
+    },
+
     /// Stopped by a signal; in-flight batches committed or rolled back.
     #[error("interrupted")]
     Interrupted,
@@ -269,7 +282,9 @@ impl Error {
             | Error::RetriesExhausted { .. }
             | Error::InputChanged { .. }
             | Error::TriggerSkipped { .. }
-            | Error::LeaseLost { .. } => EXIT_FAILED,
+            | Error::LeaseLost { .. }
+            | Error::StoppedElsewhere { .. } => EXIT_FAILED,
+            Error::InInput { source, .. } => source.exit_code(),
             Error::Interrupted => EXIT_INTERRUPTED,
         }
     }

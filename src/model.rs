@@ -68,6 +68,8 @@ impl serde::Serialize for Invocation {
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum Status {
+    /// An input of a run of many inputs that no process has claimed yet.
+    Pending,
     Running,
     Completed,
     Failed,

@@ -4,9 +4,9 @@ use clap::Args;
 
 use super::{ConnectArgs, CsvArgs, RunArgs, block_on, exit_codes_help, finish};
 use crate::error::{EXIT_OK, EXIT_REJECTED, Error};
-use crate::input::source::Source;
+use crate::input::source::{self, Source};
 use crate::run::report::Console;
-use crate::seed::{FormatChoice, OnConflict, SeedOptions, seed};
+use crate::seed::{FormatChoice, ManyInputs, OnConflict, SeedOptions, seed};
 
 #[derive(Debug, Args)]
 #[command(
@@ -18,9 +18,38 @@ use crate::seed::{FormatChoice, OnConflict, SeedOptions, seed};
     )
 )]
 pub struct SeedArgs {
-    /// CSV file with a header line naming the target columns; .gz is decompressed; - reads stdin.
-    #[arg(value_name = "FILE|-")]
-    pub input: String,
+    /// CSV files with a header line naming the target columns (.gz is decompressed), or
+    /// directories (their *.csv and *.csv.gz files, by name); - reads stdin, alone. More
+    /// than one input, or a directory, makes a run of many inputs that other processes can
+    /// --join; every input needs the same header.
+    #[arg(value_name = "FILE|DIR|-", required_unless_present = "join")]
+    pub inputs: Vec<String>,
+
+    /// Read up to K inputs of a run of many inputs at once, each on a thread of its own,
+    /// all feeding the same connections.
+    #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel_inputs: u16,
+
+    /// Join the running run of many inputs RUN_ID, from this or any host: claim inputs it
+    /// has not finished, hold each by a lease (--lease), and stay until every input is
+    /// completed, taking over those whose holder's lease expires. The table, mapping,
+    /// conflict handling, key, batch size and CSV dialect are the run's.
+    #[arg(
+        long,
+        value_name = "RUN_ID",
+        conflicts_with_all = [
+            "inputs", "resume", "dry_run", "table", "renames", "on_conflict", "key",
+            "create_example_table", "batch_size", "delimiter", "quote", "escape", "null",
+            "no_header", "columns", "no_ledger"
+        ]
+    )]
+    pub join: Option<i64>,
+
+    /// Where a joining or resuming process finds the run's inputs, by their names under the
+    /// directory the run started from [default: that directory]. Each must be the file the
+    /// run recorded (same size and first MiB).
+    #[arg(long, value_name = "DIR")]
+    pub input_root: Option<std::path::PathBuf>,
 
     /// Target table, as SQL would name it: accounts, app.accounts, "Load Test"."Accounts".
     #[arg(long, default_value = "accounts", value_name = "NAME")]
@@ -94,8 +123,23 @@ fn parse_rename(s: &str) -> Result<(String, String), String> {
 pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
     let db = args.connect.config()?;
     let run = &args.run;
+    let many = match (&args.join, source::expand(&args.inputs)?) {
+        (None, None) if args.input_root.is_some() => {
+            return Err(Error::Usage(
+                "--input-root is for --join, and for --resume of a run of many inputs".into(),
+            ));
+        }
+        (None, None) => None,
+        (join, given) => Some(ManyInputs {
+            given,
+            join: *join,
+            root: args.input_root,
+            parallel: args.parallel_inputs.into(),
+        }),
+    };
+    let single = args.inputs.first().map_or("-", String::as_str);
     let opts = SeedOptions {
-        source: Source::parse(&args.input),
+        source: Source::parse(single),
         csv: args.csv.options()?,
         table: args.table,
         renames: args.renames,
@@ -108,6 +152,7 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         max_errors: args.max_errors,
         dry_run: args.dry_run,
         run: run.options(&args.connect)?,
+        many,
     };
     let finished = block_on(seed(db, opts, console))??;
     let rejected = finished.summary.rows_rejected();

@@ -21,7 +21,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::encode::{Format, Layout, Payload, RowEncoder, select_rows};
 use super::stream::copy_row;
-use crate::db::ledger::BatchId;
+use crate::db::ledger::{BatchId, BatchLedger};
 use crate::db::retry::is_row_error;
 use crate::error::{Error, Rejection};
 use crate::input::check::Checker;
@@ -59,6 +59,37 @@ pub struct Batch {
     pub key_fields: Option<Arc<[usize]>>,
     /// Reject mode: the batch's records the client-side checks refused (not in the payload).
     pub rejected: Vec<Rejection>,
+    /// The input it belongs to, in a run of many inputs.
+    pub input: Option<Arc<InputTag>>,
+}
+
+/// The input of a run of many inputs that a batch belongs to.
+#[derive(Debug)]
+pub struct InputTag {
+    /// Its name under the run's base directory, for the rejects file.
+    pub name: String,
+    /// Its ledger rows (each input is a run of its own); `None` without a ledger.
+    pub ledger: Option<BatchLedger>,
+    /// Dropped with the last holder (the input's batches and its reader): how the reader's
+    /// lane learns that none of the input's batches is in flight any more.
+    _landed: tokio::sync::oneshot::Sender<()>,
+}
+
+impl InputTag {
+    /// The tag, and what resolves (with an error: the sender is dropped) once every holder
+    /// of the tag dropped it.
+    pub fn new(
+        name: String,
+        ledger: Option<BatchLedger>,
+    ) -> (Arc<InputTag>, tokio::sync::oneshot::Receiver<()>) {
+        let (landed, all_landed) = tokio::sync::oneshot::channel();
+        let tag = InputTag {
+            name,
+            ledger,
+            _landed: landed,
+        };
+        (Arc::new(tag), all_landed)
+    }
 }
 
 impl Batch {
@@ -92,6 +123,23 @@ impl Batch {
         }
     }
 
+    /// `e`, a failure of this batch, naming its input in a run of many inputs (the lines
+    /// and columns it names are that input's). The rejects file's own failures name none.
+    pub fn in_input(&self, e: Error) -> Error {
+        match (&self.input, e) {
+            (_, e @ (Error::RejectsFile { .. } | Error::TooManyRejects { .. })) | (None, e) => e,
+            (Some(input), e) => Error::InInput {
+                input: input.name.clone(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// The name of its input, in a run of many inputs.
+    pub fn input_name(&self) -> Option<&str> {
+        self.input.as_deref().map(|i| i.name.as_str())
+    }
+
     /// The file line of the row on COPY's line `n`.
     pub fn line_of_copy_line(&self, n: u64) -> Option<u64> {
         self.lines.get(self.row_of_copy_line(n)?).copied()
@@ -121,6 +169,7 @@ impl Batch {
             records: None,
             rejected: Vec::new(),
             key_fields: None,
+            input: None,
             ..*self
         }
     }
@@ -142,7 +191,17 @@ impl Unit for Batch {
     }
 
     fn span(&self) -> String {
-        format!("lines {}-{}", self.first_line, self.last_line)
+        match &self.input {
+            Some(input) => format!(
+                "{} lines {}-{}",
+                input.name, self.first_line, self.last_line
+            ),
+            None => format!("lines {}-{}", self.first_line, self.last_line),
+        }
+    }
+
+    fn ledger(&self) -> Option<&BatchLedger> {
+        self.input.as_ref()?.ledger.as_ref()
     }
 
     /// The failure with the batch's lines, and the exact line and column when the server's
@@ -328,6 +387,17 @@ pub struct Batcher {
     pub collect_keys: Option<Vec<usize>>,
     pub progress: Arc<Progress>,
     pub stop: Arc<AtomicBool>,
+    /// In a run of many inputs, the input read, which every batch carries.
+    pub input: Option<Arc<InputTag>>,
+}
+
+/// How reading an input ended, with what it cut.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadEnd {
+    pub end: ProduceEnd,
+    /// Batches cut, committed before or not, and records read.
+    pub batches: u64,
+    pub records: u64,
 }
 
 impl Batcher {
@@ -339,9 +409,24 @@ impl Batcher {
     /// rejects file once the batch committed.
     pub fn run<R: BufRead, U: From<Batch>>(
         &self,
-        mut csv: CsvReader<R>,
+        csv: CsvReader<R>,
         tx: &async_channel::Sender<U>,
     ) -> Result<ProduceEnd, Error> {
+        self.read(csv, tx).map(|read| read.end)
+    }
+
+    /// [`Batcher::run`], telling what it cut.
+    pub fn read<R: BufRead, U: From<Batch>>(
+        &self,
+        mut csv: CsvReader<R>,
+        tx: &async_channel::Sender<U>,
+    ) -> Result<ReadEnd, Error> {
+        let mut records_read = 0;
+        let ended = |end, cutter: &Cutter, records| ReadEnd {
+            end,
+            batches: cutter.seq,
+            records,
+        };
         csv.keep_raw(self.rejects.is_some());
         csv.hand_over_defective(self.rejects.is_some());
         let buffers = Buffers::default();
@@ -356,7 +441,7 @@ impl Batcher {
         let mut keys = self.collect_keys.as_deref().map(KeysJson::new);
         loop {
             if self.stop.load(Ordering::Relaxed) {
-                return Ok(ProduceEnd::Stopped);
+                return Ok(ended(ProduceEnd::Stopped, &cutter, records_read));
             }
             if filled == records.len() {
                 records.push(Record::default());
@@ -365,6 +450,7 @@ impl Batcher {
             if more {
                 let rec = &records[filled];
                 self.progress.row_read();
+                records_read += 1;
                 if cutter.take(rec) {
                     // A batch an earlier attempt committed is not checked again: its rows
                     // were loaded or rejected then.
@@ -420,16 +506,17 @@ impl Batcher {
                             .then(|| self.collect_keys.as_deref().map(Arc::from))
                             .flatten(),
                         rejected: std::mem::take(&mut rejected),
+                        input: self.input.clone(),
                     };
                     if tx.send_blocking(batch.into()).is_err() {
-                        return Ok(ProduceEnd::Stopped);
+                        return Ok(ended(ProduceEnd::Stopped, &cutter, records_read));
                     }
                 }
                 filled = 0;
             }
             if !more {
                 cutter.ended(&self.committed)?;
-                return Ok(ProduceEnd::Complete);
+                return Ok(ended(ProduceEnd::Complete, &cutter, records_read));
             }
         }
     }

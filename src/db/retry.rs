@@ -121,6 +121,7 @@ pub fn classify(err: &Error) -> Verdict {
             _ => Verdict::Permanent,
         },
         Error::BatchTimeout { .. } => Verdict::Transient("--batch-timeout expired".into()),
+        Error::InInput { source, .. } => classify(source),
         _ => Verdict::Permanent,
     }
 }

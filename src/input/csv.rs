@@ -75,6 +75,29 @@ impl CsvOptions {
             "columns": self.columns,
         })
     }
+
+    /// The way of reading a run recorded ([`CsvOptions::recorded`]), for a process joining
+    /// it; `None` when the record is not one this version writes.
+    pub fn from_recorded(recorded: &serde_json::Value) -> Option<CsvOptions> {
+        let byte = |member: &str| match recorded.get(member)?.as_str()?.as_bytes() {
+            &[b] => Some(b),
+            _ => None,
+        };
+        let columns = match recorded.get("columns")? {
+            serde_json::Value::Null => None,
+            names => Some(serde_json::from_value(names.clone()).ok()?),
+        };
+        Some(CsvOptions {
+            dialect: Dialect {
+                delimiter: byte("delimiter")?,
+                quote: byte("quote")?,
+                escape: byte("escape")?,
+                null: recorded.get("null")?.as_str()?.as_bytes().to_vec(),
+            },
+            columns,
+            end_marker: true,
+        })
+    }
 }
 
 /// Opens the CSV reader on `reader` and returns it with the header: the first record, or
@@ -157,6 +180,11 @@ impl Record {
 
     /// The field's bytes, or `None` when it is NULL.
     #[inline]
+    /// Whether `other` holds the same fields (whatever quoting or line end they had).
+    pub fn same_fields(&self, other: &Record) -> bool {
+        self.len() == other.len() && (0..self.len()).all(|i| self.get(i) == other.get(i))
+    }
+
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         if self.nulls[i] {
             return None;
@@ -747,6 +775,26 @@ fn finish_field(rec: &mut Record, start: usize, saw_quote: bool, null: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_dialect_reads_back_as_it_was() {
+        let opts = CsvOptions {
+            dialect: Dialect {
+                delimiter: b'|',
+                quote: b'\'',
+                escape: b'\\',
+                null: b"NULL".to_vec(),
+            },
+            columns: Some(vec!["a".into(), "b c".into()]),
+            end_marker: true,
+        };
+        let back = CsvOptions::from_recorded(&opts.recorded()).unwrap();
+        assert_eq!(back.recorded(), opts.recorded());
+        assert_eq!(back.dialect.null, b"NULL");
+        let defaults = CsvOptions::from_recorded(&crate::db::ledger::unrecorded_dialect());
+        assert_eq!(defaults.unwrap().dialect.delimiter, b',');
+        assert!(CsvOptions::from_recorded(&serde_json::json!({"delimiter": "ab"})).is_none());
+    }
     use std::io::BufReader;
 
     proptest::proptest! {

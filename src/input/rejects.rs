@@ -33,10 +33,15 @@ pub const EXTRA_COLUMNS: [&str; 4] = [
     "rejected_reason",
 ];
 
+/// The column a run of many inputs adds last: the input's name.
+pub const INPUT_COLUMN: &str = "rejected_input";
+
 /// The rejects file and the budget of rejections.
 #[derive(Debug)]
 pub struct Rejects {
     path: PathBuf,
+    /// A run of many inputs: each row names its input in [`INPUT_COLUMN`].
+    by_input: bool,
     /// The file's first line: the input's header and [`EXTRA_COLUMNS`].
     header: Vec<u8>,
     dialect: Dialect,
@@ -72,6 +77,7 @@ impl Rejects {
         resume: bool,
         kept: bool,
         limit: Option<u64>,
+        by_input: bool,
     ) -> Result<Self, Error> {
         let refuse = |e: io::Error| {
             Error::Usage(format!(
@@ -80,7 +86,8 @@ impl Rejects {
             ))
         };
         let mut header = header_raw.to_vec();
-        for name in EXTRA_COLUMNS {
+        let input = by_input.then_some(INPUT_COLUMN);
+        for name in EXTRA_COLUMNS.into_iter().chain(input) {
             header.push(dialect.delimiter);
             header.extend_from_slice(name.as_bytes());
         }
@@ -100,6 +107,7 @@ impl Rejects {
         written.and_then(|()| flush(&file)).map_err(refuse)?;
         Ok(Rejects {
             path: path.to_path_buf(),
+            by_input,
             header,
             dialect: dialect.clone(),
             kept,
@@ -137,9 +145,9 @@ impl Rejects {
         self.used.fetch_sub(n, Ordering::SeqCst);
     }
 
-    /// Appends the rejected rows of one committed batch, in line order, flushed to disk.
-    /// Fails, naming the file and the cause, when the write does or an earlier one did.
-    pub fn write(&self, rejections: &[Rejection]) -> Result<(), Error> {
+    /// Appends the rejected rows of one committed batch (of the input named `input`, in a
+    /// run of many inputs), in line order, flushed to disk. Fails, naming the file and the cause, when the write does or an earlier one did.
+    pub fn write(&self, rejections: &[Rejection], input: Option<&str>) -> Result<(), Error> {
         if rejections.is_empty() {
             return Ok(());
         }
@@ -159,6 +167,10 @@ impl Rejects {
             quote_into(&mut out, r.sqlstate.as_bytes(), d);
             out.push(d.delimiter);
             quote_into(&mut out, r.reason.as_bytes(), d);
+            if self.by_input {
+                out.push(d.delimiter);
+                quote_into(&mut out, input.unwrap_or_default().as_bytes(), d);
+            }
             out.push(b'\n');
         }
         self.put(&out, false)
@@ -266,15 +278,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rejects-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("budget.csv");
-        let rejects =
-            Rejects::open(&path, b"a,b", &Dialect::default(), false, true, Some(2)).unwrap();
+        let rejects = Rejects::open(
+            &path,
+            b"a,b",
+            &Dialect::default(),
+            false,
+            true,
+            Some(2),
+            false,
+        )
+        .unwrap();
         rejects.rejected_before(1);
         rejects.reserve(&rejection(2)).unwrap();
         let err = rejects.reserve(&rejection(3)).unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
         rejects.release(1);
         rejects.reserve(&rejection(3)).unwrap();
-        rejects.write(&[rejection(9), rejection(4)]).unwrap();
+        rejects.write(&[rejection(9), rejection(4)], None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
@@ -285,9 +305,10 @@ mod tests {
         // A resumed run's file is not cut when it is opened, and gets no second header;
         // starting over leaves only the header, for the rows the ledger kept.
         drop(rejects);
-        let again = Rejects::open(&path, b"a,b", &Dialect::default(), true, true, None).unwrap();
+        let again =
+            Rejects::open(&path, b"a,b", &Dialect::default(), true, true, None, false).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
-        again.write(&[rejection(11)]).unwrap();
+        again.write(&[rejection(11)], None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("rejected_line").count(), 1);
         assert!(
@@ -299,6 +320,28 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "a,b,rejected_line,rejected_column,rejected_sqlstate,rejected_reason\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_of_many_inputs_names_each_rows_input_last() {
+        let dir = std::env::temp_dir().join(format!("rejects-inputs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inputs.csv");
+        let dialect = Dialect {
+            delimiter: b';',
+            ..Dialect::default()
+        };
+        let rejects = Rejects::open(&path, b"a;b", &dialect, false, true, None, true).unwrap();
+        rejects
+            .write(&[rejection(4)], Some("parts/p 1.csv"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "a;b;rejected_line;rejected_column;rejected_sqlstate;rejected_reason;rejected_input\n\
+             4,\"a\nb\";4;\"email\";\"23514\";\"new row violates check constraint \"\"c\"\"\";\
+             \"parts/p 1.csv\"\n"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -21,6 +21,7 @@ use crate::db::ledger::{Access, DIALECT, LAYOUT, Resume, RunKey};
 use crate::error::Error;
 use crate::input::check::Checker;
 use crate::model::{Command, Invocation};
+use crate::run::finish::Recorded;
 use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
@@ -187,7 +188,14 @@ pub async fn purge(
     let workers = opts.run.workers(&pool, progress.clone());
     let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
         let stop = workers.stop.clone();
-        Keeper::start(db, ledger.clone(), attempt, opts.run.lease, stop)
+        Keeper::start(
+            db,
+            ledger.clone(),
+            vec![attempt],
+            None,
+            opts.run.lease,
+            stop,
+        )
     });
     let plan = DeletePlan::new(&table, &selection.key, &selection.selector, &children);
     let transactions = Transactions::new(
@@ -223,6 +231,7 @@ pub async fn purge(
                 collect_keys: None,
                 progress: progress.clone(),
                 stop,
+                input: None,
             };
             let produce = move |tx: async_channel::Sender<PurgeUnit>| {
                 tokio::task::spawn_blocking(move || batcher.run(reader, &tx))
@@ -262,6 +271,13 @@ pub async fn purge(
         dry_run: opts.dry_run,
     };
     let summary = reporter.finish(invocation, table.display());
-    let recorded = ledger.as_ref().zip(keeper);
+    let recorded = ledger
+        .as_ref()
+        .zip(keeper)
+        .map(|(ledger, keeper)| Recorded {
+            ledger,
+            keeper,
+            parent: None,
+        });
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
 }

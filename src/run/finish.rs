@@ -17,22 +17,35 @@ pub struct Finished {
     pub error: Option<Error>,
 }
 
+/// What a run that started records its end in: the ledger, the keeper of its leases, and,
+/// for a run of many inputs, the parent run (the held leases are then its inputs').
+pub struct Recorded<'a> {
+    pub ledger: &'a Ledger,
+    pub keeper: Keeper,
+    pub parent: Option<i64>,
+}
+
 /// Ends a run: the summary gets the run's status, error and (when it did not finish) the
-/// command that resumes it; the attempt stops renewing its lease, and the ledger records the
-/// end and releases the lease, unless another attempt took the run over meanwhile (then that
-/// is the failure to report).
+/// command that resumes it; the process stops renewing its leases, and the ledger records the
+/// end of what it still held and releases the leases, unless another process took them over
+/// meanwhile (then that is the failure to report). For a run of many inputs, the parent's
+/// status follows (see [`Ledger::end_inputs`]).
 pub async fn conclude(
     pool: &Pool,
     run: &RunOptions,
-    recorded: Option<(&Ledger, Keeper)>,
+    recorded: Option<Recorded<'_>>,
     mut error: Option<Error>,
     mut summary: Summary,
 ) -> Finished {
     let recorded = match recorded {
-        Some((ledger, keeper)) => {
-            let (attempt, lost) = keeper.stop().await;
+        Some(Recorded {
+            ledger,
+            keeper,
+            parent,
+        }) => {
+            let (held, lost) = keeper.stop().await;
             error = lost.or(error);
-            Some((ledger, attempt))
+            Some((ledger, held, parent))
         }
         None => None,
     };
@@ -43,9 +56,18 @@ pub async fn conclude(
         Some(_) => Status::Failed,
     };
     summary.status = status;
-    if let Some((ledger, attempt)) = recorded {
+    let Some((ledger, held, parent)) = recorded else {
+        return Finished { summary, error };
+    };
+    // A run of one input reads what the summary counts; an input left unfinished keeps
+    // what it recorded.
+    let rows_read = if parent.is_none() {
+        summary.rows_read
+    } else {
+        0
+    };
+    for attempt in held {
         let run_id = attempt.run_id;
-        summary.run_id = Some(run_id);
         let finish = || async {
             let client = pool.get().await.map_err(Error::Pool)?;
             ledger
@@ -53,7 +75,7 @@ pub async fn conclude(
                     &client,
                     attempt,
                     status,
-                    summary.rows_read,
+                    rows_read,
                     summary.error.as_deref(),
                 )
                 .await
@@ -71,9 +93,35 @@ pub async fn conclude(
             ),
             Err(e) => tracing::warn!("the ledger could not record the end of run {run_id}: {e}"),
         }
-        if status != Status::Completed {
-            summary.resume_command = Some(resume_command(&run.command_line, run_id));
+        summary.run_id.get_or_insert(run_id);
+    }
+    if let Some(parent) = parent {
+        summary.run_id = Some(parent);
+        let end = || async {
+            let mut client = pool.get().await.map_err(Error::Pool)?;
+            let interrupted = status == Status::Interrupted;
+            ledger
+                .end_inputs(&mut client, parent, summary.error.as_deref(), interrupted)
+                .await
+        };
+        match run
+            .retry
+            .run(end, |_, cause, _| {
+                tracing::warn!(%cause, "recording the end of the run failed; retrying")
+            })
+            .await
+        {
+            Ok(Status::Running) => tracing::info!(
+                "run {parent} goes on in other processes: provisioner runs show {parent}"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the ledger could not record the end of run {parent}: {e}"),
         }
+    }
+    if status != Status::Completed
+        && let Some(run_id) = summary.run_id
+    {
+        summary.resume_command = Some(resume_command(&run.command_line, run_id));
     }
     Finished { summary, error }
 }

@@ -1,49 +1,76 @@
-//! The attempt's hold on its run: the lease the ledger gave it when the run started or
-//! resumed (see the ledger's runs), renewed every third of `--lease` until the run ends, on a
-//! connection of its own, so that writers holding every pooled connection for long batches
-//! cannot starve it. Losing it (a later attempt took the run over, which it may only once
-//! the lease expired) stops this attempt: two attempts must not write one run at once.
+//! The process's hold on what it runs: the leases the ledger gave it (one run's, or the inputs
+//! of a run of many inputs it claimed), renewed together every third of `--lease` until the
+//! run ends, on a connection of its own, so that writers holding every pooled connection for
+//! long batches cannot starve it. Losing one (another process took it over, which it may only
+//! once the lease expired) stops this process, as does a run of many inputs that failed in
+//! another process: two processes must not write one input at once, and a failed run stops
+//! everywhere.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::db::connect::{self, Endpoint};
 use crate::db::ledger::{Attempt, Ledger};
 use crate::error::Error;
 
-/// Renews an attempt's lease in the background.
+/// The leases a process holds, shared with the [`Keeper`] that renews them.
+#[derive(Debug, Clone, Default)]
+pub struct Holds(Arc<Mutex<Vec<Attempt>>>);
+
+impl Holds {
+    /// Renews `attempt`'s lease too, from now on.
+    pub fn hold(&self, attempt: Attempt) {
+        self.0.lock().expect("lease set").push(attempt);
+    }
+
+    /// Stops renewing `attempt`'s lease (the ledger released it).
+    pub fn release(&self, attempt: Attempt) {
+        self.0.lock().expect("lease set").retain(|a| *a != attempt);
+    }
+
+    fn now(&self) -> Vec<Attempt> {
+        self.0.lock().expect("lease set").clone()
+    }
+}
+
+/// Renews a process's leases in the background.
 pub struct Keeper {
-    attempt: Attempt,
-    lost: Arc<AtomicBool>,
+    held: Holds,
+    lost: Arc<Mutex<Option<Error>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Keeper {
-    /// Starts renewing `attempt`'s lease for `lease` at a time; when it is lost, sets `stop`
-    /// (the writers' and the producer's) so that the attempt ends after its units in flight.
+    /// Starts renewing the leases of `held` (and of what [`Keeper::hold`] adds) for `lease`
+    /// at a time; when one is lost, or the run of many inputs `parent` stopped elsewhere,
+    /// sets `stop` (the writers' and the producer's) so that the process ends after its
+    /// units in flight.
     pub fn start(
         db: Endpoint,
         ledger: Ledger,
-        attempt: Attempt,
+        held: Vec<Attempt>,
+        parent: Option<i64>,
         lease: Duration,
         stop: Arc<AtomicBool>,
     ) -> Keeper {
-        let lost = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(Mutex::new(None));
+        let held = Holds(Arc::new(Mutex::new(held)));
         let task = tokio::spawn({
-            let lost = lost.clone();
+            let (lost, held) = (lost.clone(), held.clone());
             async move {
                 let pool = match connect::pool(db, 1) {
                     Ok(pool) => pool,
                     Err(e) => {
-                        tracing::warn!("cannot renew the lease of run {}: {e}", attempt.run_id);
+                        tracing::warn!("cannot renew the run's lease: {e}");
                         return;
                     }
                 };
                 let every = lease / 3;
                 let renew = async || {
+                    let now = held.now();
                     let client = pool.get().await.map_err(Error::Pool)?;
-                    let renewed = ledger.renew(&client, attempt, lease).await;
+                    let renewed = ledger.renew(&client, &now, parent, lease).await;
                     if renewed.is_err() {
                         // Its session is not trusted again: a fresh one next time.
                         drop(deadpool_postgres::Object::take(client));
@@ -52,48 +79,52 @@ impl Keeper {
                 };
                 loop {
                     tokio::time::sleep(every).await;
-                    match tokio::time::timeout(every, renew()).await {
-                        Ok(Ok(true)) => {}
-                        Ok(Ok(false)) => {
-                            tracing::warn!(
-                                "run {} was taken over by another attempt; stopping this one",
-                                attempt.run_id
-                            );
-                            lost.store(true, Ordering::SeqCst);
-                            stop.store(true, Ordering::SeqCst);
-                            return;
+                    let why = match tokio::time::timeout(every, renew()).await {
+                        Ok(Ok((gone, None))) if gone.is_empty() => continue,
+                        Ok(Ok((gone, stopped))) => match gone.first() {
+                            Some(a) => Error::LeaseLost { run_id: a.run_id },
+                            None => {
+                                let (status, error) = stopped.expect("checked");
+                                Error::StoppedElsewhere {
+                                    run_id: parent.expect("a parent's status"),
+                                    status: status.as_str(),
+                                    error: error.unwrap_or_default(),
+                                }
+                            }
+                        },
+                        Ok(Err(e)) => {
+                            tracing::warn!("cannot renew the run's lease: {e}; trying again");
+                            continue;
                         }
-                        Ok(Err(e)) => tracing::warn!(
-                            "cannot renew the lease of run {}: {e}; trying again",
-                            attempt.run_id
-                        ),
-                        Err(_) => tracing::warn!(
-                            "renewing the lease of run {} takes over {} s; trying again",
-                            attempt.run_id,
-                            every.as_secs_f64()
-                        ),
-                    }
+                        Err(_) => {
+                            tracing::warn!(
+                                "renewing the run's lease takes over {} s; trying again",
+                                every.as_secs_f64()
+                            );
+                            continue;
+                        }
+                    };
+                    tracing::warn!("{why}; stopping this process");
+                    *lost.lock().expect("lease loss") = Some(why);
+                    stop.store(true, Ordering::SeqCst);
+                    return;
                 }
             }
         });
-        Keeper {
-            attempt,
-            lost,
-            task,
-        }
+        Keeper { held, lost, task }
     }
 
-    /// Stops renewing (the run's end releases the lease) and returns the attempt, with the
-    /// failure to report if the lease was lost.
-    pub async fn stop(self) -> (Attempt, Option<Error>) {
+    /// What the keeper renews, for adding and releasing leases while it runs.
+    pub fn holds(&self) -> Holds {
+        self.held.clone()
+    }
+
+    /// Stops renewing (the run's end releases the leases) and returns the attempts still
+    /// held, with the failure to report if a lease was lost or the run stopped elsewhere.
+    pub async fn stop(self) -> (Vec<Attempt>, Option<Error>) {
         self.task.abort();
         let _ = self.task.await;
-        let lost = self
-            .lost
-            .load(Ordering::SeqCst)
-            .then_some(Error::LeaseLost {
-                run_id: self.attempt.run_id,
-            });
-        (self.attempt, lost)
+        let lost = self.lost.lock().expect("lease loss").take();
+        (self.held.now(), lost)
     }
 }

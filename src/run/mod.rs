@@ -29,7 +29,7 @@ pub use finish::Finished;
 pub use options::RunOptions;
 pub use transaction::{Transactions, Worked, Written};
 
-use crate::db::ledger::BatchId;
+use crate::db::ledger::{BatchId, BatchLedger};
 use crate::db::retry::RetryPolicy;
 use crate::error::{EXIT_INTERRUPTED, Error};
 use crate::model::Outcome;
@@ -54,6 +54,11 @@ pub trait Unit: Send + Sync + 'static {
     /// A driver error met while writing the unit, as the run reports it: naming the unit,
     /// and the line and column where the server names a row.
     fn error(&self, source: tokio_postgres::Error) -> Error;
+    /// The ledger rows the unit is claimed and recorded in when they are not the run's own:
+    /// those of its input, in a run of many inputs.
+    fn ledger(&self) -> Option<&BatchLedger> {
+        None
+    }
 }
 
 /// Writes one unit in one transaction; returns what it did. `limit` is the unit's deadline
@@ -96,7 +101,7 @@ async fn on_connection<T>(
 }
 
 /// How the producer stopped.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProduceEnd {
     /// Everything was handed over.
     Complete,

@@ -223,6 +223,28 @@ pub struct Summary {
     pub error: Option<String>,
     /// The command that resumes the run, when it did not finish.
     pub resume_command: Option<String>,
+    /// A run of many inputs: each input, as the ledger has it at the end (whichever process
+    /// loaded it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputShown>,
+}
+
+/// An input of a run of many inputs, in the summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InputShown {
+    pub name: String,
+    pub status: Status,
+    pub rows_read: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub skipped: i64,
+    pub rejected: i64,
+    pub batches: i64,
+    /// How often it was claimed (more than once: taken over or resumed).
+    pub attempts: i32,
+    /// The process that last held it: for a completed input, the one that completed it.
+    pub host: Option<String>,
+    pub pid: Option<i32>,
 }
 
 /// What the command did to rows.
@@ -450,6 +472,7 @@ impl Reporter {
             status: Status::Completed,
             error: None,
             resume_command: None,
+            inputs: Vec::new(),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use deadpool_postgres::{Pool, Transaction};
 
 use super::{Unit, on_connection};
-use crate::db::ledger::{BatchId, BatchLedger, Committed};
+use crate::db::ledger::{BatchLedger, Committed};
 use crate::error::Error;
 use crate::model::Outcome;
 
@@ -67,10 +67,14 @@ impl Transactions {
         &self.settings
     }
 
-    /// The run's ledger rows, for what a command records in a unit's transaction besides
-    /// its counts and keys (a seed's rejected rows); `None` without a ledger.
-    pub fn ledger(&self) -> Option<&BatchLedger> {
-        self.ledger.as_deref()
+    /// The ledger rows `unit` is recorded in (its input's, or the run's), for what a command
+    /// records in a unit's transaction besides its counts and keys (a seed's rejected rows);
+    /// `None` without a ledger, and in a dry run.
+    pub fn ledger_for<'a>(&'a self, unit: &'a impl Unit) -> Option<&'a BatchLedger> {
+        if self.dry_run {
+            return None;
+        }
+        unit.ledger().or(self.ledger.as_deref())
     }
 
     /// Runs `work` for `unit` in its own transaction within `limit` (see [`on_connection`]).
@@ -84,7 +88,7 @@ impl Transactions {
             let fail = |e| unit.error(e);
             let mut tx = client.transaction().await.map_err(fail)?;
             let id = unit.id();
-            if let Some(done) = self.begin(&tx, id).await.map_err(fail)? {
+            if let Some(done) = self.begin(&tx, unit).await.map_err(fail)? {
                 tx.rollback().await.map_err(fail)?;
                 // Committed with other content (by an attempt that read the input before it
                 // changed): this is not that batch, and skipping it would lose its rows.
@@ -102,7 +106,7 @@ impl Transactions {
                 tx.rollback().await.map_err(fail)?;
                 return Ok(Written::Done(worked.outcome, worked.kept));
             }
-            if let Some(ledger) = &self.ledger {
+            if let Some(ledger) = self.ledger_for(unit) {
                 ledger
                     .record(&tx, unit.seq(), &worked.outcome, worked.keys.as_deref())
                     .await
@@ -119,11 +123,11 @@ impl Transactions {
     async fn begin(
         &self,
         tx: &Transaction<'_>,
-        id: BatchId,
+        unit: &impl Unit,
     ) -> Result<Option<Committed>, tokio_postgres::Error> {
         let claim = async {
-            match &self.ledger {
-                Some(ledger) => ledger.claim(tx, id).await,
+            match self.ledger_for(unit) {
+                Some(ledger) => ledger.claim(tx, unit.id()).await,
                 None => Ok(None),
             }
         };

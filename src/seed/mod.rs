@@ -6,30 +6,35 @@
 //! handed to the run engine (a dry run hands them to [`Writer::dry_run`] instead, with no
 //! ledger); the run is concluded.
 
+mod many;
 mod plan;
 mod write;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use deadpool_postgres::{Object, Pool};
 
-use crate::copy::batch::{Batch, Batcher, verify_source};
+use crate::copy::batch::{Batch, Batcher, InputTag, verify_source};
+use crate::copy::encode::RowEncoder;
 use crate::db::catalog::Table;
 use crate::db::connect::Endpoint;
 use crate::db::ledger::{Access, DIALECT, InputId, Ledger, RunKey};
 use crate::db::privileges::{self, Object as On, Privilege};
 use crate::error::Error;
 use crate::input::check::Checker;
-use crate::input::csv::{self, CsvOptions, CsvReader};
+use crate::input::csv::{self, CsvOptions, CsvReader, Record};
 use crate::input::rejects::Rejects;
 use crate::input::source::{self, Input, Source};
 use crate::model::{Command, Invocation};
 use crate::run::concurrency::Connections;
+use crate::run::finish::Recorded;
 use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{self, Finished, ProduceEnd, RunOptions, Transactions, finish, start};
+pub use many::ManyInputs;
 pub use plan::FormatChoice;
 use plan::Plan;
 pub use write::OnConflict;
@@ -58,6 +63,8 @@ pub struct SeedOptions {
     /// Load in one transaction that is rolled back, with no ledger: what would happen.
     pub dry_run: bool,
     pub run: RunOptions,
+    /// A run of many inputs (`source` is then filled in from them).
+    pub many: Option<ManyInputs>,
 }
 
 /// Seeds `opts.table` from `opts.source`. `Err` means nothing was written (bad flags, header,
@@ -77,6 +84,9 @@ pub async fn seed(
         opts.run.ledger_schema = None;
         opts.run.connections = Connections::Fixed(1);
     }
+    if let Some(many) = opts.many.take() {
+        return many::seed(db, opts, many, console).await;
+    }
     let Prepared {
         pool,
         client,
@@ -87,22 +97,15 @@ pub async fn seed(
         consumed,
         rejects,
         ledger,
-    } = prepare(db.clone(), &mut opts).await?;
+        ..
+    } = prepare(db.clone(), &mut opts, false).await?;
 
     let size = input_id.size;
-    let mut options = serde_json::json!({
-        "batch_size": opts.run.batch_size,
-        "columns": plan.columns,
-        "on_conflict": opts.on_conflict,
-        "key": plan.key,
-        "recorded_key": plan.recorded_key,
-    });
-    options[DIALECT] = opts.csv.recorded();
     let key = RunKey {
         command: Command::Seed,
         target_table: table.display(),
         input: input_id,
-        options,
+        options: recorded_options(&opts, &plan),
     };
     let (attempt, committed) = match &ledger {
         None => (None, HashMap::new()),
@@ -128,7 +131,7 @@ pub async fn seed(
     let progress = Arc::new(Progress::default());
     let restored = match (&rejects, &ledger, run_id, opts.run.resume) {
         (Some(rejects), Some(ledger), Some(id), Some(_)) => {
-            restore_rejects(&client, ledger, id, rejects, &progress).await
+            restore_rejects(&client, ledger, &[(id, None)], rejects, &progress).await
         }
         _ => Ok(()),
     };
@@ -137,7 +140,14 @@ pub async fn seed(
     let workers = opts.run.workers(&pool, progress.clone());
     let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
         let stop = workers.stop.clone();
-        Keeper::start(db, ledger.clone(), attempt, opts.run.lease, stop)
+        Keeper::start(
+            db,
+            ledger.clone(),
+            vec![attempt],
+            None,
+            opts.run.lease,
+            stop,
+        )
     });
     let reporter = Reporter::start(
         console,
@@ -145,16 +155,8 @@ pub async fn seed(
         (consumed, size),
         workers.throttle.clone(),
     );
-    let batcher = Batcher {
-        checker: Checker::new(&table, &plan.columns),
-        encoder: plan.encoder,
-        rejects: rejects.clone(),
-        size: opts.run.batch_size,
-        committed,
-        collect_keys: plan.collect_keys,
-        progress: progress.clone(),
-        stop: workers.stop.clone(),
-    };
+    let reading = Reading::new(&table, &plan, &rejects, &opts, &progress, &workers.stop);
+    let batcher = reading.batcher(committed, None);
     let batch_ledger = ledger.as_ref().zip(attempt).map(|(l, a)| l.batches(a));
     let transactions = Transactions::new(
         pool.clone(),
@@ -176,8 +178,77 @@ pub async fn seed(
         dry_run: opts.dry_run,
     };
     let summary = reporter.finish(invocation, table.display());
-    let recorded = ledger.as_ref().zip(keeper);
+    let recorded = ledger
+        .as_ref()
+        .zip(keeper)
+        .map(|(ledger, keeper)| Recorded {
+            ledger,
+            keeper,
+            parent: None,
+        });
     Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
+}
+
+/// What a run records as its options: what fixes its batches' boundaries and meaning,
+/// and how it reads its CSV (see [`RunKey::options`]).
+fn recorded_options(opts: &SeedOptions, plan: &Plan) -> serde_json::Value {
+    let mut options = serde_json::json!({
+        "batch_size": opts.run.batch_size,
+        "columns": plan.columns,
+        "on_conflict": opts.on_conflict,
+        "key": plan.key,
+        "recorded_key": plan.recorded_key,
+    });
+    options[DIALECT] = opts.csv.recorded();
+    options
+}
+
+/// What turns an input into batches, the same for every input of a run.
+struct Reading {
+    checker: Checker,
+    encoder: RowEncoder,
+    rejects: Option<Arc<Rejects>>,
+    size: usize,
+    collect_keys: Option<Vec<usize>>,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Reading {
+    fn new(
+        table: &Table,
+        plan: &Plan,
+        rejects: &Option<Arc<Rejects>>,
+        opts: &SeedOptions,
+        progress: &Arc<Progress>,
+        stop: &Arc<AtomicBool>,
+    ) -> Self {
+        Reading {
+            checker: Checker::new(table, &plan.columns),
+            encoder: plan.encoder.clone(),
+            rejects: rejects.clone(),
+            size: opts.run.batch_size,
+            collect_keys: plan.collect_keys.clone(),
+            progress: progress.clone(),
+            stop: stop.clone(),
+        }
+    }
+
+    /// The batcher of one input, skipping the batches `committed` (sequence number →
+    /// content hash); `input` tags its batches in a run of many inputs.
+    fn batcher(&self, committed: HashMap<u64, u64>, input: Option<Arc<InputTag>>) -> Batcher {
+        Batcher {
+            checker: self.checker.clone(),
+            encoder: self.encoder.clone(),
+            rejects: self.rejects.clone(),
+            size: self.size,
+            committed,
+            collect_keys: self.collect_keys.clone(),
+            progress: self.progress.clone(),
+            stop: self.stop.clone(),
+            input,
+        }
+    }
 }
 
 /// Everything checked and opened before the run is recorded.
@@ -186,6 +257,8 @@ struct Prepared {
     client: Object,
     table: Table,
     csv: CsvReader<Box<dyn std::io::BufRead + Send>>,
+    /// The input's header (or the names `--columns` gave).
+    header: Record,
     plan: Plan,
     input_id: InputId,
     consumed: Arc<std::sync::atomic::AtomicU64>,
@@ -196,7 +269,7 @@ struct Prepared {
 /// Everything that can refuse the run, before the ledger records it: the input, the
 /// connection, the table, the header against the table, the rejects file, and every
 /// privilege, checked at once. The CSV options learn how the server's COPY reads.
-async fn prepare(db: Endpoint, opts: &mut SeedOptions) -> Result<Prepared, Error> {
+async fn prepare(db: Endpoint, opts: &mut SeedOptions, many: bool) -> Result<Prepared, Error> {
     let Input {
         reader,
         id: input_id,
@@ -259,6 +332,7 @@ async fn prepare(db: Endpoint, opts: &mut SeedOptions) -> Result<Prepared, Error
             opts.run.resume.is_some(),
             opts.run.ledger_schema.is_some(),
             opts.max_errors,
+            many,
         )?)),
     };
     // Last: opening the ledger may create it, which no refusal above should leave behind.
@@ -268,6 +342,7 @@ async fn prepare(db: Endpoint, opts: &mut SeedOptions) -> Result<Prepared, Error
         client,
         table,
         csv,
+        header,
         plan,
         input_id,
         consumed,
@@ -281,38 +356,46 @@ const REJECTS_PAGE: i64 = 5_000;
 
 /// A resumed run's rejects: the rows its earlier attempts rejected count against the budget
 /// and in the summary, and the rejects file is written again from the ledger (its header,
-/// then every row in line order), which repairs a record a failed or interrupted write tore
-/// and adds the rows the file lacks. A failure fails the run, which stays resumable.
+/// then every row in line order, input by input), which repairs a record a failed or
+/// interrupted write tore and adds the rows the file lacks. `runs` are the run's own id, or
+/// each of its inputs' with its name. A failure fails the run, which stays resumable.
 async fn restore_rejects(
     client: &Object,
     ledger: &Ledger,
-    run_id: i64,
+    runs: &[(i64, Option<&str>)],
     rejects: &Rejects,
     progress: &Progress,
 ) -> Result<(), Error> {
-    let (counted, kept) = ledger.rejected(client, run_id).await?;
+    let (mut counted, mut kept) = (0, 0);
+    for &(run_id, _) in runs {
+        let (c, k) = ledger.rejected(client, run_id).await?;
+        (counted, kept) = (counted + c, kept + k);
+    }
     rejects.rejected_before(counted);
     progress.rejected_before(counted);
     if kept < counted {
         tracing::warn!(
-            "run {run_id} rejected {counted} rows and the ledger keeps {kept} of them (batches \
+            "the run rejected {counted} rows and the ledger keeps {kept} of them (batches \
              committed by an older version keep none): the rejects file is appended to, not \
              written again"
         );
         return Ok(());
     }
     rejects.start_over()?;
-    let mut after = 0;
-    loop {
-        let page = ledger
-            .rejected_rows(client, run_id, after, REJECTS_PAGE)
-            .await?;
-        rejects.write(&page)?;
-        match page.last() {
-            Some(last) if page.len() as i64 == REJECTS_PAGE => after = last.line,
-            _ => return Ok(()),
+    for &(run_id, input) in runs {
+        let mut after = 0;
+        loop {
+            let page = ledger
+                .rejected_rows(client, run_id, after, REJECTS_PAGE)
+                .await?;
+            rejects.write(&page, input)?;
+            match page.last() {
+                Some(last) if page.len() as i64 == REJECTS_PAGE => after = last.line,
+                _ => break,
+            }
         }
     }
+    Ok(())
 }
 
 /// Runs a dry run's producer and its one writer; returns the failure, if any: the writer's

@@ -33,7 +33,9 @@ use crate::run::report::Progress;
 use crate::run::{Sink, Transactions, Unit, Worked, Written};
 
 /// What to do with a row whose key already exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OnConflict {
     /// Fail the run, naming the key and the CSV line.
@@ -225,6 +227,12 @@ impl Writer {
     /// whose rows the file could not take still counts as written, and the run stops before
     /// the next one. `limit` is the batch's deadline (`--batch-timeout`).
     pub async fn write(&self, batch: &Batch, limit: Duration) -> Result<Outcome, Error> {
+        self.write_batch(batch, limit)
+            .await
+            .map_err(|e| batch.in_input(e))
+    }
+
+    async fn write_batch(&self, batch: &Batch, limit: Duration) -> Result<Outcome, Error> {
         if let Some(rejects) = &self.rejects {
             rejects.check()?;
         }
@@ -233,7 +241,7 @@ impl Writer {
             .transactions
             .write(batch, limit, async |tx| {
                 let loaded = self.load(tx, batch, &mut reserved).await?;
-                if let Some(ledger) = self.transactions.ledger() {
+                if let Some(ledger) = self.transactions.ledger_for(batch) {
                     ledger
                         .record_rejected(tx, batch.seq, &loaded.rejected)
                         .await
@@ -287,7 +295,7 @@ impl Writer {
             // The batch committed, so it counts even when the file cannot take its rows (the
             // ledger keeps them): the failure stays with the file, whose `check` stops the
             // run before the next batch, or at its end.
-            let _ = rejects.write(&rejected);
+            let _ = rejects.write(&rejected, batch.input_name());
         }
         Ok(outcome)
     }
@@ -301,7 +309,8 @@ impl Writer {
         batch: &Batch,
         done: &Outcome,
     ) -> Result<Vec<Rejection>, Error> {
-        let (Some(rejects), Some(ledger)) = (&self.rejects, self.transactions.ledger()) else {
+        let (Some(rejects), Some(ledger)) = (&self.rejects, self.transactions.ledger_for(batch))
+        else {
             return Ok(batch.rejected.clone());
         };
         if done.rejected == batch.rejected.len() as u64 {
@@ -632,7 +641,7 @@ impl Writer {
                         .await
                         .map_err(fail)?;
                     if let Some(rejects) = &self.rejects {
-                        rejects.write(&loaded.rejected)?;
+                        rejects.write(&loaded.rejected, batch.input_name())?;
                     }
                     progress.committed(loaded.outcome);
                 }

@@ -36,6 +36,14 @@ pub struct Run {
     pub started_at: String,
     pub duration_s: f64,
     pub command_line: Vec<String>,
+    /// An input of a run of many inputs: its name under the run's base directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_name: Option<String>,
+    /// The process of its latest attempt (with `host`).
+    pub pid: Option<i32>,
+    /// A run of many inputs: its inputs, in order (filled by `runs show`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Run>,
     /// The lease of the attempt running it, unless released (shown by `runs show`, not in
     /// its JSON, which scripts read as it is).
     #[serde(skip)]
@@ -94,26 +102,60 @@ impl<'a, T: FromStr> FromSql<'a> for Stored<T> {
 }
 
 impl Ledger {
-    /// Runs, newest first.
+    /// Runs, newest first: `id`, or the latest `limit` (not the inputs of runs of many
+    /// inputs, which [`Ledger::inputs`] lists).
     pub async fn runs(
         &self,
         client: &Client,
         id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Run>, Error> {
+        self.listed(
+            client,
+            "$1::bigint IS NULL AND r.parent_id IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
+            id,
+            limit,
+        )
+        .await
+    }
+
+    /// The inputs of the run of many inputs `parent`, in order.
+    pub async fn inputs(&self, client: &Client, parent: i64) -> Result<Vec<Run>, Error> {
+        let all = i64::MAX;
+        self.listed(
+            client,
+            "r.parent_id = $1 ORDER BY r.id LIMIT $2",
+            Some(parent),
+            all,
+        )
+        .await
+    }
+
+    /// The runs `filter` selects (with `$1` and `$2` bound to `id` and `limit`).
+    async fn listed(
+        &self,
+        client: &Client,
+        filter: &str,
+        id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Run>, Error> {
         let rows = client
             .query_typed(
                 &format!(
-                    // Counts come from the batches, so an unfinished run shows what committed.
+                    // Counts come from the batches (a run of many inputs: its inputs'), so an
+                    // unfinished run shows what committed.
                     "SELECT r.id, r.command, r.target_table, r.input_path, r.input_size, r.status, \
-                       r.rows_read, b.inserted, b.updated, b.skipped, b.n, r.attempts, r.error, r.host, \
+                       coalesce((SELECT sum(c.rows_read)::bigint FROM {s}.runs c \
+                                 WHERE c.parent_id = r.id), r.rows_read), \
+                       b.inserted, b.updated, b.skipped, b.n, r.attempts, r.error, r.host, \
                        to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
                        extract(epoch FROM coalesce(r.finished_at, greatest(r.updated_at, b.last_commit)) \
                                           - r.started_at)::float8, \
                        r.command_line, b.rejected, b.deleted, b.missing, \
                        r.lease_host, r.lease_pid, \
                        extract(epoch FROM now() - r.lease_renewed_at)::float8, \
-                       extract(epoch FROM r.lease_expires_at - now())::float8 \
+                       extract(epoch FROM r.lease_expires_at - now())::float8, \
+                       r.input_name, r.pid \
                      FROM {s}.runs r CROSS JOIN LATERAL \
                        (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
                                coalesce(sum(updated), 0)::bigint AS updated, \
@@ -122,8 +164,10 @@ impl Ledger {
                                coalesce(sum(deleted), 0)::bigint AS deleted, \
                                coalesce(sum(missing), 0)::bigint AS missing, \
                                max(committed_at) AS last_commit \
-                        FROM {s}.batches WHERE run_id = r.id) b \
-                     WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC LIMIT $2",
+                        FROM {s}.batches WHERE run_id = ANY(array( \
+                          SELECT r.id UNION ALL \
+                          SELECT c.id FROM {s}.runs c WHERE c.parent_id = r.id))) b \
+                     WHERE {filter}",
                     s = self.quoted_schema()
                 ),
                 &[(&id, Type::INT8), (&limit, Type::INT8)],
@@ -158,6 +202,9 @@ impl Ledger {
                     seen_ago: r.get::<_, Option<f64>>(22).unwrap_or_default(),
                     expires_in,
                 }),
+                input_name: r.get(24),
+                pid: r.get(25),
+                inputs: Vec::new(),
             })
         };
         rows.iter()

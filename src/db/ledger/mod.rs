@@ -13,6 +13,7 @@
 //! by; [`listing`] is the `runs` command's view.
 
 mod batches;
+mod inputs;
 mod keys;
 mod listing;
 mod runs;
@@ -25,6 +26,7 @@ use crate::db::privileges::{self, Object, Privilege};
 use crate::error::Error;
 
 pub use batches::{BatchId, BatchLedger, Committed};
+pub use inputs::{Claim, NamedInput, Parent};
 pub use listing::{LeaseShown, Run};
 #[cfg(test)]
 pub use runs::unrecorded_dialect;
@@ -46,6 +48,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../../../sql/ledger/006_keys_uncompressed.sql"),
     ),
+    (7, include_str!("../../../sql/ledger/007_inputs.sql")),
 ];
 
 /// The oldest ledger version [`Ledger::existing`] reads: runs, batches and recorded keys

@@ -372,12 +372,12 @@ fn alive(pid: i32) -> bool {
 }
 
 /// This process, as a lease records its holder.
-fn me() -> (Option<String>, i32) {
+pub(super) fn me() -> (Option<String>, i32) {
     (whoami::hostname().ok(), std::process::id() as i32)
 }
 
 /// The lease's duration as SQL takes it (seconds, float8).
-fn seconds(lease: Duration) -> f64 {
+pub(super) fn seconds(lease: Duration) -> f64 {
     lease.as_secs_f64()
 }
 
@@ -471,9 +471,9 @@ impl Ledger {
             .query_typed_one(
                 &format!(
                     "INSERT INTO {}.runs (command, target_table, input_path, input_size, \
-                       input_fingerprint, options, command_line, status, host, \
+                       input_fingerprint, options, command_line, status, host, pid, claimed_at, \
                        lease_host, lease_pid, lease_renewed_at, lease_expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $8, $9, now(), \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, now(), $8, $9, now(), \
                              now() + make_interval(secs => $10)) \
                      RETURNING id, attempts",
                     self.quoted_schema()
@@ -525,7 +525,8 @@ impl Ledger {
                     "UPDATE {}.runs SET status = 'running', attempts = attempts + 1, error = NULL, \
                        finished_at = NULL, updated_at = now(), input_size = $3, \
                        input_fingerprint = $4, options = options || $5, lease_host = $6, \
-                       lease_pid = $7, lease_renewed_at = now(), \
+                       lease_pid = $7, lease_renewed_at = now(), host = $6, pid = $7, \
+                       claimed_at = now(), took_over_expired_at = lease_expires_at, \
                        lease_expires_at = now() + make_interval(secs => $8) \
                      WHERE id = $1 AND attempts = $2 AND status <> 'completed' \
                        AND (lease_expires_at IS NULL OR lease_expires_at <= now() OR $9) \
@@ -769,33 +770,6 @@ impl Ledger {
             .iter()
             .map(rejection)
             .collect())
-    }
-
-    /// Renews `attempt`'s lease for `lease` more; `false` when it no longer holds it (a
-    /// later attempt took the run over, or the lease was released).
-    pub async fn renew(
-        &self,
-        client: &Client,
-        attempt: Attempt,
-        lease: Duration,
-    ) -> Result<bool, Error> {
-        let renewed = client
-            .execute_typed(
-                &format!(
-                    "UPDATE {}.runs SET lease_renewed_at = now(), \
-                       lease_expires_at = now() + make_interval(secs => $3) \
-                     WHERE id = $1 AND attempts = $2 AND lease_expires_at IS NOT NULL",
-                    self.quoted_schema()
-                ),
-                &[
-                    (&attempt.run_id, Type::INT8),
-                    (&attempt.number, Type::INT4),
-                    (&seconds(lease), Type::FLOAT8),
-                ],
-            )
-            .await
-            .map_err(|e| Error::database("renewing the run's lease", e))?;
-        Ok(renewed == 1)
     }
 
     /// Marks the run's end and releases `attempt`'s lease; `false` (nothing recorded) when the
