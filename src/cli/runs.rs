@@ -6,7 +6,8 @@ use super::{ConnectArgs, LedgerArgs, block_on, exit_codes_help};
 use crate::db::connect;
 use crate::db::ledger::{self, Access, LeaseShown, Ledger, Run};
 use crate::error::Error;
-use crate::model::Command;
+use crate::model::{Command, Status};
+use std::io::IsTerminal;
 
 #[derive(Debug, Args)]
 #[command(
@@ -39,7 +40,24 @@ pub enum RunsCommand {
         /// The run's id, as `provisioner runs` lists it.
         #[arg(value_name = "ID")]
         id: i64,
+
+        /// Redraw the run every few seconds until it ends: per input and per host, rows,
+        /// rows/s and ETA (on a terminal in place; elsewhere one block each time).
+        #[arg(long)]
+        watch: bool,
+
+        /// With --watch: seconds between refreshes.
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS", requires = "watch",
+              value_parser = parse_every)]
+        every: f64,
     },
+}
+
+fn parse_every(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected seconds between 0.1 and 3600, got {s:?}")),
+    }
 }
 
 pub fn run(args: RunsArgs) -> Result<i32, Error> {
@@ -61,25 +79,126 @@ pub fn run(args: RunsArgs) -> Result<i32, Error> {
                     print_table(&runs);
                 }
             }
-            Some(RunsCommand::Show { id }) => {
-                let run = ledger
-                    .runs(&client, Some(id), 1)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::Usage(format!("no run {id} in the ledger")))?;
-                let resume = (!run.finished()).then(|| run.resume_command());
-                if args.json {
-                    let mut value = serde_json::to_value(&run).expect("a run serializes");
-                    value["resume_command"] = resume.into();
-                    println!("{value}");
-                } else {
-                    print_run(&run, resume);
+            Some(RunsCommand::Show { id, watch, every }) => {
+                let mut before: Option<(std::time::Instant, i64)> = None;
+                let terminal = std::io::stdout().is_terminal();
+                loop {
+                    let run = show(&ledger, &client, id).await?;
+                    let resume = (!run.finished()).then(|| run.resume_command());
+                    let now = std::time::Instant::now();
+                    let rate = before.map(|(then, rows)| {
+                        (run.rows() - rows) as f64 / now.duration_since(then).as_secs_f64()
+                    });
+                    if args.json {
+                        let mut value = serde_json::to_value(&run).expect("a run serializes");
+                        value["resume_command"] = resume.into();
+                        println!("{value}");
+                    } else {
+                        if watch && terminal {
+                            // Home and clear: the block is drawn again in place.
+                            print!("\x1b[H\x1b[2J");
+                        }
+                        print_run(&run, resume);
+                        if !run.inputs.is_empty() {
+                            print_inputs(&run, rate);
+                        }
+                    }
+                    if !watch || run.status != Status::Running {
+                        break;
+                    }
+                    before = Some((now, run.rows()));
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(every)).await;
+                    if !terminal && !args.json {
+                        println!();
+                    }
                 }
             }
         }
         Ok(0)
     })?
+}
+
+/// Run `id`, with its inputs when it is a run of many inputs.
+async fn show(ledger: &Ledger, client: &tokio_postgres::Client, id: i64) -> Result<Run, Error> {
+    let mut run = ledger
+        .runs(client, Some(id), 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Usage(format!("no run {id} in the ledger")))?;
+    run.inputs = ledger.inputs(client, id).await?;
+    Ok(run)
+}
+
+/// A run of many inputs, input by input and host by host, with its pace: `rate` is the rows
+/// per second since the last refresh (else over the whole run) and the ETA assumes the
+/// inputs not completed hold as many rows per byte as those completed.
+fn print_inputs(run: &Run, rate: Option<f64>) {
+    let rate = rate.unwrap_or(run.rows() as f64 / run.duration_s.max(1e-3));
+    let done: Vec<&Run> = run
+        .inputs
+        .iter()
+        .filter(|i| i.status == Status::Completed)
+        .collect();
+    let total_size: i64 = run.inputs.iter().filter_map(|i| i.input_size).sum();
+    let done_size: i64 = done.iter().filter_map(|i| i.input_size).sum();
+    let done_rows: i64 = done.iter().map(|i| i.rows()).sum();
+    let eta = (done_size > 0 && rate > 0.0 && run.status == Status::Running).then(|| {
+        let rows_expected = total_size as f64 * done_rows as f64 / done_size as f64;
+        (rows_expected - run.rows() as f64).max(0.0) / rate
+    });
+    println!(
+        "  pace:      {:.0} rows/s; {} of {} inputs completed{}",
+        rate,
+        done.len(),
+        run.inputs.len(),
+        eta.map(|s| format!("; about {s:.0} s to go"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {:<32}  {:<11}  {:>12}  {:>8}  {:>8}  holder",
+        "input", "status", "rows", "batches", "attempts"
+    );
+    // Per process (host and pid) that last held each input.
+    let mut processes: Vec<(String, i64, usize)> = Vec::new();
+    for i in &run.inputs {
+        let holder = match (&i.lease, i.status) {
+            (Some(lease), _) => format!(
+                "pid {} on {}{}",
+                lease.pid.map_or("?".into(), |p| p.to_string()),
+                lease.host.as_deref().unwrap_or("?"),
+                if lease.expires_in > 0.0 {
+                    String::new()
+                } else {
+                    " (lease expired)".into()
+                }
+            ),
+            (None, Status::Pending) => "-".into(),
+            (None, _) => format!(
+                "pid {} on {}",
+                i.pid.map_or("?".into(), |p| p.to_string()),
+                i.host.as_deref().unwrap_or("?")
+            ),
+        };
+        println!(
+            "  {:<32}  {:<11}  {:>12}  {:>8}  {:>8}  {holder}",
+            i.input_name.as_deref().unwrap_or("?"),
+            i.status,
+            i.rows(),
+            i.batches,
+            i.attempts
+        );
+        if let (Some(host), Some(pid)) = (&i.host, i.pid) {
+            let process = format!("pid {pid} on {host}");
+            match processes.iter_mut().find(|(p, _, _)| *p == process) {
+                Some(entry) => (entry.1, entry.2) = (entry.1 + i.rows(), entry.2 + 1),
+                None => processes.push((process, i.rows(), 1)),
+            }
+        }
+    }
+    for (process, rows, inputs) in processes {
+        println!("  {process}: {rows} rows over {inputs} input(s)");
+    }
 }
 
 fn print_table(runs: &[Run]) {

@@ -31,8 +31,14 @@ type PgParam = dyn ToSql + Sync;
 pub enum PurgeUnit {
     /// Keys read from a CSV file, as a COPY payload of the key columns.
     Keys(Batch),
-    /// The keys batch `seq` of a seed run recorded in the ledger.
-    Recorded { seq: u64, seed_run: i64, keys: u64 },
+    /// The keys batch `seed_seq` of a seed run (or of an input of a run of many inputs)
+    /// recorded in the ledger; `seq` numbers it in the purge (see `recorded_units`).
+    Recorded {
+        seq: u64,
+        seed_run: i64,
+        seed_seq: u64,
+        keys: u64,
+    },
     /// A range of pages `[first, end)` of the relation `relation`, the table's `leaf`-th
     /// ([`Table::leaves`]), deleted where the predicate holds; `rows` is the planner's
     /// estimate of the rows the pages hold.
@@ -86,8 +92,10 @@ impl Unit for PurgeUnit {
     fn span(&self) -> String {
         match self {
             PurgeUnit::Keys(b) => b.span(),
-            PurgeUnit::Recorded { seq, seed_run, .. } => {
-                format!("keys of run {seed_run} batch {seq}")
+            PurgeUnit::Recorded {
+                seed_run, seed_seq, ..
+            } => {
+                format!("keys of run {seed_run} batch {seed_seq}")
             }
             PurgeUnit::Pages {
                 relation,
@@ -352,10 +360,12 @@ impl Deleter {
                 .send(tx, batch.format, &batch.payload)
                 .await
                 .map_err(fail),
-            PurgeUnit::Recorded { seq, seed_run, .. } => tx
+            PurgeUnit::Recorded {
+                seed_run, seed_seq, ..
+            } => tx
                 .execute_typed(
                     &p.fill_recorded,
-                    &[(seed_run, Type::INT8), (&(*seq as i64), Type::INT8)],
+                    &[(seed_run, Type::INT8), (&(*seed_seq as i64), Type::INT8)],
                 )
                 .await
                 .map_err(fail),

@@ -284,9 +284,14 @@ fn one_expression(predicate: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where an input's number goes in a `--run` purge's batch numbers: above any batch number
+/// of one input (2^32 batches).
+const INPUT_SHIFT: u32 = 32;
+
 /// The units of a `--run` purge, in order: the seed run's batches that recorded keys, each
 /// numbered as the seed batch whose keys it deletes, so that a purge batch means the same
-/// seed batch on every attempt, whatever batches a resumed seed added in between. Refuses
+/// seed batch on every attempt, whatever batches a resumed seed added in between. A run of
+/// many inputs numbers them input by input: input `i`'s batch `s` is `i << 32 | s`. Refuses
 /// a run whose recorded keys name rows it did not insert (as versions that took a direct
 /// COPY's keys from the file recorded when a trigger skipped rows); warns of rows it
 /// inserted without recording their key, which the purge cannot find.
@@ -302,7 +307,12 @@ pub async fn recorded_units(
     let over: Vec<String> = batches
         .iter()
         .filter(|b| b.keys > b.inserted)
-        .map(|b| format!("{} ({} keys, {} rows inserted)", b.seq, b.keys, b.inserted))
+        .map(|b| {
+            format!(
+                "{} of run {} ({} keys, {} rows inserted)",
+                b.seq, b.run_id, b.keys, b.inserted
+            )
+        })
         .collect();
     if !over.is_empty() {
         return Err(Error::Usage(format!(
@@ -326,8 +336,9 @@ pub async fn recorded_units(
         .into_iter()
         .filter(|b| b.keys > 0)
         .map(|b| PurgeUnit::Recorded {
-            seq: b.seq as u64,
-            seed_run: run,
+            seq: (b.input as u64) << INPUT_SHIFT | b.seq as u64,
+            seed_run: b.run_id,
+            seed_seq: b.seq as u64,
             keys: b.keys,
         })
         .collect())

@@ -15,9 +15,12 @@ pub struct Recorded {
     pub columns: Vec<String>,
 }
 
-/// One batch of a seed run: its number, how many keys it recorded and how many rows it
-/// inserted.
+/// One batch of a seed run: where it is (the run, or the input of a run of many inputs,
+/// that committed it, and which input: 0 for a run of one, else 1, 2, … in order), its
+/// number, how many keys it recorded and how many rows it inserted.
 pub struct RecordedBatch {
+    pub run_id: i64,
+    pub input: i64,
     pub seq: i64,
     pub keys: u64,
     pub inserted: u64,
@@ -60,14 +63,15 @@ impl Ledger {
         })
     }
 
-    /// How many keys a seed run recorded.
+    /// How many keys a seed run (every input of a run of many inputs) recorded.
     pub async fn recorded_count(&self, client: &Client, run: i64) -> Result<u64, Error> {
         let row = client
             .query_typed_one(
                 &format!(
                     "SELECT coalesce(sum(jsonb_array_length(keys->0)), 0)::bigint \
-                     FROM {}.inserted_keys WHERE run_id = $1",
-                    self.quoted_schema()
+                     FROM {s}.inserted_keys WHERE run_id = $1 \
+                       OR run_id IN (SELECT id FROM {s}.runs WHERE parent_id = $1)",
+                    s = self.quoted_schema()
                 ),
                 &[(&run, Type::INT8)],
             )
@@ -76,7 +80,8 @@ impl Ledger {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    /// The committed batches of a seed run that inserted rows or recorded keys, in order.
+    /// The committed batches of a seed run (of every input of a run of many inputs) that
+    /// inserted rows or recorded keys, in order.
     pub async fn recorded_batches(
         &self,
         client: &Client,
@@ -85,11 +90,16 @@ impl Ledger {
         Ok(client
             .query_typed(
                 &format!(
-                    "SELECT b.seq, coalesce(jsonb_array_length(k.keys->0), 0)::bigint, \
+                    "WITH parts (run_id, input) AS ( \
+                       SELECT $1::bigint, 0::bigint UNION ALL \
+                       SELECT id, row_number() OVER (ORDER BY id) FROM {0}.runs WHERE parent_id = $1) \
+                     SELECT p.run_id, p.input, b.seq, \
+                            coalesce(jsonb_array_length(k.keys->0), 0)::bigint, \
                             coalesce(b.inserted, 0) \
-                     FROM {0}.batches b LEFT JOIN {0}.inserted_keys k USING (run_id, seq) \
-                     WHERE b.run_id = $1 AND (k.seq IS NOT NULL OR b.inserted > 0) \
-                     ORDER BY b.seq",
+                     FROM parts p JOIN {0}.batches b ON b.run_id = p.run_id \
+                       LEFT JOIN {0}.inserted_keys k ON k.run_id = b.run_id AND k.seq = b.seq \
+                     WHERE k.seq IS NOT NULL OR b.inserted > 0 \
+                     ORDER BY p.input, b.seq",
                     self.quoted_schema()
                 ),
                 &[(&run, Type::INT8)],
@@ -98,9 +108,11 @@ impl Ledger {
             .map_err(|e| Error::database("listing the run's recorded keys", e))?
             .iter()
             .map(|r| RecordedBatch {
-                seq: r.get(0),
-                keys: r.get::<_, i64>(1) as u64,
-                inserted: r.get::<_, i64>(2) as u64,
+                run_id: r.get(0),
+                input: r.get(1),
+                seq: r.get(2),
+                keys: r.get::<_, i64>(3) as u64,
+                inserted: r.get::<_, i64>(4) as u64,
             })
             .collect())
     }
