@@ -21,7 +21,7 @@ use deadpool_postgres::Pool;
 
 use super::write::Writer;
 use super::{Prepared, Reading, SeedOptions, dry_run, prepare, recorded_options, restore_rejects};
-use crate::copy::batch::{Batch, InputTag};
+use crate::copy::batch::{Batch, InputTag, verify_source};
 use crate::db::connect::{self, Endpoint};
 use crate::db::ledger::{
     Access, Attempt, Claim, DIALECT, InputId, Ledger, NamedInput, Parent, Resume, RunKey,
@@ -112,7 +112,12 @@ pub(super) async fn seed(
     let mut options = recorded_options(&opts, &plan);
     options["map"] = serde_json::json!(opts.renames);
     // Every input is checked before anything is recorded.
-    let checked = check_inputs(&opts.csv, &root, &todo, &header, existing.is_some()).await?;
+    let against = match (&existing, many.join) {
+        (None, _) => Against::Nothing,
+        (Some(_), Some(_)) => Against::Recorded,
+        (Some(_), None) => Against::Committed,
+    };
+    let (checked, changed_names) = check_inputs(&opts.csv, &root, &todo, &header, against).await?;
     let progress = Arc::new(Progress::default());
     let mut client = client;
     let parent = match (&ledger, &existing) {
@@ -125,6 +130,8 @@ pub(super) async fn seed(
                 )));
             }
             let resume = opts.run.resume.is_some();
+            let id = run.parent.id;
+            accept_changed(&client, ledger, id, &checked, &changed_names, &opts, &root).await?;
             ledger.rejoin(&client, &run.parent, resume).await?;
             if let (Some(rejects), true) = (&rejects, resume) {
                 let inputs = ledger.inputs(&client, run.parent.id).await?;
@@ -371,16 +378,28 @@ fn open_input(
     Ok((reader, input.id))
 }
 
-/// Checks every input before anything is recorded: it opens, its header is `header`, and
-/// (`recorded`: a run that is there) it is the file the run recorded. Returns the inputs as
-/// the run records them.
+/// How the inputs are checked against a run that is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Against {
+    /// A new run: nothing recorded yet.
+    Nothing,
+    /// Joining: each input must be the file the run recorded.
+    Recorded,
+    /// Resuming: an input may have changed where the run has not committed batches of it
+    /// (a bad row fixed), which is checked against the ledger afterwards.
+    Committed,
+}
+
+/// Checks every input before anything is recorded: it opens and its header is `header`;
+/// joining, it is the file the run recorded. Returns the inputs as found (as recorded,
+/// joining), with the names of those that changed (resuming).
 async fn check_inputs(
     csv: &CsvOptions,
     root: &Path,
     inputs: &[NamedInput],
     header: &Record,
-    recorded: bool,
-) -> Result<Vec<NamedInput>, Error> {
+    against: Against,
+) -> Result<(Vec<NamedInput>, Vec<String>), Error> {
     let (csv, root, inputs, header) = (
         csv.clone(),
         root.to_path_buf(),
@@ -388,27 +407,72 @@ async fn check_inputs(
         header.clone(),
     );
     tokio::task::spawn_blocking(move || {
-        inputs
-            .into_iter()
-            .map(|input| {
-                let counted = Arc::new(AtomicU64::new(0));
-                let (_, found) = open_input(&root, &input.name, &csv, &header, counted)?;
-                if recorded && !same_file(&input.id, &found) {
-                    return Err(changed(&root, &input, &found));
+        let mut changed_names = Vec::new();
+        let mut found_inputs = Vec::new();
+        for input in inputs {
+            let counted = Arc::new(AtomicU64::new(0));
+            let (_, found) = open_input(&root, &input.name, &csv, &header, counted)?;
+            let same = same_file(&input.id, &found);
+            match against {
+                Against::Recorded if !same => return Err(changed(&root, &input, &found)),
+                Against::Recorded => found_inputs.push(input),
+                Against::Committed if !same => {
+                    changed_names.push(input.name.clone());
+                    found_inputs.push(NamedInput { id: found, ..input });
                 }
-                Ok(if recorded {
-                    input
-                } else {
-                    NamedInput {
-                        name: input.name,
-                        id: found,
-                    }
-                })
-            })
-            .collect()
+                Against::Nothing | Against::Committed => {
+                    found_inputs.push(NamedInput { id: found, ..input })
+                }
+            }
+        }
+        Ok((found_inputs, changed_names))
     })
     .await
     .expect("the input check panicked")
+}
+
+/// Before a resume goes on with inputs that changed (`changed`, as `found`): checks that
+/// each still holds the batches the run committed of it, as a resume of one input does,
+/// and records it as it is now. Refused (exit 2) at the first committed batch that differs.
+async fn accept_changed(
+    client: &tokio_postgres::Client,
+    ledger: &Ledger,
+    parent: i64,
+    found: &[NamedInput],
+    changed_names: &[String],
+    opts: &SeedOptions,
+    root: &Path,
+) -> Result<(), Error> {
+    let recorded = ledger.inputs(client, parent).await?;
+    for name in changed_names {
+        let (Some(run), Some(input)) = (
+            recorded
+                .iter()
+                .find(|r| r.input_name.as_deref() == Some(name)),
+            found.iter().find(|i| &i.name == name),
+        ) else {
+            continue;
+        };
+        let committed = ledger.committed(client, run.id).await?;
+        let source = Source::Path(root.join(name));
+        verify_source(source, opts.csv.clone(), opts.run.batch_size, committed)
+            .await
+            .map_err(|e| match e {
+                Error::InputChanged { seq, .. } => Error::ResumeRefused(format!(
+                    "--resume {parent}: {name} changed where the run committed batch {seq} of \
+                     it; refusing. Change only rows the run has not committed, or start a new \
+                     run"
+                )),
+                other => other,
+            })?;
+        ledger.record_input(client, run.id, &input.id).await?;
+        tracing::info!(
+            input = %name,
+            "the input changed, but not in the batches the run committed of it; going on with \
+             it as it is now"
+        );
+    }
+    Ok(())
 }
 
 /// The refusal of an input that is not the file the run recorded under its name (exit 2).

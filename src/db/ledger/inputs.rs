@@ -191,6 +191,32 @@ impl Ledger {
             .collect()
     }
 
+    /// Records the input `run_id` as it is now (a resume found it changed where nothing of it
+    /// committed).
+    pub async fn record_input(
+        &self,
+        client: &Client,
+        run_id: i64,
+        now: &InputId,
+    ) -> Result<(), Error> {
+        client
+            .execute_typed(
+                &format!(
+                    "UPDATE {}.runs SET input_size = $2, input_fingerprint = $3, updated_at = now() \
+                     WHERE id = $1",
+                    self.quoted_schema()
+                ),
+                &[
+                    (&run_id, Type::INT8),
+                    (&now.size.map(|s| s as i64), Type::INT8),
+                    (&now.fingerprint, Type::TEXT),
+                ],
+            )
+            .await
+            .map_err(|e| Error::database("recording the input as it is now", e))?;
+        Ok(())
+    }
+
     /// Marks the run of many inputs running again for a process joining it (`resume`
     /// false) or resuming it: a join is refused unless the run is running or was
     /// interrupted; a resume unless it is unfinished, and it puts the inputs that failed back
