@@ -546,7 +546,27 @@ struct Feed {
 /// What a lane does next.
 enum Next {
     Read(NamedInput, Option<Attempt>),
+    /// Nothing to claim now: look again in this long.
+    Wait(Duration),
     End(ProduceEnd),
+}
+
+/// How reading an input ended.
+enum Read {
+    /// Read to its end with nothing to record, or stopped.
+    Ended(ProduceEnd),
+    /// Read to its end: complete it once its batches landed.
+    Landing(Landing),
+}
+
+/// An input read to its end whose batches may still be in flight.
+struct Landing {
+    name: String,
+    attempt: Attempt,
+    /// Resolves once no batch of it is held any more.
+    landed: tokio::sync::oneshot::Receiver<()>,
+    batches: u64,
+    records: u64,
 }
 
 /// How often a lane waiting on its input's batches looks whether the run stopped.
@@ -584,25 +604,53 @@ impl Feed {
         ended
     }
 
-    async fn lane(&self, tx: &async_channel::Sender<Batch>) -> Result<ProduceEnd, Error> {
+    /// Claims and reads inputs until none is left. An input read to its end is completed in
+    /// the background once its batches landed, while the lane reads the next: the writers
+    /// never wait for an input's end to be recorded.
+    async fn lane(
+        self: &Arc<Self>,
+        tx: &async_channel::Sender<Batch>,
+    ) -> Result<ProduceEnd, Error> {
+        let mut landing = Vec::new();
         loop {
-            let (input, attempt) = match self.next(tx).await? {
-                Next::Read(input, attempt) => (input, attempt),
-                Next::End(end) => return Ok(end),
-            };
-            let read = self.read(tx, &input, attempt).await;
-            match read.map_err(|e| Error::InInput {
-                input: input.name.clone(),
-                source: Box::new(e),
-            })? {
-                ProduceEnd::Complete => {}
-                ProduceEnd::Stopped => return Ok(ProduceEnd::Stopped),
+            if settle(&mut landing, false).await? == ProduceEnd::Stopped {
+                return Ok(ProduceEnd::Stopped);
+            }
+            match self.next(tx).await? {
+                Next::Read(input, attempt) => {
+                    let read = self.read(tx, &input, attempt).await;
+                    match read.map_err(|e| in_input(&input.name, e))? {
+                        Read::Ended(ProduceEnd::Complete) => {}
+                        Read::Ended(ProduceEnd::Stopped) => return Ok(ProduceEnd::Stopped),
+                        Read::Landing(pending) => {
+                            let (feed, tx) = (self.clone(), tx.clone());
+                            landing.push(tokio::spawn(
+                                async move { feed.complete(&tx, pending).await },
+                            ));
+                        }
+                    }
+                }
+                // This lane's own inputs first: they may be all that is left.
+                Next::Wait(_) if !landing.is_empty() => {
+                    if settle(&mut landing, true).await? == ProduceEnd::Stopped {
+                        return Ok(ProduceEnd::Stopped);
+                    }
+                }
+                Next::Wait(wait) => tokio::time::sleep(wait).await,
+                Next::End(end) => {
+                    let settled = settle(&mut landing, true).await?;
+                    return Ok(if settled == ProduceEnd::Stopped {
+                        settled
+                    } else {
+                        end
+                    });
+                }
             }
         }
     }
 
-    /// The next input to read: claimed from the ledger (waiting while others hold the rest),
-    /// or the next in order without one.
+    /// The next input to read: claimed from the ledger (or how long to wait, while others
+    /// hold the rest), or the next in order without one.
     async fn next(&self, tx: &async_channel::Sender<Batch>) -> Result<Next, Error> {
         let Some(shared) = &self.shared else {
             let next = self.queue.lock().expect("input queue").pop_front();
@@ -610,41 +658,37 @@ impl Feed {
                 Next::Read(input, None)
             }));
         };
-        loop {
-            if self.stop.load(Ordering::Relaxed) || tx.is_closed() {
-                return Ok(Next::End(ProduceEnd::Stopped));
+        if self.stop.load(Ordering::Relaxed) || tx.is_closed() {
+            return Ok(Next::End(ProduceEnd::Stopped));
+        }
+        let claim = || async {
+            let client = shared.claims.get().await.map_err(Error::Pool)?;
+            let lease = shared.lease;
+            shared
+                .ledger
+                .claim_input(&client, shared.parent, lease)
+                .await
+        };
+        let claimed = shared
+            .retry
+            .run(
+                claim,
+                |_, cause, _| tracing::warn!(%cause, "claiming an input failed; retrying"),
+            )
+            .await?;
+        match claimed {
+            Claim::Claimed { attempt, input } => {
+                shared.holds.hold(attempt);
+                tracing::info!(input = %input.name, attempt = attempt.number, "input claimed");
+                Ok(Next::Read(input, Some(attempt)))
             }
-            let claim = || async {
-                let client = shared.claims.get().await.map_err(Error::Pool)?;
-                let lease = shared.lease;
-                shared
-                    .ledger
-                    .claim_input(&client, shared.parent, lease)
-                    .await
-            };
-            let claimed = shared
-                .retry
-                .run(
-                    claim,
-                    |_, cause, _| tracing::warn!(%cause, "claiming an input failed; retrying"),
-                )
-                .await?;
-            match claimed {
-                Claim::Claimed { attempt, input } => {
-                    shared.holds.hold(attempt);
-                    tracing::info!(input = %input.name, attempt = attempt.number, "input claimed");
-                    return Ok(Next::Read(input, Some(attempt)));
-                }
-                Claim::Wait(wait) => tokio::time::sleep(wait).await,
-                Claim::Done => return Ok(Next::End(ProduceEnd::Complete)),
-                Claim::Stopped(status, error) => {
-                    return Err(Error::StoppedElsewhere {
-                        run_id: shared.parent,
-                        status: status.as_str(),
-                        error: error.unwrap_or_default(),
-                    });
-                }
-            }
+            Claim::Wait(wait) => Ok(Next::Wait(wait)),
+            Claim::Done => Ok(Next::End(ProduceEnd::Complete)),
+            Claim::Stopped(status, error) => Err(Error::StoppedElsewhere {
+                run_id: shared.parent,
+                status: status.as_str(),
+                error: error.unwrap_or_default(),
+            }),
         }
     }
 
@@ -655,7 +699,7 @@ impl Feed {
         tx: &async_channel::Sender<Batch>,
         input: &NamedInput,
         attempt: Option<Attempt>,
-    ) -> Result<ProduceEnd, Error> {
+    ) -> Result<Read, Error> {
         let (csv, found) = {
             let (root, name) = (self.root.clone(), input.name.clone());
             let (opts, header, consumed) =
@@ -682,10 +726,33 @@ impl Feed {
         let read = tokio::task::spawn_blocking(move || batcher.read(csv, &sender))
             .await
             .expect("reader panicked")?;
-        let Some((shared, attempt)) = shared.filter(|_| read.end == ProduceEnd::Complete) else {
-            return Ok(read.end);
-        };
-        // Completed once the ledger holds every batch: first, none may be in flight.
+        match shared.filter(|_| read.end == ProduceEnd::Complete) {
+            Some((_, attempt)) => Ok(Read::Landing(Landing {
+                name: input.name.clone(),
+                attempt,
+                landed,
+                batches: read.batches,
+                records: read.records,
+            })),
+            None => Ok(Read::Ended(read.end)),
+        }
+    }
+
+    /// Completes an input read to its end once none of its batches is in flight: if the
+    /// ledger holds them all, it is completed and its lease released.
+    async fn complete(
+        &self,
+        tx: &async_channel::Sender<Batch>,
+        pending: Landing,
+    ) -> Result<ProduceEnd, Error> {
+        let shared = self.shared.as_ref().expect("a ledger");
+        let Landing {
+            name,
+            attempt,
+            landed,
+            batches,
+            records,
+        } = pending;
         tokio::pin!(landed);
         loop {
             tokio::select! {
@@ -701,7 +768,7 @@ impl Feed {
             let client = shared.claims.get().await.map_err(Error::Pool)?;
             let ledger = &shared.ledger;
             ledger
-                .complete_input(&client, attempt, read.batches, read.records)
+                .complete_input(&client, attempt, batches, records)
                 .await
         };
         let completed = shared
@@ -709,13 +776,43 @@ impl Feed {
             .run(complete, |_, cause, _| {
                 tracing::warn!(%cause, "recording an input as completed failed; retrying")
             })
-            .await?;
+            .await
+            .map_err(|e| in_input(&name, e))?;
         if !completed {
             // A batch of it failed: the writers report why.
             return Ok(ProduceEnd::Stopped);
         }
         shared.holds.release(attempt);
-        tracing::info!(input = %input.name, rows = read.records, "input completed");
+        tracing::info!(input = %name, rows = records, "input completed");
         Ok(ProduceEnd::Complete)
     }
+}
+
+/// `e`, met reading or completing the input `name`, naming it.
+fn in_input(name: &str, e: Error) -> Error {
+    Error::InInput {
+        input: name.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Waits for the completions in `landing` that are done (`all`: for every one) and takes
+/// them out; `Stopped` if one of them stopped, the first failure if one failed.
+async fn settle(
+    landing: &mut Vec<tokio::task::JoinHandle<Result<ProduceEnd, Error>>>,
+    all: bool,
+) -> Result<ProduceEnd, Error> {
+    let mut end = ProduceEnd::Complete;
+    let mut kept = Vec::new();
+    for task in landing.drain(..) {
+        if !all && !task.is_finished() {
+            kept.push(task);
+            continue;
+        }
+        if task.await.expect("completing an input panicked")? == ProduceEnd::Stopped {
+            end = ProduceEnd::Stopped;
+        }
+    }
+    *landing = kept;
+    Ok(end)
 }
