@@ -267,6 +267,42 @@ pub enum Rows {
 }
 
 impl Summary {
+    /// The figures `p` counted over `elapsed` seconds.
+    pub fn of(p: &Progress, command: Invocation, table: String, elapsed: f64) -> Summary {
+        let batches = p.batches.load(Relaxed);
+        let batches_binary = p.batches_binary.load(Relaxed);
+        let rows = match command.command {
+            Command::Purge => Rows::Purge {
+                rows_deleted: p.rows_deleted.load(Relaxed),
+                rows_missing: p.rows_missing.load(Relaxed),
+            },
+            Command::Seed => Rows::Seed {
+                rows_inserted: p.rows_inserted.load(Relaxed),
+                rows_updated: p.rows_updated.load(Relaxed),
+                rows_skipped: p.rows_skipped.load(Relaxed),
+                rows_rejected: p.rows_rejected.load(Relaxed),
+                batches_binary,
+                batches_csv: batches - batches_binary,
+            },
+        };
+        Summary {
+            command,
+            table,
+            run_id: None,
+            rows_read: p.rows_read.load(Relaxed),
+            rows_resumed: p.rows_resumed.load(Relaxed),
+            rows,
+            batches,
+            retries: p.retries.load(Relaxed),
+            elapsed_s: elapsed,
+            rows_per_s: p.rows_done() as f64 / elapsed.max(1e-9),
+            status: Status::Completed,
+            error: None,
+            resume_command: None,
+            inputs: Vec::new(),
+        }
+    }
+
     /// Rows set aside in reject mode, over the whole run (0 for purge).
     pub fn rows_rejected(&self) -> u64 {
         match self.rows {
@@ -440,40 +476,8 @@ impl Reporter {
     pub fn finish(self, command: Invocation, table: String) -> Summary {
         self.task.abort();
         self.bar.finish_and_clear();
-        let p = &self.progress;
         let elapsed = self.started.elapsed().as_secs_f64();
-        let batches = p.batches.load(Relaxed);
-        let batches_binary = p.batches_binary.load(Relaxed);
-        let rows = match command.command {
-            Command::Purge => Rows::Purge {
-                rows_deleted: p.rows_deleted.load(Relaxed),
-                rows_missing: p.rows_missing.load(Relaxed),
-            },
-            Command::Seed => Rows::Seed {
-                rows_inserted: p.rows_inserted.load(Relaxed),
-                rows_updated: p.rows_updated.load(Relaxed),
-                rows_skipped: p.rows_skipped.load(Relaxed),
-                rows_rejected: p.rows_rejected.load(Relaxed),
-                batches_binary,
-                batches_csv: batches - batches_binary,
-            },
-        };
-        Summary {
-            command,
-            table,
-            run_id: None,
-            rows_read: p.rows_read.load(Relaxed),
-            rows_resumed: p.rows_resumed.load(Relaxed),
-            rows,
-            batches,
-            retries: p.retries.load(Relaxed),
-            elapsed_s: elapsed,
-            rows_per_s: p.rows_done() as f64 / elapsed.max(1e-9),
-            status: Status::Completed,
-            error: None,
-            resume_command: None,
-            inputs: Vec::new(),
-        }
+        Summary::of(&self.progress, command, table, elapsed)
     }
 }
 

@@ -33,7 +33,7 @@ use crate::input::source::{self, Inputs, Source};
 use crate::model::{Command, Invocation, Status};
 use crate::run::finish::{self, Finished, Recorded};
 use crate::run::lease::{Holds, Keeper};
-use crate::run::report::{Console, InputShown, Progress, Reporter};
+use crate::run::report::{Console, InputShown, Progress, Reporter, Summary};
 use crate::run::{ProduceEnd, Transactions, start};
 
 /// How a run of many inputs is asked for.
@@ -53,6 +53,8 @@ pub struct ManyInputs {
 struct Existing {
     parent: Parent,
     inputs: Vec<(NamedInput, Status)>,
+    ledger: Ledger,
+    pool: Pool,
 }
 
 type Reader = CsvReader<Box<dyn std::io::BufRead + Send>>;
@@ -64,6 +66,26 @@ pub(super) async fn seed(
     console: &Console,
 ) -> Result<Finished, Error> {
     let existing = existing_run(db.clone(), &mut opts, &many).await?;
+    if let Some(run) = existing
+        .as_ref()
+        .filter(|r| r.parent.status == Status::Completed)
+        && many.join.is_some()
+    {
+        // A process that joins late has nothing left to do: the run it joins succeeded.
+        tracing::info!("run {} is completed: nothing left to claim", run.parent.id);
+        let invocation = Invocation {
+            command: Command::Seed,
+            dry_run: false,
+        };
+        let table = run.parent.target_table.clone();
+        let mut summary = Summary::of(&Progress::default(), invocation, table, 0.0);
+        summary.run_id = Some(run.parent.id);
+        summary.inputs = inputs_shown(&run.pool, &run.ledger, run.parent.id).await?;
+        return Ok(Finished {
+            summary,
+            error: None,
+        });
+    }
     let root = match (&many.root, &many.given, &existing) {
         (Some(root), _, _) => root.clone(),
         (None, Some(given), _) => given.base.clone(),
@@ -273,7 +295,7 @@ async fn existing_run(
             "{how} needs the ledger; it cannot be combined with --no-ledger"
         )));
     }
-    let (_pool, mut client) = start::connect(db, &opts.run).await?;
+    let (pool, mut client) = start::connect(db, &opts.run).await?;
     let missing =
         || Error::ResumeRefused(format!("{how} {id}: no run of many inputs with that id"));
     let ledger = start::ledger(&mut client, &opts.run, Access::Read)
@@ -290,7 +312,12 @@ async fn existing_run(
         load_as_recorded(opts, &parent)?;
     }
     let inputs = ledger.inputs_of(&client, id).await?;
-    Ok(Some(Existing { parent, inputs }))
+    Ok(Some(Existing {
+        parent,
+        inputs,
+        ledger,
+        pool,
+    }))
 }
 
 /// Sets what a joining process loads with from what run `parent` recorded.
