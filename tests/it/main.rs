@@ -54,6 +54,7 @@ mod seed_conflicts;
 mod seed_dry_run;
 mod seed_errors;
 mod seed_input;
+mod seed_many;
 mod seed_rejects;
 mod seed_rejects_durable;
 mod seed_roundtrip;

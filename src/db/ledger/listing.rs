@@ -39,7 +39,9 @@ pub struct Run {
     /// An input of a run of many inputs: its name under the run's base directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_name: Option<String>,
-    /// The process of its latest attempt (with `host`).
+    /// An input of a run of many inputs: the process of its latest attempt (with `host`),
+    /// which completed it once it is completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     /// A run of many inputs: its inputs, in order (filled by `runs show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -155,7 +157,7 @@ impl Ledger {
                        r.lease_host, r.lease_pid, \
                        extract(epoch FROM now() - r.lease_renewed_at)::float8, \
                        extract(epoch FROM r.lease_expires_at - now())::float8, \
-                       r.input_name, r.pid \
+                       r.input_name, CASE WHEN r.parent_id IS NOT NULL THEN r.pid END \
                      FROM {s}.runs r CROSS JOIN LATERAL \
                        (SELECT coalesce(sum(inserted), 0)::bigint AS inserted, \
                                coalesce(sum(updated), 0)::bigint AS updated, \
