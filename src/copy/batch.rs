@@ -389,6 +389,9 @@ pub struct Batcher {
     pub stop: Arc<AtomicBool>,
     /// In a run of many inputs, the input read, which every batch carries.
     pub input: Option<Arc<InputTag>>,
+    /// Where sent batches' payload buffers come back to, for the next batches (of this
+    /// input, or of the next inputs of a run of many).
+    pub buffers: Buffers,
 }
 
 /// How reading an input ended, with what it cut.
@@ -429,7 +432,7 @@ impl Batcher {
         };
         csv.keep_raw(self.rejects.is_some());
         csv.hand_over_defective(self.rejects.is_some());
-        let buffers = Buffers::default();
+        let buffers = &self.buffers;
         let mut records: Vec<Record> = Vec::with_capacity(self.size);
         // Records in the current batch: kept in `records[..filled]`, or refused.
         let mut filled = 0;
@@ -526,7 +529,7 @@ impl Batcher {
 /// with them: a batch's megabyte is then not mapped, zeroed and unmapped each time (most of
 /// the client's page faults before).
 #[derive(Clone, Default)]
-struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+pub struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
 /// Buffers kept for reuse: as many as batches can be in flight is plenty.
 const KEPT_BUFFERS: usize = 32;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::copy::batch::{Batcher, verify_source};
+use crate::copy::batch::{Batcher, Buffers, verify_source};
 use crate::copy::encode::{Encoder, RowEncoder};
 use crate::db::connect::Endpoint;
 use crate::db::ledger::{Access, DIALECT, LAYOUT, Resume, RunKey};
@@ -232,6 +232,7 @@ pub async fn purge(
                 progress: progress.clone(),
                 stop,
                 input: None,
+                buffers: Buffers::default(),
             };
             let produce = move |tx: async_channel::Sender<PurgeUnit>| {
                 tokio::task::spawn_blocking(move || batcher.run(reader, &tx))

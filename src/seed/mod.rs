@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use deadpool_postgres::{Object, Pool};
 
-use crate::copy::batch::{Batch, Batcher, InputTag, verify_source};
+use crate::copy::batch::{Batch, Batcher, Buffers, InputTag, verify_source};
 use crate::copy::encode::RowEncoder;
 use crate::db::catalog::Table;
 use crate::db::connect::Endpoint;
@@ -212,6 +212,8 @@ struct Reading {
     collect_keys: Option<Vec<usize>>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
+    /// Shared by every input's batcher: buffers freed by one input's batches serve the next.
+    buffers: Buffers,
 }
 
 impl Reading {
@@ -231,6 +233,7 @@ impl Reading {
             collect_keys: plan.collect_keys.clone(),
             progress: progress.clone(),
             stop: stop.clone(),
+            buffers: Buffers::default(),
         }
     }
 
@@ -247,6 +250,7 @@ impl Reading {
             progress: self.progress.clone(),
             stop: self.stop.clone(),
             input,
+            buffers: self.buffers.clone(),
         }
     }
 }
