@@ -12,8 +12,9 @@ use crate::seed::{FormatChoice, ManyInputs, OnConflict, SeedOptions, seed};
 #[command(
     after_help = format!(
         "The rejects file is CSV in the input's dialect: the input's header plus rejected_line, \
-         rejected_column, rejected_sqlstate, rejected_reason; then each rejected record exactly \
-         as it was in the input, followed by those four fields.\n\n{}",
+         rejected_column, rejected_sqlstate, rejected_reason (and rejected_input, in a run of \
+         many inputs); then each rejected record exactly as it was in the input, followed by \
+         those fields.\n\n{}",
         exit_codes_help()
     )
 )]

@@ -310,6 +310,8 @@ async fn existing_run(
     }
     if many.join.is_some() {
         load_as_recorded(opts, &parent)?;
+        // The run is resumed as it was started, whichever process it failed in.
+        opts.run.command_line = parent.command_line.clone();
     }
     let inputs = ledger.inputs_of(&client, id).await?;
     Ok(Some(Existing {

@@ -36,6 +36,8 @@ pub struct Parent {
     pub options: serde_json::Value,
     pub status: Status,
     pub error: Option<String>,
+    /// The command line that started it (no password), which resumes it with `--resume`.
+    pub command_line: Vec<String>,
 }
 
 /// What a claim got.
@@ -131,7 +133,8 @@ impl Ledger {
         let row = client
             .query_typed_opt(
                 &format!(
-                    "SELECT id, command, target_table, input_path, options, status, error \
+                    "SELECT id, command, target_table, input_path, options, status, error, \
+                       command_line \
                      FROM {s}.runs p WHERE id = $1 AND parent_id IS NULL \
                        AND EXISTS (SELECT FROM {s}.runs c WHERE c.parent_id = p.id)",
                     s = self.quoted_schema()
@@ -152,6 +155,7 @@ impl Ledger {
                     .parse()
                     .map_err(|_| Error::Usage(format!("run {id}: unknown status {status:?}")))?,
                 error: r.get(6),
+                command_line: r.get(7),
             })
         })
         .transpose()

@@ -582,7 +582,8 @@ impl Ledger {
                        to_char(lease_renewed_at, 'YYYY-MM-DD HH24:MI:SSOF'), \
                        extract(epoch FROM now() - lease_renewed_at)::float8, \
                        extract(epoch FROM lease_expires_at - now())::float8 \
-                     FROM {}.runs WHERE command = $1 AND ($2::bigint IS NULL AND target_table = $3 \
+                     FROM {}.runs WHERE command = $1 AND parent_id IS NULL \
+                       AND ($2::bigint IS NULL AND target_table = $3 \
                        AND input_path = $4 AND options - '{LAYOUT}' - '{DIALECT}' = $5 \
                        AND status <> 'completed' OR id = $2) \
                      ORDER BY coalesce(options -> '{DIALECT}', $6) IS NOT DISTINCT FROM $7 DESC, \
@@ -644,7 +645,7 @@ impl Ledger {
             .query_typed_opt(
                 &format!(
                     "SELECT id, options -> '{DIALECT}' FROM {}.runs \
-                     WHERE command = $1 AND status <> 'completed' \
+                     WHERE command = $1 AND status <> 'completed' AND parent_id IS NULL \
                        AND ($2::bigint IS NULL AND target_table = $3 AND input_path = $4 OR id = $2) \
                      ORDER BY coalesce(options -> '{DIALECT}', $5) IS NOT DISTINCT FROM $6 DESC, \
                        id DESC LIMIT 1",
