@@ -44,7 +44,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load account specs from CSV (a file, a .gz file or - for stdin) into a table.
+    /// Load account specs from CSV (files, .gz files, directories of them, or - for stdin)
+    /// into a table.
     Seed(seed::SeedArgs),
     /// Delete test accounts in batches: the keys in a CSV file, exactly the rows a seed run
     /// inserted, or the rows a predicate selects.
