@@ -17,7 +17,9 @@
 //! 5. inputs whose headers differ, and 6. `-` with another input: exit 2, nothing recorded;
 //!    one file is a run of one input, as before;
 //! 7. stop mode: a bad row fails the run; fixed, `--resume ID` completes it;
-//! 8. reject mode: the rejects file names the input of each rejected row.
+//! 8. reject mode: the rejects file names the input of each rejected row;
+//! 9. Ctrl-C interrupts the run and the input it held; a joiner finishes it, while
+//!    `runs show --watch` follows the run to its end.
 //!
 //! Every test loads a table `items` and compares it with what `psql \copy` loads from the
 //! same inputs into `reference`.
@@ -1158,4 +1160,121 @@ fn reject_mode_names_the_input_of_each_rejected_row() {
     assert_eq!(added[2], "22P02", "rejected_sqlstate: {fields:?}");
     assert!(!added[3].is_empty(), "rejected_reason: {fields:?}");
     assert_eq!(added[4], "part-02.csv.gz", "rejected_input: {fields:?}");
+}
+
+/// Ctrl-C in a run of many inputs: the process ends after its batches in flight (exit 130)
+/// and marks the run and the input it held interrupted; a process that joins the interrupted
+/// run finishes it after the input's committed batches, while `runs show --watch` (no
+/// terminal: one block per refresh) follows the run until it ends.
+#[test]
+fn sigint_interrupts_the_run_and_a_joiner_finishes_it_while_runs_show_watches() {
+    let db = items_db();
+    let (dir, inputs) = write_inputs(
+        &db,
+        "in",
+        &[
+            ("part-01.csv", 300, false),
+            ("part-02.csv.gz", 300, true),
+            ("part-03.csv", 300, false),
+        ],
+    );
+    let total = load_reference(&db, &inputs);
+    let mut first = Spawned::start(&seed_many(
+        &db,
+        &[path_str(&dir)],
+        &[
+            "--table",
+            "items",
+            "--batch-size",
+            "25",
+            "--connections",
+            "1",
+            "--rate",
+            RATE,
+        ],
+    ));
+    // Batches of the run's inputs (0 while the ledger is still to be made).
+    let committed = || {
+        db.client()
+            .query_one(
+                "SELECT count(*) FROM provisioner.batches b JOIN provisioner.runs r \
+                 ON r.id = b.run_id WHERE r.parent_id IS NOT NULL",
+                &[],
+            )
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    first.wait_for("a few committed batches", TIMEOUT, || committed() >= 3);
+    first.signal("INT");
+    let interrupted = first.wait(TIMEOUT);
+    assert_eq!(interrupted.code, 130, "{}", interrupted.stderr);
+    let parent = parent_id(&db).expect("the run");
+    assert_eq!(status_of(&db, parent), "interrupted");
+    let kids = children(&db, parent);
+    let held: Vec<&Child> = kids.iter().filter(|c| c.status == "interrupted").collect();
+    assert_eq!(held.len(), 1, "the input it held is interrupted: {kids:?}");
+    assert!(
+        held[0].batch_rows > 0 && held[0].lease_pid.is_none(),
+        "{kids:?}"
+    );
+    assert!(
+        kids.iter().any(|c| c.status == "pending"),
+        "some input was not claimed yet: {kids:?}"
+    );
+
+    let id = parent.to_string();
+    let url = db.url().to_string();
+    let mut joiner = Spawned::start(&join(
+        &db,
+        &id,
+        &["--json", "--connections", "1", "--rate", RATE],
+    ));
+    // Watched once the joiner has taken the run up again: an interrupted run has ended.
+    joiner.wait_for("the run running again", TIMEOUT, || {
+        status_of(&db, parent) == "running"
+    });
+    let watch = Spawned::start(&[
+        "runs",
+        "show",
+        &id,
+        "--watch",
+        "--every",
+        "0.3",
+        "--database-url",
+        &url,
+    ]);
+    let joined = joiner.wait(TIMEOUT);
+    assert_eq!(joined.code, 0, "{}", joined.stderr);
+    let json: serde_json::Value = serde_json::from_str(joined.stdout.trim()).unwrap();
+    assert_json_inputs_completed(&json, &inputs);
+    assert_all_completed(&db, parent, &inputs);
+    assert_items_equal_reference(&db, total);
+    let kids = children(&db, parent);
+    let resumed = kids.iter().find(|c| c.id == held[0].id).unwrap();
+    assert_eq!(resumed.attempts, 2, "{kids:?}");
+    assert_eq!(
+        resumed.took_over_expired_at, None,
+        "an input released by Ctrl-C is free at once: {kids:?}"
+    );
+
+    // The watch saw the run going, then completed, and ended by itself.
+    let watched = watch.wait(TIMEOUT);
+    assert_eq!(watched.code, 0, "{}", watched.stderr);
+    let blocks = watched.stdout.matches(&format!("run {parent} (")).count();
+    assert!(blocks >= 2, "one block per refresh:\n{}", watched.stdout);
+    let last = watched
+        .stdout
+        .rsplit(&format!("run {parent} ("))
+        .next()
+        .unwrap();
+    assert!(last.starts_with("completed)"), "{}", watched.stdout);
+    assert!(last.contains("3 of 3 inputs completed"), "{last}");
+    for input in &inputs {
+        assert!(last.contains(&input.name), "{last}");
+    }
+    assert!(
+        !watched.stdout.contains('\x1b'),
+        "no terminal, no escape codes:\n{}",
+        watched.stdout
+    );
 }
