@@ -36,6 +36,7 @@ mod faults_interrupt;
 mod faults_network;
 mod faults_retry;
 mod fuzz_input;
+mod generate_logins;
 mod generate_output;
 mod hostile_names;
 mod json_output;

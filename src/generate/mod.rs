@@ -1,8 +1,19 @@
 //! `generate`: realistic, deterministic account specs for benchmarks and demos, in the
 //! example table's CSV layout. The same `--seed` always gives the same bytes; emails,
 //! usernames and external ids are unique within one output.
+//!
+//! With passwords ([`Passwords`]), `password_hash` holds real hashes a web framework
+//! verifies, and the feeder ([`feeder`]) gets each account's login and clear-text password,
+//! in the same order, for the load generator. Every other column is what it is without them.
+
+pub mod feeder;
+pub mod password;
 
 use std::io::Write;
+use std::ops::Range;
+
+pub use feeder::{Feeder, FeederFormat, Identity};
+pub use password::{Hasher, Scheme};
 
 pub const HEADER: &str = "external_id,email,username,display_name,password_hash,role,plan,country,is_active,balance,birth_date,created_at,metadata\n";
 
@@ -96,22 +107,141 @@ pub struct GenerateOptions {
     pub count: u64,
     pub seed: u64,
     pub domain: String,
+    /// Real password hashes in `password_hash` (else a realistic-looking fake).
+    pub passwords: Option<Passwords>,
 }
 
-/// Writes the header and `count` rows to `out`.
-pub fn generate(opts: &GenerateOptions, out: &mut impl Write) -> std::io::Result<()> {
+/// Which passwords the accounts get, and how they are hashed.
+#[derive(Debug, Clone)]
+pub struct Passwords {
+    /// `None`: a random one per account (`--password random`).
+    pub shared: Option<String>,
+    pub hasher: Hasher,
+}
+
+/// Where a write failed: the CSV output or the feeder.
+#[derive(Debug)]
+pub enum WriteError {
+    Output(std::io::Error),
+    Feeder(std::io::Error),
+}
+
+/// Accounts hashed at a time, on every core, with random passwords.
+const CHUNK: usize = 256;
+
+/// Length of a random password (letters and digits).
+const RANDOM_PASSWORD: usize = 16;
+
+/// Writes the header and `count` rows to `out`, and each account's login to `feeder`.
+/// `hashed` is told how many accounts were hashed so far (random passwords).
+pub fn generate(
+    opts: &GenerateOptions,
+    out: &mut impl Write,
+    mut feeder: Option<&mut Feeder>,
+    hashed: &dyn Fn(u64),
+) -> Result<(), WriteError> {
     let mut rng = Rng(opts.seed);
+    // Passwords and salts come from a sequence of their own, so that every other column is
+    // the same with or without them.
+    let mut secrets = Rng(opts.seed ^ 0x005E_ED0F_5A17);
     let mut line = Vec::with_capacity(512);
-    out.write_all(HEADER.as_bytes())?;
-    for n in 1..=opts.count {
-        line.clear();
-        row(&mut rng, n, &opts.domain, &mut line);
-        out.write_all(&line)?;
+    let output = WriteError::Output;
+    out.write_all(HEADER.as_bytes()).map_err(output)?;
+    if let Some(feeder) = feeder.as_deref_mut() {
+        feeder.begin().map_err(WriteError::Feeder)?;
     }
-    out.flush()
+    let shared = opts.passwords.as_ref().and_then(|p| {
+        let password = p.shared.clone()?;
+        let hash = p.hasher.hash(&password, salt(&mut secrets));
+        Some((password, hash))
+    });
+    let mut n = 0;
+    while n < opts.count {
+        let take = (opts.count - n).min(CHUNK as u64) as usize;
+        let logins: Vec<(String, String)> = match (&opts.passwords, &shared) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(shared)) => vec![shared.clone(); take],
+            (Some(p), None) => {
+                let plain: Vec<(String, [u8; 16])> = (0..take)
+                    .map(|_| (random_password(&mut secrets), salt(&mut secrets)))
+                    .collect();
+                let hashes = hash_all(&p.hasher, &plain);
+                hashed(n + take as u64);
+                plain.into_iter().map(|(pw, _)| pw).zip(hashes).collect()
+            }
+        };
+        for i in 0..take {
+            n += 1;
+            line.clear();
+            let login = logins.get(i);
+            let (email, username) = row(
+                &mut rng,
+                n,
+                &opts.domain,
+                login.map(|l| l.1.as_str()),
+                &mut line,
+            );
+            out.write_all(&line).map_err(output)?;
+            if let (Some(feeder), Some((password, _))) = (feeder.as_deref_mut(), login) {
+                let text = |r: Range<usize>| std::str::from_utf8(&line[r]).expect("ASCII");
+                feeder
+                    .account(text(username), text(email), password)
+                    .map_err(WriteError::Feeder)?;
+            }
+        }
+    }
+    if let Some(feeder) = feeder {
+        feeder.end().map_err(WriteError::Feeder)?;
+    }
+    out.flush().map_err(output)
 }
 
-fn row(rng: &mut Rng, n: u64, domain: &str, out: &mut Vec<u8>) {
+/// A salt from `rng`.
+fn salt(rng: &mut Rng) -> [u8; 16] {
+    let mut salt = [0; 16];
+    salt[..8].copy_from_slice(&rng.next().to_le_bytes());
+    salt[8..].copy_from_slice(&rng.next().to_le_bytes());
+    salt
+}
+
+fn random_password(rng: &mut Rng) -> String {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..RANDOM_PASSWORD)
+        .map(|_| *rng.pick(ALNUM) as char)
+        .collect()
+}
+
+/// The hashes of `plain` (password, salt), in order, computed on every core.
+fn hash_all(hasher: &Hasher, plain: &[(String, [u8; 16])]) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = plain.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = plain
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(pw, salt)| hasher.hash(pw, *salt))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("hashing panicked"))
+            .collect()
+    })
+}
+
+/// Writes row `n` to `out`, with `hash` in `password_hash` (a fake one when `None`);
+/// returns where its email and username are in `out`.
+fn row(
+    rng: &mut Rng,
+    n: u64,
+    domain: &str,
+    hash: Option<&str>,
+    out: &mut Vec<u8>,
+) -> (Range<usize>, Range<usize>) {
     let (first_ascii, first) = *rng.pick(FIRST);
     let (last_ascii, last) = *rng.pick(LAST);
     let (hi, lo) = (rng.next(), rng.next());
@@ -129,8 +259,14 @@ fn row(rng: &mut Rng, n: u64, domain: &str, out: &mut Vec<u8>) {
         &hex[20..32]
     );
     let tag = rng.pick(TAGS);
-    let _ = write!(out, "{first_ascii}.{last_ascii}{tag}.{n}@{domain},");
-    let _ = write!(out, "{first_ascii}_{last_ascii}_{n},");
+    let start = out.len();
+    let _ = write!(out, "{first_ascii}.{last_ascii}{tag}.{n}@{domain}");
+    let email = start..out.len();
+    out.push(b',');
+    let start = out.len();
+    let _ = write!(out, "{first_ascii}_{last_ascii}_{n}");
+    let username = start..out.len();
+    out.push(b',');
     match rng.below(100) {
         0..=4 => {}                          // NULL
         5 => out.extend_from_slice(b"\"\""), // empty string
@@ -138,7 +274,9 @@ fn row(rng: &mut Rng, n: u64, domain: &str, out: &mut Vec<u8>) {
         _ => quoted(out, &format!("{first} {last}")),
     }
     out.push(b',');
-    // An argon2id hash: the commas inside make it a quoted field.
+    // A fake argon2id hash, drawn even when a real one is written so that the other
+    // columns stay the same: the commas inside make it a quoted field.
+    let fake_at = out.len();
     out.extend_from_slice(b"\"$argon2id$v=19$m=65536,t=3,p=4$");
     for i in 0..65 {
         out.push(if i == 22 {
@@ -148,6 +286,11 @@ fn row(rng: &mut Rng, n: u64, domain: &str, out: &mut Vec<u8>) {
         });
     }
     out.extend_from_slice(b"\",");
+    if let Some(hash) = hash {
+        out.truncate(fake_at);
+        quoted(out, hash);
+        out.push(b',');
+    }
     let role = match rng.below(100) {
         0..=84 => "user",
         85..=94 => "tester",
@@ -194,6 +337,7 @@ fn row(rng: &mut Rng, n: u64, domain: &str, out: &mut Vec<u8>) {
         );
     }
     out.push(b'\n');
+    (email, username)
 }
 
 fn quoted(out: &mut Vec<u8>, s: &str) {
@@ -231,8 +375,9 @@ mod tests {
             count,
             seed,
             domain: "example.test".into(),
+            passwords: None,
         };
-        generate(&opts, &mut out).unwrap();
+        generate(&opts, &mut out, None, &|_| {}).unwrap();
         out
     }
 

@@ -1,0 +1,130 @@
+//! Password hashes a web framework verifies, in their standard string formats: bcrypt
+//! (`$2b$`), Argon2id, scrypt and PBKDF2-SHA256 (PHC strings: `$argon2id$…`, `$scrypt$…`,
+//! `$pbkdf2-sha256$…`) and SHA-512 crypt (`$6$`). The hashing is the RustCrypto and bcrypt
+//! crates'; only the salt is chosen here, from the caller's seeded sequence, so the same
+//! `--seed` gives the same hashes.
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+
+use crate::error::Error;
+
+/// A password hashing scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheme {
+    /// `$2b$` (cost: 4 to 31, default 10)
+    Bcrypt,
+    /// PHC `$argon2id$v=19$m=19456,t=2,p=1$…` (cost: t, the passes, default 2)
+    Argon2id,
+    /// PHC `$scrypt$ln=15,r=8,p=1$…` (cost: ln, log2 of N, default 15)
+    Scrypt,
+    /// PHC `$pbkdf2-sha256$i=600000,l=32$…` (cost: iterations, default 600,000)
+    #[value(name = "pbkdf2-sha256")]
+    Pbkdf2Sha256,
+    /// `$6$rounds=5000$…` (cost: rounds, 1,000 to 999,999,999, default 5,000)
+    #[value(name = "sha512-crypt")]
+    Sha512Crypt,
+}
+
+/// Hashes passwords with one scheme at one cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Hasher {
+    scheme: Scheme,
+    cost: u32,
+}
+
+/// The characters of a SHA-512 crypt salt.
+const CRYPT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+impl Hasher {
+    /// `scheme` at `cost` (its default when `None`); refuses a cost the scheme cannot take.
+    pub fn new(scheme: Scheme, cost: Option<u32>) -> Result<Hasher, Error> {
+        let (default, range) = match scheme {
+            Scheme::Bcrypt => (10, 4..=31),
+            Scheme::Argon2id => (2, 1..=100),
+            Scheme::Scrypt => (15, 1..=30),
+            Scheme::Pbkdf2Sha256 => (600_000, 1..=100_000_000),
+            Scheme::Sha512Crypt => (5_000, 1_000..=999_999_999),
+        };
+        let cost = cost.unwrap_or(default);
+        if !range.contains(&cost) {
+            let name = clap::ValueEnum::to_possible_value(&scheme).expect("every scheme is named");
+            return Err(Error::Usage(format!(
+                "--cost {cost}: --hash {} takes {} to {}",
+                name.get_name(),
+                range.start(),
+                range.end()
+            )));
+        }
+        Ok(Hasher { scheme, cost })
+    }
+
+    /// The hash of `password` with `salt`, as the scheme's standard string.
+    pub fn hash(&self, password: &str, salt: [u8; 16]) -> String {
+        let phc = |hashed: Result<argon2::PasswordHash<'_>, _>| -> String {
+            hashed.expect("valid parameters, checked").to_string()
+        };
+        let salt_b64 = SaltString::encode_b64(&salt).expect("16 bytes are a valid salt");
+        let pw = password.as_bytes();
+        match self.scheme {
+            Scheme::Bcrypt => bcrypt::hash_with_salt(pw, self.cost, salt)
+                .expect("a cost in range")
+                .format_for_version(bcrypt::Version::TwoB),
+            Scheme::Argon2id => {
+                let params = argon2::Params::new(19_456, self.cost, 1, None).expect("in range");
+                let argon = argon2::Argon2::new(
+                    argon2::Algorithm::Argon2id,
+                    argon2::Version::V0x13,
+                    params,
+                );
+                phc(argon.hash_password(pw, &salt_b64))
+            }
+            Scheme::Scrypt => {
+                let params = scrypt::Params::new(self.cost as u8, 8, 1, 32).expect("in range");
+                phc(scrypt::Scrypt.hash_password_customized(pw, None, None, params, &salt_b64))
+            }
+            Scheme::Pbkdf2Sha256 => {
+                let params = pbkdf2::Params {
+                    rounds: self.cost,
+                    output_length: 32,
+                };
+                let algorithm = Some(pbkdf2::Algorithm::Pbkdf2Sha256.ident());
+                phc(pbkdf2::Pbkdf2.hash_password_customized(pw, algorithm, None, params, &salt_b64))
+            }
+            Scheme::Sha512Crypt => {
+                let salt: String = salt
+                    .iter()
+                    .map(|b| CRYPT_ALPHABET[(*b & 63) as usize] as char)
+                    .collect();
+                let params = sha_crypt::Sha512Params::new(self.cost as usize).expect("in range");
+                let hash = sha_crypt::sha512_crypt_b64(pw, salt.as_bytes(), &params)
+                    .expect("valid parameters");
+                format!("$6$rounds={}${salt}${hash}", self.cost)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scheme_writes_its_standard_prefix_and_the_same_salt_gives_the_same_hash() {
+        let cheap = [
+            (Scheme::Bcrypt, 4, "$2b$04$"),
+            (Scheme::Argon2id, 1, "$argon2id$v=19$m=19456,t=1,p=1$"),
+            (Scheme::Scrypt, 4, "$scrypt$ln=4,r=8,p=1$"),
+            (Scheme::Pbkdf2Sha256, 1000, "$pbkdf2-sha256$i=1000,l=32$"),
+            (Scheme::Sha512Crypt, 1000, "$6$rounds=1000$"),
+        ];
+        for (scheme, cost, prefix) in cheap {
+            let hasher = Hasher::new(scheme, Some(cost)).unwrap();
+            let a = hasher.hash("pässword", [7; 16]);
+            assert!(a.starts_with(prefix), "{scheme:?}: {a}");
+            assert_eq!(a, hasher.hash("pässword", [7; 16]), "{scheme:?}");
+            assert_ne!(a, hasher.hash("pässword", [8; 16]), "{scheme:?}");
+        }
+        let e = Hasher::new(Scheme::Bcrypt, Some(3)).unwrap_err();
+        assert!(e.to_string().contains("4 to 31"), "{e}");
+    }
+}
