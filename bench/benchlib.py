@@ -1,5 +1,5 @@
 """What the benchmark scripts share: paths, running commands loudly, connection strings."""
-import os, re, resource, shutil, subprocess, sys, time
+import csv, os, re, resource, shutil, subprocess, sys, time
 from urllib.parse import urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +30,25 @@ def run(cmd, **kw):
         raise BenchError(f"{hide_passwords(' '.join(cmd))!r} exited {p.returncode}:\n"
                          f"{hide_passwords(p.stderr.strip())}")
     return p.stdout, p.stderr, wall
+
+
+def raw_records(f):
+    """Yields each record of the CSV file `f` (opened with newline="") as (fields, text): the
+    csv module frames it (a field may hold quotes, commas, line ends), and `text` is the
+    record exactly as the file holds it, which a csv.writer would not give back (it turns the
+    quoted empty strings into NULLs). The header is the first."""
+    csv.field_size_limit(1 << 30)
+    raw = []
+
+    def lines():
+        for line in f:
+            raw.append(line)
+            yield line
+
+    for fields in csv.reader(lines()):
+        text = "".join(raw)
+        raw.clear()
+        yield fields, text
 
 
 def max_rss_mib(time_v_stderr):

@@ -29,9 +29,9 @@ Needs the disk for the rows three times (the file, its parts, the binary parts).
 Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a superuser
 (server-side COPY, CHECKPOINT) and a server on this machine that can read and write /tmp.
 """
-import argparse, csv, datetime, os, re, shutil, statistics, subprocess, tempfile, threading, time
+import argparse, datetime, os, re, shutil, statistics, subprocess, tempfile, threading, time
 
-from benchlib import BenchError, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep, rotating, per_run, entry, children_cpu_s, parse_connections
+from benchlib import BenchError, raw_records, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep, rotating, per_run, entry, children_cpu_s, parse_connections
 from seed import BLOCK, limit_name
 
 K = 2  # concurrent binary COPYs of the server's limit (the faster of 2 and 4 in bench/seed.py)
@@ -44,31 +44,22 @@ GONE = "every input is completed; nothing to do"  # --join of a run that already
 
 def split(src, out_dir, per):
     """Writes the records of CSV `src` into files of `per` records each (the header on top of
-    each) in `out_dir`; returns how many records. Records are framed by the csv module (a
-    field may hold a line end) and written back exactly as read."""
-    csv.field_size_limit(1 << 30)
+    each) in `out_dir`; returns how many records, each written back exactly as read
+    (benchlib.raw_records)."""
     with open(src, newline="") as f:
-        raw = []
-
-        def lines():
-            for line in f:
-                raw.append(line)
-                yield line
-
-        records = csv.reader(lines())
-        if next(records, None) is None:
+        records = raw_records(f)
+        first = next(records, None)
+        if first is None:
             raise BenchError(f"{src}: empty")
-        header, out, n = "".join(raw), None, 0
-        raw.clear()
-        for n, _ in enumerate(records, 1):
+        header, out, n = first[1], None, 0
+        for n, (_, text) in enumerate(records, 1):
             if (n - 1) % per == 0:
                 if out:
                     out.close()
                 out = open(os.path.join(out_dir, f"input-{(n - 1) // per:03d}.csv"), "w",
                            newline="")
                 out.write(header)
-            out.write("".join(raw))
-            raw.clear()
+            out.write(text)
         if out:
             out.close()
     return n

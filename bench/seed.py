@@ -33,9 +33,9 @@ median over runs, per row. Nothing holds the rows in memory and no command has a
 Connects like psql (local socket, OS user) unless DATABASE_URL is set. Needs a superuser
 (server-side COPY, CHECKPOINT) and a server on this machine that can read and write /tmp.
 """
-import argparse, csv, datetime, json, os, re, shutil, statistics, subprocess, tempfile, time
+import argparse, datetime, json, os, re, shutil, statistics, subprocess, tempfile, time
 
-from benchlib import BenchError, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep, rotating, per_run, entry, children_cpu_s, parse_connections, conn_label
+from benchlib import BenchError, raw_records, log, run, max_rss_mib, ROOT, BIN, COLS, require, bench_database, psql, build_release, drop_or_keep, rotating, per_run, entry, children_cpu_s, parse_connections, conn_label
 
 SERVER_COPY = "server COPY"
 LIMIT_KS = (2, 4)
@@ -51,32 +51,20 @@ def limit_name(k):
 
 def sequential(src, dst):
     """Writes CSV `src` to `dst` with external_id, email and username of row i replaced by
-    values that increase with i; returns how many rows. Streams. The csv module frames the
-    records (fields may hold quotes, commas, line ends); each record is written back as it was
-    read but for those three fields, since a csv.writer would turn the quoted empty strings
-    into NULLs."""
-    csv.field_size_limit(1 << 30)
+    values that increase with i; returns how many rows. Streams; each record is written back
+    as it was read (benchlib.raw_records) but for those three fields."""
     with open(src, newline="") as f, open(dst, "w", newline="") as out:
-        raw = []
-
-        def lines():
-            for line in f:
-                raw.append(line)
-                yield line
-
-        records = csv.reader(lines())
-        header = next(records, None)
+        records = raw_records(f)
+        header, text = next(records, (None, ""))
         if not header or any(k not in header for k in KEYS):
             raise BenchError(f"{src}: header {header!r} lacks one of {', '.join(KEYS)}")
         if max(header.index(k) for k in KEYS) == len(header) - 1:
             raise BenchError(f"{src}: a key column is the last one; the rewrite needs it not to be")
-        out.write("".join(raw))
-        raw.clear()
+        out.write(text)
         at = {header.index(k): k for k in KEYS}
         n = 0
-        for n, _ in enumerate(records, 1):
-            text, pos, fields = "".join(raw), 0, []
-            raw.clear()
+        for n, (_, text) in enumerate(records, 1):
+            pos, fields = 0, []
             for i in range(max(at) + 1):
                 end = FIELD.match(text, pos).end()
                 if text[end:end + 1] != ",":
