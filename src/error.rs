@@ -245,13 +245,9 @@ pub enum Error {
     #[error("{input}: {source}")]
     InInput { input: String, source: Box<Error> },
 
-    /// A run of many inputs stopped in another process (an input failed there).
-    #[error("run {run_id} is {status} in another process ({error}); this process stopped too")]
-    StoppedElsewhere {
-        run_id: i64,
-        status: &'static str,
-        error: String,
-    },
+    /// A run of many inputs failed in another process (an input failed there).
+    #[error("run {run_id} failed in another process ({error}); this process stopped too")]
+    FailedElsewhere { run_id: i64, error: String },
 
     /// Stopped by a signal; in-flight batches committed or rolled back.
     #[error("interrupted")]
@@ -283,7 +279,7 @@ impl Error {
             | Error::InputChanged { .. }
             | Error::TriggerSkipped { .. }
             | Error::LeaseLost { .. }
-            | Error::StoppedElsewhere { .. } => EXIT_FAILED,
+            | Error::FailedElsewhere { .. } => EXIT_FAILED,
             Error::InInput { source, .. } => source.exit_code(),
             Error::Interrupted => EXIT_INTERRUPTED,
         }

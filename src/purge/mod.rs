@@ -21,7 +21,6 @@ use crate::db::ledger::{Access, DIALECT, LAYOUT, Resume, RunKey};
 use crate::error::Error;
 use crate::input::check::Checker;
 use crate::model::{Command, Invocation};
-use crate::run::finish::Recorded;
 use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
@@ -272,13 +271,5 @@ pub async fn purge(
         dry_run: opts.dry_run,
     };
     let summary = reporter.finish(invocation, table.display());
-    let recorded = ledger
-        .as_ref()
-        .zip(keeper)
-        .map(|(ledger, keeper)| Recorded {
-            ledger,
-            keeper,
-            parent: None,
-        });
-    Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
+    Ok(finish::conclude(&pool, &opts.run, keeper, error, summary).await)
 }

@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 use super::RunOptions;
 use super::lease::Keeper;
 use super::report::Summary;
-use crate::db::ledger::{Ledger, resume_command};
+use crate::db::ledger::resume_command;
 use crate::error::Error;
 use crate::model::Status;
 
@@ -17,35 +17,24 @@ pub struct Finished {
     pub error: Option<Error>,
 }
 
-/// What a run that started records its end in: the ledger, the keeper of its leases, and,
-/// for a run of many inputs, the parent run (the held leases are then its inputs').
-pub struct Recorded<'a> {
-    pub ledger: &'a Ledger,
-    pub keeper: Keeper,
-    pub parent: Option<i64>,
-}
-
 /// Ends a run: the summary gets the run's status, error and (when it did not finish) the
-/// command that resumes it; the process stops renewing its leases, and the ledger records the
-/// end of what it still held and releases the leases, unless another process took them over
-/// meanwhile (then that is the failure to report). For a run of many inputs, the parent's
-/// status follows (see [`Ledger::end_inputs`]).
+/// command that resumes it; the process stops renewing its leases (`keeper`, `None` without a
+/// ledger), and the ledger records the end of what it still held and releases the leases,
+/// unless another process took them over meanwhile (then that is the failure to report). For
+/// a run of many inputs, the parent's status follows (see
+/// [`end_inputs`](crate::db::ledger::Ledger::end_inputs)).
 pub async fn conclude(
     pool: &Pool,
     run: &RunOptions,
-    recorded: Option<Recorded<'_>>,
+    keeper: Option<Keeper>,
     mut error: Option<Error>,
     mut summary: Summary,
 ) -> Finished {
-    let recorded = match recorded {
-        Some(Recorded {
-            ledger,
-            keeper,
-            parent,
-        }) => {
-            let (held, lost) = keeper.stop().await;
-            error = lost.or(error);
-            Some((ledger, held, parent))
+    let released = match keeper {
+        Some(keeper) => {
+            let released = keeper.stop().await;
+            error = released.lost.or(error);
+            Some((released.ledger, released.held, released.parent))
         }
         None => None,
     };
@@ -56,7 +45,7 @@ pub async fn conclude(
         Some(_) => Status::Failed,
     };
     summary.status = status;
-    let Some((ledger, held, parent)) = recorded else {
+    let Some((ledger, held, parent)) = released else {
         return Finished { summary, error };
     };
     // A run of one input reads what the summary counts; an input left unfinished keeps

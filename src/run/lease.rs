@@ -39,11 +39,24 @@ pub struct Keeper {
     held: Holds,
     lost: Arc<Mutex<Option<Error>>>,
     task: tokio::task::JoinHandle<()>,
+    ledger: Ledger,
+    parent: Option<i64>,
+}
+
+/// What a keeper held when it stopped: what the run's end is recorded in.
+pub struct Released {
+    pub ledger: Ledger,
+    /// The attempts whose leases it still held (a run's, or the inputs' not completed).
+    pub held: Vec<Attempt>,
+    /// The run of many inputs those were inputs of.
+    pub parent: Option<i64>,
+    /// Why the process stopped early: a lease lost, or the run failed elsewhere.
+    pub lost: Option<Error>,
 }
 
 impl Keeper {
     /// Starts renewing the leases of `held` (and of what [`Keeper::hold`] adds) for `lease`
-    /// at a time; when one is lost, or the run of many inputs `parent` stopped elsewhere,
+    /// at a time; when one is lost, or the run of many inputs `parent` failed elsewhere,
     /// sets `stop` (the writers' and the producer's) so that the process ends after its
     /// units in flight.
     pub fn start(
@@ -57,7 +70,7 @@ impl Keeper {
         let lost = Arc::new(Mutex::new(None));
         let held = Holds(Arc::new(Mutex::new(held)));
         let task = tokio::spawn({
-            let (lost, held) = (lost.clone(), held.clone());
+            let (lost, held, ledger) = (lost.clone(), held.clone(), ledger.clone());
             async move {
                 let pool = match connect::pool(db, 1) {
                     Ok(pool) => pool,
@@ -80,17 +93,12 @@ impl Keeper {
                 loop {
                     tokio::time::sleep(every).await;
                     let why = match tokio::time::timeout(every, renew()).await {
-                        Ok(Ok((gone, None))) if gone.is_empty() => continue,
-                        Ok(Ok((gone, stopped))) => match gone.first() {
-                            Some(a) => Error::LeaseLost { run_id: a.run_id },
-                            None => {
-                                let (status, error) = stopped.expect("checked");
-                                Error::StoppedElsewhere {
-                                    run_id: parent.expect("a parent's status"),
-                                    status: status.as_str(),
-                                    error: error.unwrap_or_default(),
-                                }
+                        Ok(Ok((gone, failed))) => match (gone.first(), failed, parent) {
+                            (Some(a), _, _) => Error::LeaseLost { run_id: a.run_id },
+                            (None, Some(error), Some(run_id)) => {
+                                Error::FailedElsewhere { run_id, error }
                             }
+                            (None, _, _) => continue,
                         },
                         Ok(Err(e)) => {
                             tracing::warn!("cannot renew the run's lease: {e}; trying again");
@@ -111,7 +119,13 @@ impl Keeper {
                 }
             }
         });
-        Keeper { held, lost, task }
+        Keeper {
+            held,
+            lost,
+            task,
+            ledger,
+            parent,
+        }
     }
 
     /// What the keeper renews, for adding and releasing leases while it runs.
@@ -119,12 +133,16 @@ impl Keeper {
         self.held.clone()
     }
 
-    /// Stops renewing (the run's end releases the leases) and returns the attempts still
-    /// held, with the failure to report if a lease was lost or the run stopped elsewhere.
-    pub async fn stop(self) -> (Vec<Attempt>, Option<Error>) {
+    /// Stops renewing (the run's end releases the leases) and returns what it held.
+    pub async fn stop(self) -> Released {
         self.task.abort();
         let _ = self.task.await;
         let lost = self.lost.lock().expect("lease loss").take();
-        (self.held.now(), lost)
+        Released {
+            ledger: self.ledger,
+            held: self.held.now(),
+            parent: self.parent,
+            lost,
+        }
     }
 }

@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::input::csv::{self, CsvOptions, CsvReader, Record};
 use crate::input::source::{self, Inputs, Source};
 use crate::model::{Command, Invocation, Status};
-use crate::run::finish::{self, Finished, Recorded};
+use crate::run::finish::{self, Finished};
 use crate::run::lease::{Holds, Keeper};
 use crate::run::report::{Console, InputShown, Progress, Reporter, Summary};
 use crate::run::{ProduceEnd, Transactions, start};
@@ -252,15 +252,7 @@ pub(super) async fn seed(
         dry_run: opts.dry_run,
     };
     let summary = reporter.finish(invocation, table.display());
-    let recorded = ledger
-        .as_ref()
-        .zip(keeper)
-        .map(|(ledger, keeper)| Recorded {
-            ledger,
-            keeper,
-            parent,
-        });
-    let mut finished = finish::conclude(&pool, &opts.run, recorded, error, summary).await;
+    let mut finished = finish::conclude(&pool, &opts.run, keeper, error, summary).await;
     if let (Some(ledger), Some(parent)) = (&ledger, parent) {
         match inputs_shown(&pool, ledger, parent).await {
             Ok(inputs) => finished.summary.inputs = inputs,
@@ -713,10 +705,9 @@ impl Feed {
             }
             Claim::Wait(wait) => Ok(Next::Wait(wait)),
             Claim::Done => Ok(Next::End(ProduceEnd::Complete)),
-            Claim::Stopped(status, error) => Err(Error::StoppedElsewhere {
+            Claim::Failed(error) => Err(Error::FailedElsewhere {
                 run_id: shared.parent,
-                status: status.as_str(),
-                error: error.unwrap_or_default(),
+                error,
             }),
         }
     }

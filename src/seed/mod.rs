@@ -30,7 +30,6 @@ use crate::input::rejects::Rejects;
 use crate::input::source::{self, Input, Source};
 use crate::model::{Command, Invocation};
 use crate::run::concurrency::Connections;
-use crate::run::finish::Recorded;
 use crate::run::lease::Keeper;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{self, Finished, ProduceEnd, RunOptions, Transactions, finish, start};
@@ -178,15 +177,7 @@ pub async fn seed(
         dry_run: opts.dry_run,
     };
     let summary = reporter.finish(invocation, table.display());
-    let recorded = ledger
-        .as_ref()
-        .zip(keeper)
-        .map(|(ledger, keeper)| Recorded {
-            ledger,
-            keeper,
-            parent: None,
-        });
-    Ok(finish::conclude(&pool, &opts.run, recorded, error, summary).await)
+    Ok(finish::conclude(&pool, &opts.run, keeper, error, summary).await)
 }
 
 /// What a run records as its options: what fixes its batches' boundaries and meaning,

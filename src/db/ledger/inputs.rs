@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
 use super::runs::{me, seconds};
-use super::{Attempt, InputId, Ledger, RunKey};
+use super::{Attempt, InputId, Ledger, RunKey, Stored};
 use crate::error::Error;
 use crate::model::Status;
 
@@ -50,8 +50,8 @@ pub enum Claim {
     Wait(Duration),
     /// Every input is completed.
     Done,
-    /// The run stopped: it failed, or an input was refused, in another process.
-    Stopped(Status, Option<String>),
+    /// The run failed in another process, with this error.
+    Failed(String),
 }
 
 /// The longest a process with nothing to claim waits before it looks again: a lease that
@@ -144,21 +144,19 @@ impl Ledger {
             .await
             .map_err(|e| Error::database("looking up the run", e))?;
         row.map(|r| {
-            let status: &str = r.get(5);
             Ok(Parent {
                 id: r.get(0),
                 command: r.get(1),
                 target_table: r.get(2),
                 base: r.get(3),
                 options: r.get(4),
-                status: status
-                    .parse()
-                    .map_err(|_| Error::Usage(format!("run {id}: unknown status {status:?}")))?,
+                status: r.try_get::<_, Stored<Status>>(5)?.0,
                 error: r.get(6),
                 command_line: r.get(7),
             })
         })
         .transpose()
+        .map_err(|e| Error::database("reading the run", e))
     }
 
     /// The inputs of run `parent`, in order, as recorded.
@@ -177,24 +175,12 @@ impl Ledger {
                 &[(&parent, Type::INT8)],
             )
             .await
-            .map_err(|e| Error::database("reading the run's inputs", e))?
-            .iter()
-            .map(|r| {
-                let status: &str = r.get(4);
-                let status = status.parse().map_err(|_| {
-                    Error::Usage(format!("unknown status {status:?} in the ledger"))
-                })?;
-                let input = NamedInput {
-                    name: r.get(0),
-                    id: InputId {
-                        path: r.get(1),
-                        size: r.get::<_, Option<i64>>(2).map(|s| s as u64),
-                        fingerprint: r.get(3),
-                    },
-                };
-                Ok((input, status))
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| Ok((named_input(r, 0), r.try_get::<_, Stored<Status>>(4)?.0)))
+                    .collect()
             })
-            .collect()
+            .map_err(|e| Error::database("reading the run's inputs", e))
     }
 
     /// Records the input `run_id` as it is now (a resume found it changed where nothing of it
@@ -323,14 +309,7 @@ impl Ledger {
                 run_id: r.get(0),
                 number: r.get(1),
             };
-            let input = NamedInput {
-                name: r.get(2),
-                id: InputId {
-                    path: r.get(3),
-                    size: r.get::<_, Option<i64>>(4).map(|s| s as u64),
-                    fingerprint: r.get(5),
-                },
-            };
+            let input = named_input(&r, 2);
             if r.get::<_, bool>(6) {
                 tracing::warn!(
                     input = %input.name,
@@ -343,7 +322,7 @@ impl Ledger {
         let state = client
             .query_typed_one(
                 &format!(
-                    "SELECT p.status, p.error, \
+                    "SELECT CASE WHEN p.status = 'failed' THEN coalesce(p.error, '') END, \
                        count(c.id) FILTER (WHERE c.status <> 'completed'), \
                        extract(epoch FROM min(c.lease_expires_at - now()) \
                          FILTER (WHERE c.status <> 'completed'))::float8 \
@@ -354,15 +333,13 @@ impl Ledger {
             )
             .await
             .map_err(fail)?;
-        if state.get::<_, i64>(2) == 0 {
+        if state.get::<_, i64>(1) == 0 {
             return Ok(Claim::Done);
         }
-        let status: &str = state.get(0);
-        if status != Status::Running.as_str() && status != Status::Interrupted.as_str() {
-            let status = status.parse().unwrap_or(Status::Failed);
-            return Ok(Claim::Stopped(status, state.get(1)));
+        if let Some(error) = state.get::<_, Option<String>>(0) {
+            return Ok(Claim::Failed(error));
         }
-        let soonest = state.get::<_, Option<f64>>(3).unwrap_or(0.0);
+        let soonest = state.get::<_, Option<f64>>(2).unwrap_or(0.0);
         // A row another claimer had locked is free again in a moment; an expired lease is
         // taken at the next look.
         let wait = Duration::from_secs_f64(soonest.clamp(0.05, MAX_WAIT.as_secs_f64()));
@@ -371,15 +348,15 @@ impl Ledger {
 
     /// Renews the leases `held` for `lease` more; returns the attempts among them that no
     /// longer hold theirs (another process took the input over after the lease expired),
-    /// and, for a run of many inputs (`parent`), its status and error when it failed (in
-    /// another process: every process stops).
+    /// and, for a run of many inputs (`parent`), its error when it failed (in another
+    /// process: every process stops).
     pub async fn renew(
         &self,
         client: &Client,
         held: &[Attempt],
         parent: Option<i64>,
         lease: Duration,
-    ) -> Result<(Vec<Attempt>, Option<(Status, Option<String>)>), Error> {
+    ) -> Result<(Vec<Attempt>, Option<String>), Error> {
         let s = self.quoted_schema();
         let ids: Vec<i64> = held.iter().map(|a| a.run_id).collect();
         let numbers: Vec<i32> = held.iter().map(|a| a.number).collect();
@@ -393,8 +370,8 @@ impl Ledger {
                        WHERE r.id = h.id AND r.attempts = h.n AND r.lease_expires_at IS NOT NULL \
                        RETURNING r.id) \
                      SELECT array(SELECT id FROM renewed), \
-                       (SELECT status FROM {s}.runs WHERE id = $4), \
-                       (SELECT error FROM {s}.runs WHERE id = $4)"
+                       (SELECT coalesce(error, '') FROM {s}.runs \
+                        WHERE id = $4 AND status = 'failed')"
                 ),
                 &[
                     (&ids, Type::INT8_ARRAY),
@@ -411,11 +388,7 @@ impl Ledger {
             .filter(|a| !renewed.contains(&a.run_id))
             .copied()
             .collect();
-        let stopped = row
-            .get::<_, Option<&str>>(1)
-            .filter(|s| *s == Status::Failed.as_str())
-            .map(|_| (Status::Failed, row.get(2)));
-        Ok((lost, stopped))
+        Ok((lost, row.get(1)))
     }
 
     /// Completes the input `attempt` holds, releasing its lease, if the ledger holds all its
@@ -519,5 +492,17 @@ impl Ledger {
         .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok(status)
+    }
+}
+
+/// The input whose name, path, size and fingerprint are `r`'s columns `at` to `at + 3`.
+fn named_input(r: &tokio_postgres::Row, at: usize) -> NamedInput {
+    NamedInput {
+        name: r.get(at),
+        id: InputId {
+            path: r.get(at + 1),
+            size: r.get::<_, Option<i64>>(at + 2).map(|s| s as u64),
+            fingerprint: r.get(at + 3),
+        },
     }
 }

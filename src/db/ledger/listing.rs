@@ -1,12 +1,10 @@
 //! The `runs` command's view of the ledger: each run with the figures its committed batches
 //! add up to.
 
-use std::str::FromStr;
-
 use tokio_postgres::Client;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::Type;
 
-use super::{Ledger, resume_command};
+use super::{Ledger, Stored, resume_command};
 use crate::error::Error;
 use crate::model::{Command, Status};
 
@@ -79,27 +77,6 @@ impl Run {
     /// The shell command that resumes this run.
     pub fn resume_command(&self) -> String {
         resume_command(&self.command_line, self.id)
-    }
-}
-
-/// A name the ledger stores as text (a command, a status), read into its type; a name this
-/// version does not know (a newer one wrote it) is an error, not a guess.
-struct Stored<T>(T);
-
-impl<'a, T: FromStr> FromSql<'a> for Stored<T> {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        let name = <&str as FromSql>::from_sql(ty, raw)?;
-        let parsed = name
-            .parse()
-            .map_err(|_| format!("unknown name {name:?} in the ledger"))?;
-        Ok(Stored(parsed))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <&str as FromSql>::accepts(ty)
     }
 }
 

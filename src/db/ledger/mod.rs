@@ -18,8 +18,10 @@ mod keys;
 mod listing;
 mod runs;
 
+use std::str::FromStr;
+
 use tokio_postgres::Client;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{FromSql, Type};
 
 use crate::db::catalog::quote_ident;
 use crate::db::privileges::{self, Object, Privilege};
@@ -33,6 +35,27 @@ pub use runs::unrecorded_dialect;
 pub use runs::{Attempt, DIALECT, InputId, LAYOUT, Resume, RunKey, resume_command};
 
 pub const DEFAULT_SCHEMA: &str = "provisioner";
+
+/// A name the ledger stores as text (a command, a status), read into its type; a name this
+/// version does not know (a newer one wrote it) is an error, not a guess.
+pub(super) struct Stored<T>(pub(super) T);
+
+impl<'a, T: FromStr> FromSql<'a> for Stored<T> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let name = <&str as FromSql>::from_sql(ty, raw)?;
+        let parsed = name
+            .parse()
+            .map_err(|_| format!("unknown name {name:?} in the ledger"))?;
+        Ok(Stored(parsed))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
 
 /// Embedded migrations, applied in order; `{schema}` stands for the quoted schema name.
 const MIGRATIONS: &[(i32, &str)] = &[
