@@ -53,8 +53,8 @@ pub struct ManyInputs {
 struct Existing {
     parent: Parent,
     inputs: Vec<(NamedInput, Status)>,
-    ledger: Ledger,
-    pool: Pool,
+    /// Joining a run already completed: its inputs, for the summary (nothing is left to do).
+    completed: Option<Vec<InputShown>>,
 }
 
 type Reader = CsvReader<Box<dyn std::io::BufRead + Send>>;
@@ -66,10 +66,8 @@ pub(super) async fn seed(
     console: &Console,
 ) -> Result<Finished, Error> {
     let existing = existing_run(db.clone(), &mut opts, &many).await?;
-    if let Some(run) = existing
-        .as_ref()
-        .filter(|r| r.parent.status == Status::Completed)
-        && many.join.is_some()
+    if let Some(run) = &existing
+        && let Some(inputs) = &run.completed
     {
         // A process that joins late has nothing left to do: the run it joins succeeded.
         tracing::info!("run {} is completed: nothing left to claim", run.parent.id);
@@ -80,7 +78,7 @@ pub(super) async fn seed(
         let table = run.parent.target_table.clone();
         let mut summary = Summary::of(&Progress::default(), invocation, table, 0.0);
         summary.run_id = Some(run.parent.id);
-        summary.inputs = inputs_shown(&run.pool, &run.ledger, run.parent.id).await?;
+        summary.inputs = inputs.clone();
         return Ok(Finished {
             summary,
             error: None,
@@ -254,7 +252,11 @@ pub(super) async fn seed(
     let summary = reporter.finish(invocation, table.display());
     let mut finished = finish::conclude(&pool, &opts.run, keeper, error, summary).await;
     if let (Some(ledger), Some(parent)) = (&ledger, parent) {
-        match inputs_shown(&pool, ledger, parent).await {
+        let shown = async {
+            let client = pool.get().await.map_err(Error::Pool)?;
+            inputs_shown(&client, ledger, parent).await
+        };
+        match shown.await {
             Ok(inputs) => finished.summary.inputs = inputs,
             Err(e) => tracing::warn!("cannot read the run's inputs for the summary: {e}"),
         }
@@ -287,7 +289,7 @@ async fn existing_run(
             "{how} needs the ledger; it cannot be combined with --no-ledger"
         )));
     }
-    let (pool, mut client) = start::connect(db, &opts.run).await?;
+    let (_pool, mut client) = start::connect(db, &opts.run).await?;
     let missing =
         || Error::ResumeRefused(format!("{how} {id}: no run of many inputs with that id"));
     let ledger = start::ledger(&mut client, &opts.run, Access::Read)
@@ -306,11 +308,14 @@ async fn existing_run(
         opts.run.command_line = parent.command_line.clone();
     }
     let inputs = ledger.inputs_of(&client, id).await?;
+    let completed = match parent.status {
+        Status::Completed if many.join.is_some() => Some(inputs_shown(&client, &ledger, id).await?),
+        _ => None,
+    };
     Ok(Some(Existing {
         parent,
         inputs,
-        ledger,
-        pool,
+        completed,
     }))
 }
 
@@ -515,10 +520,13 @@ fn changed(root: &Path, input: &NamedInput, found: &InputId) -> Error {
 }
 
 /// The inputs of run `parent` for the summary, as the ledger has them now.
-async fn inputs_shown(pool: &Pool, ledger: &Ledger, parent: i64) -> Result<Vec<InputShown>, Error> {
-    let client = pool.get().await.map_err(Error::Pool)?;
+async fn inputs_shown(
+    client: &tokio_postgres::Client,
+    ledger: &Ledger,
+    parent: i64,
+) -> Result<Vec<InputShown>, Error> {
     Ok(ledger
-        .inputs(&client, parent)
+        .inputs(client, parent)
         .await?
         .into_iter()
         .map(|i| InputShown {

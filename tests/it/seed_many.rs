@@ -1277,4 +1277,11 @@ fn sigint_interrupts_the_run_and_a_joiner_finishes_it_while_runs_show_watches() 
         "no terminal, no escape codes:\n{}",
         watched.stdout
     );
+
+    // A process joining once the run is completed has nothing to do, and says so: exit 0.
+    let late = run_bin_bounded(&join(&db, &id, &["--json"]), TIMEOUT);
+    assert_eq!(late.code, 0, "{}", late.stderr);
+    let json: serde_json::Value = serde_json::from_str(late.stdout.trim()).unwrap();
+    assert_eq!(json["rows_read"], 0, "{json}");
+    assert_json_inputs_completed(&json, &inputs);
 }
