@@ -158,9 +158,8 @@ pub fn generate(
     let mut n = 0;
     while n < opts.count {
         let take = (opts.count - n).min(CHUNK as u64) as usize;
-        let logins: Vec<(String, String)> = match (&opts.passwords, &shared) {
-            (None, _) => Vec::new(),
-            (Some(_), Some(shared)) => vec![shared.clone(); take],
+        // This chunk's own logins (random passwords); a shared one serves every row as is.
+        let random: Vec<(String, String)> = match (&opts.passwords, &shared) {
             (Some(p), None) => {
                 let plain: Vec<(String, [u8; 16])> = (0..take)
                     .map(|_| (random_password(&mut secrets), salt(&mut secrets)))
@@ -169,11 +168,12 @@ pub fn generate(
                 hashed(n + take as u64);
                 plain.into_iter().map(|(pw, _)| pw).zip(hashes).collect()
             }
+            _ => Vec::new(),
         };
         for i in 0..take {
             n += 1;
             line.clear();
-            let login = logins.get(i);
+            let login = shared.as_ref().or(random.get(i));
             let (email, username) = row(
                 &mut rng,
                 n,
