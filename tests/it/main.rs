@@ -28,6 +28,7 @@ mod purge_support;
 
 mod connect_failures;
 mod connect_secrets;
+mod connect_service;
 mod connect_session;
 mod connect_tls;
 mod connections_auto;

@@ -1,13 +1,21 @@
 //! Connection strings, taken apart the way tokio-postgres reads them: a `postgres://` URL or
 //! `key=value` conninfo. The parameters tokio-postgres does not know (libpq's TLS modes and
-//! files, `passfile`) are taken out for [`super::resolve`]; the rest goes to
-//! `tokio_postgres::Config`. The same tokenizer removes passwords for [`redact`], so a quoted
+//! files, `passfile`, `service`) are taken out for [`super::resolve`]; the rest goes to
+//! `tokio_postgres::Config`. A service's settings are added with [`with_settings`], for the
+//! keys [`given_keys`] says the string leaves unset. The same tokenizer removes passwords for [`redact`], so a quoted
 //! password with spaces is removed whole.
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// Parameters handled by this crate rather than by tokio-postgres.
-const OURS: [&str; 5] = ["sslmode", "sslrootcert", "sslcert", "sslkey", "passfile"];
+pub const OURS: [&str; 6] = [
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "passfile",
+    "service",
+];
 
 /// A connection string split in two.
 #[derive(Debug, Default)]
@@ -70,17 +78,9 @@ pub fn with_default_ports(conn: &str, ports: &str) -> String {
     let Some(url) = Url::parse(conn) else {
         return conn.to_string();
     };
-    let (hosts, path) = url.hosts_and_path.split_at(
-        url.hosts_and_path
-            .find('/')
-            .unwrap_or(url.hosts_and_path.len()),
-    );
+    let (hosts, path) = url.split_hosts();
     let chunks: Vec<&str> = hosts.split(',').collect();
     let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
-    let has_port = |c: &str| match c.strip_prefix('[') {
-        Some(v6) => v6.contains("]:"),
-        None => c.contains(':'),
-    };
     let port_param = url
         .params()
         .any(|p| p.split_once('=').is_some_and(|(k, _)| k == "port"));
@@ -102,6 +102,88 @@ pub fn with_default_ports(conn: &str, ports: &str) -> String {
         ..url
     }
     .with_params(url.userinfo, &params)
+}
+
+/// The parameters `conn` sets, as libpq counts them: every `key=value` of a conninfo string
+/// or of a URL's query, and in a URL `user` and `password` for a non-empty user name and
+/// password, `host` for any host, `port` for any host's port, `dbname` for a non-empty path.
+/// Errors never quote the string.
+pub fn given_keys(conn: &str) -> Result<Vec<String>, String> {
+    let Some(url) = Url::parse(conn) else {
+        return Ok(pairs(conn)?
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect());
+    };
+    let mut keys = Vec::new();
+    if let Some(info) = url.userinfo {
+        let (user, password) = info.split_once(':').unwrap_or((info, ""));
+        if !user.is_empty() {
+            keys.push("user".to_string());
+        }
+        if !password.is_empty() {
+            keys.push("password".to_string());
+        }
+    }
+    let (hosts, path) = url.split_hosts();
+    if !hosts.is_empty() {
+        keys.push("host".to_string());
+    }
+    if hosts.split(',').any(has_port) {
+        keys.push("port".to_string());
+    }
+    if path.len() > 1 {
+        keys.push("dbname".to_string());
+    }
+    for param in url.params() {
+        let key = param.split_once('=').map_or(param, |(k, _)| k);
+        keys.push(decode(key)?);
+    }
+    Ok(keys)
+}
+
+/// `conn` with `settings` added, for keys it does not set ([`given_keys`]): to a conninfo
+/// string as `key=value` pairs, to a URL as query parameters, except that a `port` goes to
+/// the URL's hosts when it has some (tokio-postgres gives a host without one 5432).
+pub fn with_settings(conn: &str, settings: &[(&str, &str)]) -> String {
+    let Some(url) = Url::parse(conn) else {
+        let mut out = conn.trim().to_string();
+        for (key, value) in settings {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&format!("{key}={}", quote(value)));
+        }
+        return out;
+    };
+    let mut out = conn.to_string();
+    let mut added = Vec::new();
+    for &(key, value) in settings {
+        if key == "port" && !url.split_hosts().0.is_empty() {
+            let ported = with_default_ports(&out, value);
+            if ported != out {
+                out = ported;
+                continue;
+            }
+        }
+        let encode = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        added.push(format!("{}={}", encode(key), encode(value)));
+    }
+    if !added.is_empty() {
+        let url = Url::parse(&out).expect("still a URL");
+        let mut params: Vec<&str> = url.params().collect();
+        params.extend(added.iter().map(String::as_str));
+        out = url.with_params(url.userinfo, &params);
+    }
+    out
+}
+
+/// Whether a host of a URL (`h`, `h:5`, `[::1]`, `[::1]:5`) names a port.
+fn has_port(chunk: &str) -> bool {
+    match chunk.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => chunk.contains(':'),
+    }
 }
 
 /// A connection string with its password removed, for anything that is stored or shown:
@@ -164,6 +246,15 @@ impl<'a> Url<'a> {
             hosts_and_path,
             query,
         })
+    }
+
+    /// The hosts (up to the first `/`) and the path (from it, `/` included).
+    fn split_hosts(&self) -> (&'a str, &'a str) {
+        let at = self
+            .hosts_and_path
+            .find('/')
+            .unwrap_or(self.hosts_and_path.len());
+        self.hosts_and_path.split_at(at)
     }
 
     fn params(&self) -> impl Iterator<Item = &'a str> {
@@ -237,7 +328,7 @@ fn value(s: &str) -> Option<(String, &str)> {
 }
 
 /// A conninfo value, quoted when it must be.
-fn quote(v: &str) -> String {
+pub fn quote(v: &str) -> String {
     if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
         return v.to_string();
     }
@@ -299,6 +390,52 @@ mod tests {
         assert_eq!(
             with_default_ports("postgres://a,b", "1,2,3"),
             "postgres://a,b"
+        );
+    }
+
+    #[test]
+    fn given_keys_count_what_a_url_sets_in_its_parts_as_libpq_does() {
+        let keys = |conn| given_keys(conn).unwrap();
+        assert_eq!(
+            keys("host=h  dbname = 'd b' service=s"),
+            ["host", "dbname", "service"]
+        );
+        assert_eq!(
+            keys("postgres://u:pw@h:5/db?service=s&sslmode=disable"),
+            [
+                "user", "password", "host", "port", "dbname", "service", "sslmode"
+            ]
+        );
+        assert_eq!(keys("postgres://h,[::1]/db"), ["host", "dbname"]);
+        assert_eq!(keys("postgres://h,[::1]:7"), ["host", "port"]);
+        // An empty user, password or path sets nothing.
+        assert_eq!(keys("postgresql://:@/?ser%76ice=s"), ["service"]);
+        assert_eq!(keys("postgres://"), Vec::<String>::new());
+        assert_eq!(keys(""), Vec::<String>::new());
+        let err = given_keys("password=sekrit host").unwrap_err();
+        assert!(!err.contains("sekrit"), "{err}");
+    }
+
+    #[test]
+    fn settings_are_added_as_pairs_or_url_parameters() {
+        let add = [("dbname", "d b"), ("port", "6000"), ("host", "/run/pg")];
+        assert_eq!(
+            with_settings("user=u ", &add),
+            "user=u dbname='d b' port=6000 host=/run/pg"
+        );
+        assert_eq!(with_settings("", &add[..1]), "dbname='d b'");
+        assert_eq!(
+            with_settings("postgres:///?service=s", &add),
+            "postgres:///?service=s&dbname=d%20b&port=6000&host=%2Frun%2Fpg"
+        );
+        // A URL's hosts take the port, as PGPORT's.
+        assert_eq!(
+            with_settings("postgres://u@h1,h2/db", &[("port", "6000"), ("user", "x")]),
+            "postgres://u@h1:6000,h2:6000/db?user=x"
+        );
+        assert_eq!(
+            with_settings("postgres://a,b/db?x=1", &[("port", "1,2")]),
+            "postgres://a:1,b:2/db?x=1"
         );
     }
 

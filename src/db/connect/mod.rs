@@ -1,6 +1,7 @@
-//! Connecting like psql: a URL or conninfo string, else the libpq environment variables,
-//! else psql's defaults (the OS user, the local socket); the password from the URL,
-//! PGPASSWORD or the password file; TLS with libpq's `sslmode` ([`tls`]).
+//! Connecting like psql: a URL or conninfo string, then the service it (or `PGSERVICE`)
+//! names in the connection service file ([`service`]), else the libpq environment variables,
+//! else psql's defaults (the OS user, the local socket); the password from the URL, the
+//! service, PGPASSWORD or the password file; TLS with libpq's `sslmode` ([`tls`]).
 //! `tokio_postgres::Config` reads no environment, no password file and knows only three
 //! `sslmode`s, so [`resolve`] is the one place that merges all of it, and [`pool`] the one
 //! place connections are made.
@@ -10,6 +11,7 @@
 
 mod conninfo;
 mod pgpass;
+pub mod service;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +42,8 @@ pub struct Endpoint {
 }
 
 /// Builds the endpoint from `url` (`postgres://…` or `key=value …`), filling what it leaves
-/// unset from `env` (the `PG*` variables, `HOME`) and then from libpq's defaults.
+/// unset from the service it or `PGSERVICE` names, then from `env` (the `PG*` variables,
+/// `HOME`) and then from libpq's defaults.
 pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Endpoint, Error> {
     // Messages about the string never echo it: it may hold a password.
     let invalid = |e: String| Error::Usage(format!("invalid database URL: {e}"));
@@ -49,6 +52,18 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         None => conninfo::Split::default(),
     };
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
+    // As in libpq, the service fills what the string leaves unset, before the environment.
+    let name = split
+        .get("service")
+        .map(str::to_string)
+        .or_else(|| env("PGSERVICE"));
+    let split = match name {
+        Some(name) => {
+            let conn = with_service(url.unwrap_or_default(), &name, &env)?;
+            conninfo::split(&conn).map_err(invalid)?
+        }
+        None => split,
+    };
     let rest = match env("PGPORT") {
         Some(ports) => conninfo::with_default_ports(&split.rest, &ports),
         None => split.rest.clone(),
@@ -134,6 +149,47 @@ pub fn resolve(url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         cfg.connect_timeout(timeout);
     }
     Ok(Endpoint { config: cfg, tls })
+}
+
+/// `conn` with the settings of the service `name` that it does not set itself. A setting of
+/// the service that this tool cannot take is an error naming its file and line (never its
+/// value), like the same parameter in a connection string.
+fn with_service(
+    conn: &str,
+    name: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, Error> {
+    let service = service::lookup(name, env).map_err(Error::Usage)?;
+    let given = conninfo::given_keys(conn)
+        .map_err(|e| Error::Usage(format!("invalid database URL: {e}")))?;
+    let mut settings = Vec::new();
+    for setting in &service.settings {
+        if given.contains(&setting.key) {
+            continue;
+        }
+        // Ours are checked where they are used; the rest as tokio-postgres will read them.
+        if !conninfo::OURS.contains(&setting.key.as_str()) {
+            let alone = format!("{}={}", setting.key, conninfo::quote(&setting.value));
+            Config::from_str(&alone).map_err(|e| {
+                Error::Usage(format!(
+                    "{}: {}",
+                    service.place(setting),
+                    crate::error::describe_pg(&e)
+                ))
+            })?;
+        }
+        settings.push((setting.key.as_str(), setting.value.as_str()));
+    }
+    tracing::debug!(
+        "service {name:?} from {}: {}",
+        service.file.display(),
+        settings
+            .iter()
+            .map(|(key, _)| *key)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(conninfo::with_settings(conn, &settings))
 }
 
 /// The variables libpq sends as settings of the session (unless set to `default`), and
@@ -559,6 +615,198 @@ mod tests {
             err.to_string(),
             "invalid database URL: invalid connection string: unknown option `sslcrl`"
         );
+    }
+
+    /// A service file with `svc` (every setting), `other` and `bad` (values that cannot
+    /// work), and the variables that point at it and at an empty system directory.
+    fn service_setup(name: &str) -> (PathBuf, Vec<(String, String)>) {
+        let dir = scratch(name);
+        let file = dir.join("services.conf");
+        std::fs::write(
+            &file,
+            "# services\n\
+             [svc]\n\
+             host=svc.example\n\
+             port=6000\n\
+             user=svcuser\n\
+             dbname=svcdb\n\
+             password=svc pw\n\
+             sslmode=disable\n\
+             application_name=svcapp\n\
+             connect_timeout=7\n\
+             options=-c work_mem=8MB\n\
+             \n\
+             [other]\n\
+             host=other.example\n\
+             dbname=otherdb\n\
+             [socket]\n\
+             host=/run/svc\n\
+             [bad]\n\
+             password=hunter2\n\
+             port=notaport\n\
+             sslcrl=/crl.pem\n",
+        )
+        .unwrap();
+        let vars = vec![
+            ("PGSERVICEFILE".to_string(), file.display().to_string()),
+            ("PGSYSCONFDIR".to_string(), dir.display().to_string()),
+        ];
+        (dir, vars)
+    }
+
+    fn with_vars<'a>(
+        vars: &'a [(String, String)],
+        more: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut all: Vec<(&str, &str)> =
+            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(more);
+        all
+    }
+
+    #[test]
+    fn a_service_fills_what_the_string_leaves_unset_before_the_environment() {
+        use tokio_postgres::config::SslMode as Pg;
+        let (dir, vars) = service_setup("service_precedence");
+        let environment = [
+            ("PGHOST", "env.example"),
+            ("PGPORT", "7000"),
+            ("PGUSER", "envuser"),
+            ("PGDATABASE", "envdb"),
+            ("PGPASSWORD", "envpw"),
+            ("PGSSLMODE", "require"),
+            ("PGAPPNAME", "envapp"),
+            ("PGCONNECT_TIMEOUT", "9"),
+            ("PGOPTIONS", "-c geqo=off"),
+            ("PGSERVICE", "other"),
+        ];
+        let env = env_of(&with_vars(&vars, &environment));
+
+        // service= names the service, not PGSERVICE; its settings beat every variable.
+        let t = resolve(Some("service=svc"), &env).unwrap();
+        let cfg = &t.config;
+        assert_eq!(cfg.get_hosts(), &[Host::Tcp("svc.example".into())]);
+        assert_eq!(cfg.get_ports(), &[6000]);
+        assert_eq!(cfg.get_user(), Some("svcuser"));
+        assert_eq!(cfg.get_dbname(), Some("svcdb"));
+        assert_eq!(cfg.get_password(), Some(&b"svc pw"[..]));
+        assert_eq!(t.tls.mode, SslMode::Disable);
+        assert_eq!(cfg.get_ssl_mode(), Pg::Disable);
+        assert_eq!(cfg.get_application_name(), Some("svcapp"));
+        assert_eq!(cfg.get_connect_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(cfg.get_options(), Some("-c work_mem=8MB"));
+
+        // What the string sets wins over the service.
+        let cfg = resolve(Some("service=svc dbname=mine user=me port=5"), &env)
+            .unwrap()
+            .config;
+        assert_eq!(
+            (cfg.get_dbname(), cfg.get_user(), cfg.get_ports()),
+            (Some("mine"), Some("me"), &[5][..])
+        );
+        assert_eq!(cfg.get_hosts(), &[Host::Tcp("svc.example".into())]);
+
+        // PGSERVICE when the string names none; the environment fills the rest.
+        for url in [None, Some("connect_timeout=3")] {
+            let cfg = resolve(url, &env).unwrap().config;
+            assert_eq!(cfg.get_hosts(), &[Host::Tcp("other.example".into())]);
+            assert_eq!(cfg.get_dbname(), Some("otherdb"));
+            assert_eq!(cfg.get_ports(), &[7000]);
+            assert_eq!(cfg.get_user(), Some("envuser"));
+            assert_eq!(cfg.get_password(), Some(&b"envpw"[..]));
+        }
+        // An empty PGSERVICE is no service, as every empty variable here.
+        let none = env_of(&with_vars(&vars, &[("PGSERVICE", ""), ("PGHOST", "h")]));
+        assert_eq!(
+            resolve(None, &none).unwrap().config.get_hosts(),
+            &[Host::Tcp("h".into())]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_service_in_a_url_fills_what_the_url_leaves_unset() {
+        let (dir, vars) = service_setup("service_url");
+        let env = env_of(&with_vars(
+            &vars,
+            &[("PGPORT", "7000"), ("PGSERVICE", "other")],
+        ));
+        // The URL's host, user and database win; its host takes the service's port (not
+        // tokio-postgres's 5432, nor PGPORT).
+        let t = resolve(Some("postgres://me@h2/urldb?service=svc"), &env).unwrap();
+        let cfg = &t.config;
+        assert_eq!(cfg.get_hosts(), &[Host::Tcp("h2".into())]);
+        assert_eq!(cfg.get_ports(), &[6000]);
+        assert_eq!(
+            (cfg.get_user(), cfg.get_dbname()),
+            (Some("me"), Some("urldb"))
+        );
+        assert_eq!(cfg.get_password(), Some(&b"svc pw"[..]));
+        assert_eq!(t.tls.mode, SslMode::Disable);
+        let cfg = resolve(Some("postgres://h2:5/urldb?service=svc"), &env)
+            .unwrap()
+            .config;
+        assert_eq!(cfg.get_ports(), &[5]);
+        let cfg = resolve(Some("postgresql:///?service=svc&dbname=q"), &env)
+            .unwrap()
+            .config;
+        assert_eq!(cfg.get_hosts(), &[Host::Tcp("svc.example".into())]);
+        assert_eq!(cfg.get_ports(), &[6000]);
+        assert_eq!(cfg.get_dbname(), Some("q"));
+        let cfg = resolve(Some("postgres:///d?service=socket"), &env)
+            .unwrap()
+            .config;
+        assert_eq!(cfg.get_hosts(), &[Host::Unix("/run/svc".into())]);
+        assert_eq!(cfg.get_ports(), &[7000]);
+        // PGSERVICE serves a URL too.
+        let cfg = resolve(Some("postgres://u@/d"), &env).unwrap().config;
+        assert_eq!(cfg.get_hosts(), &[Host::Tcp("other.example".into())]);
+        assert_eq!(cfg.get_dbname(), Some("d"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_service_or_a_setting_that_cannot_work_is_a_usage_error() {
+        let (dir, vars) = service_setup("service_errors");
+        let env = env_of(&with_vars(&vars, &[]));
+        let err = resolve(Some("host=h service=nope"), &env).unwrap_err();
+        assert_eq!(err.to_string(), "definition of service \"nope\" not found");
+        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
+        let pgservice = env_of(&with_vars(&vars, &[("PGSERVICE", "nope")]));
+        let err = resolve(None, &pgservice).unwrap_err();
+        assert_eq!(err.to_string(), "definition of service \"nope\" not found");
+
+        let file = dir.join("services.conf");
+        let err = resolve(Some("service=bad"), &env).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "service file \"{}\", line 20: invalid connection string: invalid value for \
+                 option `port`",
+                file.display()
+            )
+        );
+        let err = resolve(Some("service=bad port=1"), &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "service file \"{}\", line 21: invalid connection string: unknown option \
+                 `sslcrl`",
+                file.display()
+            )
+        );
+        // A setting the string overrides is not used, so not checked (as in libpq).
+        let cfg = resolve(Some("service=bad port=1 sslcrl=x"), &env);
+        assert!(cfg.is_err(), "the string's own sslcrl is still refused");
+        std::fs::write(&file, "[bad]\npassword=hunter2\nport=notaport\n").unwrap();
+        let cfg = resolve(Some("service=bad port=1"), &env).unwrap().config;
+        assert_eq!(cfg.get_password(), Some(&b"hunter2"[..]));
+        for url in ["service=bad", "postgres://h/d?service=bad"] {
+            let err = resolve(Some(url), &env).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
