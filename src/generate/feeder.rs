@@ -15,22 +15,6 @@ pub enum FeederFormat {
     Json,
 }
 
-/// A login column the feeder holds, under the table's column name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Identity {
-    Username,
-    Email,
-}
-
-impl Identity {
-    fn name(self) -> &'static str {
-        match self {
-            Identity::Username => "username",
-            Identity::Email => "email",
-        }
-    }
-}
-
 /// The column of the clear-text password.
 const PASSWORD: &str = "password";
 
@@ -38,7 +22,8 @@ const PASSWORD: &str = "password";
 pub struct Feeder {
     out: BufWriter<File>,
     format: FeederFormat,
-    columns: Vec<Identity>,
+    /// The login columns, under the table's names, before `password`.
+    columns: Vec<String>,
     /// Accounts written so far.
     pub written: u64,
 }
@@ -48,7 +33,7 @@ impl Feeder {
     pub fn create(
         path: &Path,
         format: FeederFormat,
-        columns: Vec<Identity>,
+        columns: Vec<String>,
     ) -> std::io::Result<Feeder> {
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -66,27 +51,30 @@ impl Feeder {
         })
     }
 
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
     /// The header (CSV) or the array's start (JSON).
     pub fn begin(&mut self) -> std::io::Result<()> {
         match self.format {
             FeederFormat::Csv => {
-                let names: Vec<&str> = self.columns.iter().map(|c| c.name()).collect();
-                writeln!(self.out, "{},{PASSWORD}", names.join(","))
+                for c in &self.columns {
+                    write_csv_field(&mut self.out, c)?;
+                    self.out.write_all(b",")?;
+                }
+                writeln!(self.out, "{PASSWORD}")
             }
             FeederFormat::Json => self.out.write_all(b"["),
         }
     }
 
-    /// One account.
-    pub fn account(&mut self, username: &str, email: &str, password: &str) -> std::io::Result<()> {
-        let value = |c: &Identity| match c {
-            Identity::Username => username,
-            Identity::Email => email,
-        };
+    /// One account: its login columns' values, in the columns' order, and its password.
+    pub fn account(&mut self, login: &[&str], password: &str) -> std::io::Result<()> {
         match self.format {
             FeederFormat::Csv => {
-                for c in &self.columns {
-                    write_csv_field(&mut self.out, value(c))?;
+                for value in login {
+                    write_csv_field(&mut self.out, value)?;
                     self.out.write_all(b",")?;
                 }
                 write_csv_field(&mut self.out, password)?;
@@ -94,8 +82,8 @@ impl Feeder {
             }
             FeederFormat::Json => {
                 let mut object = serde_json::Map::new();
-                for c in &self.columns {
-                    object.insert(c.name().into(), value(c).into());
+                for (c, value) in self.columns.iter().zip(login) {
+                    object.insert(c.clone(), (*value).into());
                 }
                 object.insert(PASSWORD.into(), password.into());
                 self.out

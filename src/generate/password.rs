@@ -6,7 +6,95 @@
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 
+use super::rng::Rng;
 use crate::error::Error;
+
+/// Which passwords the accounts get, and how they are hashed.
+#[derive(Debug, Clone)]
+pub struct Passwords {
+    /// `None`: a random one per account (`--password random`).
+    pub shared: Option<String>,
+    pub hasher: Hasher,
+}
+
+/// Accounts hashed at a time, on every core, with random passwords.
+pub const CHUNK: usize = 256;
+
+/// Length of a random password (letters and digits).
+const RANDOM_PASSWORD: usize = 16;
+
+/// The accounts' logins, (password, hash), a chunk of accounts at a time: one shared
+/// password hashed once, or a random password per account hashed on every core. Passwords
+/// and salts come from a sequence of their own, so that every other column is the same with
+/// or without them.
+pub struct Logins {
+    hasher: Hasher,
+    secrets: Rng,
+    shared: Option<(String, String)>,
+    chunk: Vec<(String, String)>,
+}
+
+impl Logins {
+    pub fn new(passwords: &Passwords, seed: u64) -> Logins {
+        let mut secrets = Rng(seed ^ 0x005E_ED0F_5A17);
+        let shared = passwords.shared.clone().map(|password| {
+            let hash = passwords.hasher.hash(&password, secrets.salt());
+            (password, hash)
+        });
+        Logins {
+            hasher: passwords.hasher,
+            secrets,
+            shared,
+            chunk: Vec::new(),
+        }
+    }
+
+    /// Makes the logins of the next `take` (at most [`CHUNK`]) accounts.
+    pub fn next_chunk(&mut self, take: usize) {
+        if self.shared.is_some() {
+            return;
+        }
+        let plain: Vec<(String, [u8; 16])> = (0..take)
+            .map(|_| (random_password(&mut self.secrets), self.secrets.salt()))
+            .collect();
+        let hashes = hash_all(&self.hasher, &plain);
+        self.chunk = plain.into_iter().map(|(pw, _)| pw).zip(hashes).collect();
+    }
+
+    /// Account `i` of the chunk: its password and hash.
+    pub fn get(&self, i: usize) -> &(String, String) {
+        self.shared.as_ref().unwrap_or_else(|| &self.chunk[i])
+    }
+}
+
+fn random_password(rng: &mut Rng) -> String {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..RANDOM_PASSWORD)
+        .map(|_| *rng.pick(ALNUM) as char)
+        .collect()
+}
+
+/// The hashes of `plain` (password, salt), in order, computed on every core.
+fn hash_all(hasher: &Hasher, plain: &[(String, [u8; 16])]) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = plain.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = plain
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(pw, salt)| hasher.hash(pw, *salt))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("hashing panicked"))
+            .collect()
+    })
+}
 
 /// A password hashing scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
