@@ -282,7 +282,7 @@ pub async fn prepare(
             (Source::Password, false)
         } else {
             let mut column_rules = rules.get(&c.name).cloned().unwrap_or_default();
-            domain_rules(&c.ty, &mut column_rules);
+            domain_rules(&c.ty, &mut column_rules, &mut warnings);
             let bounds = partition
                 .as_ref()
                 .filter(|(column, _)| column == &c.name)
@@ -505,16 +505,26 @@ fn partition_bounds(
 }
 
 /// The CHECKs of `ty`'s domains, as rules on the column.
-fn domain_rules(ty: &TypeShape, rules: &mut Vec<Rule>) {
+fn domain_rules(ty: &TypeShape, rules: &mut Vec<Rule>, warnings: &mut Vec<String>) {
     if let TypeKind::Domain { base, checks, .. } = &ty.kind {
         for c in checks {
-            // A domain CHECK not understood is reported like a table's by the server's
-            // refusals; its rules apply to the value.
-            if let Some(found) = check::understand(c) {
-                rules.extend(found.into_iter().map(|(_, r)| r));
+            match check::understand(c) {
+                Some(found) => rules.extend(found.into_iter().map(|(_, r)| r)),
+                None => {
+                    let warning = format!(
+                        "a CHECK of domain {} is not understood ({c}): values that break it \
+                         will be refused by the server (seed with --rejects FILE to load the \
+                         others)",
+                        ty.name
+                    );
+                    // A domain of several columns is reported once.
+                    if !warnings.contains(&warning) {
+                        warnings.push(warning);
+                    }
+                }
             }
         }
-        domain_rules(base, rules);
+        domain_rules(base, rules, warnings);
     }
 }
 
