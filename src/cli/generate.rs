@@ -22,7 +22,7 @@ use std::path::PathBuf;
          provisioner generate --count 100000 | provisioner seed -\n  \
          provisioner generate --table app.orders --count 50000 > orders.csv\n  \
          provisioner generate --table users --count 10000 --password random --hash bcrypt \
-         --cost 4 --credentials logins.csv --set 'email=user{{n}}@loadtest.example' > users.csv\n\n{}",
+         --cost 4 --credentials logins.csv --set 'email=user{{row}}@loadtest.example' > users.csv\n\n{}",
         exit_codes_help()
     )
 )]
@@ -47,9 +47,9 @@ pub struct GenerateArgs {
     )]
     pub columns: Option<Vec<String>>,
 
-    /// With --table: a column's value spelled out: text as is, {n} the row's number
+    /// With --table: a column's value spelled out: text as is, {row} the row's number
     /// (counting on from the rows already in the table), {a|b|c} choices row by row, {{ and
-    /// }} braces. E.g. --set 'email=user{n}@loadtest.example'. Repeatable.
+    /// }} braces. E.g. --set 'email=user{row}@loadtest.example'. Repeatable.
     #[arg(long = "set", value_name = "COL=TEMPLATE", value_parser = parse_set, requires = "table")]
     pub set: Vec<(String, Template)>,
 

@@ -33,7 +33,7 @@ pub enum TypeKind {
     /// A domain's CHECK constraints are written with `VALUE` for the value.
     Domain {
         base: Box<TypeShape>,
-        checks: Vec<String>,
+        checks: Vec<Check>,
         not_null: bool,
     },
     Array(Box<TypeShape>),
@@ -216,6 +216,8 @@ fn type_shape(client: &tokio_postgres::Client, oid: u32, type_mod: i32) -> Shape
                         t.typtypmod, t.typelem, t.typnotnull, \
                         array(SELECT enumlabel::text FROM pg_enum WHERE enumtypid = t.oid \
                               ORDER BY enumsortorder), \
+                        array(SELECT conname::text FROM pg_constraint \
+                              WHERE contypid = t.oid AND contype = 'c' ORDER BY conname), \
                         array(SELECT pg_get_constraintdef(oid) FROM pg_constraint \
                               WHERE contypid = t.oid AND contype = 'c' ORDER BY conname) \
                  FROM pg_type t WHERE t.oid = $1",
@@ -226,11 +228,19 @@ fn type_shape(client: &tokio_postgres::Client, oid: u32, type_mod: i32) -> Shape
         let category = r.get::<_, String>(1).chars().next().unwrap_or('U');
         let kind = match (r.get::<_, &str>(2), category) {
             ("e", _) => TypeKind::Enum(r.get(7)),
-            ("d", _) => TypeKind::Domain {
-                base: Box::new(type_shape(client, r.get(3), r.get(4)).await?),
-                checks: r.get(8),
-                not_null: r.get(6),
-            },
+            ("d", _) => {
+                let names: Vec<String> = r.get(8);
+                let definitions: Vec<String> = r.get(9);
+                TypeKind::Domain {
+                    base: Box::new(type_shape(client, r.get(3), r.get(4)).await?),
+                    checks: names
+                        .into_iter()
+                        .zip(definitions)
+                        .map(|(name, definition)| Check { name, definition })
+                        .collect(),
+                    not_null: r.get(6),
+                }
+            }
             ("b", 'A') => TypeKind::Array(Box::new(type_shape(client, r.get(5), type_mod).await?)),
             ("b", _) => TypeKind::Base,
             _ => TypeKind::Other,

@@ -39,6 +39,7 @@ mod faults_retry;
 mod fuzz_input;
 mod generate_logins;
 mod generate_output;
+mod generate_table;
 mod hostile_names;
 mod json_output;
 mod layers;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::check::{self, Bound, Op, Rule};
 use super::fake;
 use super::template::Template;
-use super::value::{Pattern, Ranges, Text, Value};
+use super::value::{Pattern, Ranges, Span, Text, Value};
 use crate::db::catalog::Table;
 use crate::db::shape::{self, ColumnShape, ForeignKey, TypeKind, TypeShape};
 use crate::error::Error;
@@ -287,7 +287,7 @@ pub async fn prepare(
                 .as_ref()
                 .filter(|(column, _)| column == &c.name)
                 .map(|(_, b)| b.as_slice());
-            match value_for(c, &column_rules, bounds) {
+            match value_of_type(&c.name, &c.ty, c.ty.type_mod, &column_rules, bounds, &mut warnings) {
                 Ok(Some(v)) => {
                     let not_null = c.not_null
                         || column_rules.contains(&Rule::NotNull)
@@ -331,9 +331,10 @@ pub async fn prepare(
     for key in &table.unique_keys {
         let at: Option<Vec<usize>> = key.columns.iter().map(|c| position(c)).collect();
         let Some(at) = at else { continue };
-        let covered = at.iter().any(|&i| {
-            columns[i].unique
-                || matches!(columns[i].source, Source::Foreign { fk, .. } if foreign[fk].distinct)
+        let covered = at.iter().any(|&i| match &columns[i].source {
+            Source::Foreign { fk, .. } => foreign[*fk].distinct,
+            Source::Set(template) => template.numbered(),
+            _ => columns[i].unique,
         });
         if covered {
             continue;
@@ -365,16 +366,22 @@ pub async fn prepare(
         }
     }
 
-    // Unique numbers count on from the largest one there; every unique column must have
-    // enough values for the rows.
+    // Unique numbers count on from the largest one there, texts from the rows there; every
+    // unique column must have enough values for the rows.
+    let base = shape::row_count(client, table).await? as u64;
     for c in columns.iter_mut().filter(|c| c.unique) {
-        if let Source::Value(Value::Number { ranges, scale: 0 }) = &mut c.source {
+        if let Source::Value(Value::Number { span, scale: 0 }) = &mut c.source {
             let max = shape::max_of(client, table, &c.name).await?;
-            *ranges = ranges.clamp(i128::from(max) + 1, i128::MAX);
+            span.unique = span.unique.clamp(i128::from(max) + 1, i128::MAX);
         }
+        let needed = match &c.source {
+            // A text's values carry the row's number, which counts on from the rows there.
+            Source::Value(Value::Text(_)) => base + opts.count,
+            _ => opts.count,
+        };
         if let Source::Value(v) = &c.source
             && let Some(n) = v.unique_values()
-            && n < u128::from(opts.count)
+            && n < u128::from(needed)
         {
             return Err(refuse(format!(
                 "unique column {} has room for {n} more values within its type and \
@@ -389,7 +396,6 @@ pub async fn prepare(
         .iter()
         .map(|n| position(n).expect("checked"))
         .collect();
-    let base = shape::row_count(client, table).await? as u64;
     Ok(Plan {
         columns,
         foreign,
@@ -508,14 +514,14 @@ fn partition_bounds(
 fn domain_rules(ty: &TypeShape, rules: &mut Vec<Rule>, warnings: &mut Vec<String>) {
     if let TypeKind::Domain { base, checks, .. } = &ty.kind {
         for c in checks {
-            match check::understand(c) {
+            match check::understand(&c.definition) {
                 Some(found) => rules.extend(found.into_iter().map(|(_, r)| r)),
                 None => {
                     let warning = format!(
-                        "a CHECK of domain {} is not understood ({c}): values that break it \
-                         will be refused by the server (seed with --rejects FILE to load the \
-                         others)",
-                        ty.name
+                        "CHECK constraint {} of domain {} is not understood ({}): values that \
+                         break it will be refused by the server (seed with --rejects FILE to \
+                         load the others)",
+                        c.name, ty.name, c.definition
                     );
                     // A domain of several columns is reported once.
                     if !warnings.contains(&warning) {
@@ -663,22 +669,16 @@ fn number_window(name: &str) -> (i128, i128) {
     }
 }
 
-/// The generator for column `c` under `rules` and its partitions' `bounds`; `Ok(None)` for
-/// a type generate does not know; `Err` when no value satisfies the constraints.
-fn value_for(
-    c: &ColumnShape,
-    rules: &[Rule],
-    bounds: Option<&[Bound]>,
-) -> Result<Option<Value>, String> {
-    value_of_type(&c.name, &c.ty, c.ty.type_mod, rules, bounds)
-}
-
+/// The generator for column `name` of type `ty` under `rules` and its partitions' `bounds`;
+/// `Ok(None)` for a type generate does not know; `Err` when no value satisfies the
+/// constraints.
 fn value_of_type(
     name: &str,
     ty: &TypeShape,
     type_mod: i32,
     rules: &[Rule],
     bounds: Option<&[Bound]>,
+    warnings: &mut Vec<String>,
 ) -> Result<Option<Value>, String> {
     let base = ty.base();
     let type_mod = if type_mod >= 0 {
@@ -734,7 +734,9 @@ fn value_of_type(
         return Ok(Some(Value::OneOf(values)));
     }
     if let TypeKind::Array(element) = &base.kind {
-        let inner = value_of_type(name, element, -1, &[], None)?;
+        let mut element_rules = Vec::new();
+        domain_rules(element, &mut element_rules, warnings);
+        let inner = value_of_type(name, element, -1, &element_rules, None, warnings)?;
         return Ok(inner.map(|v| Value::Array(Box::new(v))));
     }
     let ranged = |unit: Unit, lo: i128, hi: i128, window: (i128, i128)| {
@@ -750,7 +752,7 @@ fn value_of_type(
                 _ => i128::from(i64::MAX),
             };
             Value::Number {
-                ranges: ranged(Unit::Scaled(0), -max - 1, max, number_window(name))?,
+                span: ranged(Unit::Scaled(0), -max - 1, max, number_window(name))?,
                 scale: 0,
             }
         }
@@ -765,7 +767,7 @@ fn value_of_type(
             let unit = 10i128.pow(scale);
             let (lo, hi) = number_window(name);
             Value::Number {
-                ranges: ranged(Unit::Scaled(scale), -limit, limit, (lo * unit, hi * unit))?,
+                span: ranged(Unit::Scaled(scale), -limit, limit, (lo * unit, hi * unit))?,
                 scale,
             }
         }
@@ -798,7 +800,7 @@ fn value_of_type(
             date_window(name),
         )?),
         "timestamp" | "timestamptz" => Value::Timestamp {
-            ranges: ranged(
+            span: ranged(
                 Unit::Seconds,
                 day(-4000, 1, 1) * 86_400,
                 day(9999, 12, 31) * 86_400,
@@ -872,9 +874,9 @@ fn text_for(name: &str, base: &TypeShape, type_mod: i32, rules: &[Rule]) -> Resu
     })
 }
 
-/// The ranges a number, date or timestamp column may take in `unit`s: the type's
-/// `lo..=hi`, cut by its CHECK comparisons and its partitions' ranges, narrowed to the
-/// realistic `window` where that leaves any.
+/// Where a number, date or timestamp column's values fall, in `unit`s: the type's `lo..=hi`,
+/// cut by its CHECK comparisons and its partitions' ranges; usually within the realistic
+/// `window` where that leaves any, counted up from its start in a unique column.
 fn ranges_for(
     unit: Unit,
     lo: i128,
@@ -882,7 +884,7 @@ fn ranges_for(
     window: (i128, i128),
     rules: &[Rule],
     bounds: Option<&[Bound]>,
-) -> Result<Ranges, String> {
+) -> Result<Span, String> {
     let (mut lo, mut hi) = (lo, hi);
     for r in rules {
         let Rule::Compare(op, v) = r else { continue };
@@ -923,7 +925,10 @@ fn ranges_for(
     if ranges.is_empty() {
         return Err("no value satisfies its constraints".into());
     }
-    Ok(ranges.prefer(window.0, window.1))
+    Ok(Span {
+        usual: ranges.prefer(window.0, window.1),
+        unique: ranges.prefer(window.0, i128::MAX),
+    })
 }
 
 /// Shuffles `keys` with `rng` (Fisher–Yates), for foreign keys taken one per row.
@@ -960,7 +965,10 @@ mod tests {
             Rule::Compare(Op::Le, "100".into()),
         ];
         let r = ranges_for(Unit::Scaled(0), -1000, 1000, (1, 1_000_000), &rules, None).unwrap();
-        assert_eq!(r, Ranges::one(1, 100));
+        assert_eq!(r.usual, Ranges::one(1, 100));
+        let r = ranges_for(Unit::Scaled(0), -5, 5_000_000, (1, 1_000_000), &[], None).unwrap();
+        assert_eq!(r.usual, Ranges::one(1, 1_000_000));
+        assert_eq!(r.unique, Ranges::one(1, 5_000_000), "unique values count past the window");
         let bounds = [
             Bound::Range(Some("2024-01-01".into()), Some("2024-02-01".into())),
             Bound::Range(Some("2024-02-01".into()), Some("2024-03-01".into())),
@@ -975,7 +983,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r,
+            r.usual,
             Ranges(vec![
                 (day(2024, 1, 1), day(2024, 1, 31)),
                 (day(2024, 2, 1), day(2024, 2, 29))

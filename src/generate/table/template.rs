@@ -1,6 +1,7 @@
-//! `--set col=TEMPLATE`: a column's value spelled out. Text is copied; `{n}` is the row's
-//! number (counting on from the rows already in the table); `{a|b|c}` cycles through the
-//! choices row by row; `{{` and `}}` are braces.
+//! `--set col=TEMPLATE`: a column's value spelled out. Text is copied; `{row}` (or `{n}`) is
+//! the row's number (counting on from the rows already in the table); `{a|b|c}` cycles
+//! through the choices row by row; `{{` and `}}` are braces. (`--help` can only show
+//! `{row}`: clap prints `{n}` as a line break.)
 
 use std::fmt::Write as _;
 
@@ -43,13 +44,13 @@ impl Template {
                     if !text.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut text)));
                     }
-                    pieces.push(if inner == "n" {
+                    pieces.push(if inner == "n" || inner == "row" {
                         Piece::Number
                     } else if inner.contains('|') {
                         Piece::Cycle(inner.split('|').map(String::from).collect())
                     } else {
                         return Err(format!(
-                            "{template:?}: {{{inner}}} is neither {{n}} nor choices {{a|b}} \
+                            "{template:?}: {{{inner}}} is neither {{row}} nor choices {{a|b}} \
                              (write {{{{ for a brace)"
                         ));
                     });
@@ -62,6 +63,11 @@ impl Template {
             pieces.push(Piece::Text(text));
         }
         Ok(Template(pieces))
+    }
+
+    /// Whether each row's value is its own: the template holds the row's number.
+    pub fn numbered(&self) -> bool {
+        self.0.contains(&Piece::Number)
     }
 
     pub fn write(&self, row: Row, out: &mut String) {
@@ -103,6 +109,9 @@ mod tests {
         );
         assert_eq!(written("{free|pro|team}", 4), "pro");
         assert_eq!(written("{{x}} {n}", 1), "{x} 12");
+        assert_eq!(written("u{row}", 1), "u12");
+        assert!(Template::parse("u{row}").unwrap().numbered());
+        assert!(!Template::parse("{a|b}").unwrap().numbered());
         assert_eq!(written("constant", 9), "constant");
         assert!(Template::parse("{x}").is_err());
         assert!(Template::parse("{n").is_err());

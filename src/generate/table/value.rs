@@ -72,6 +72,26 @@ impl Ranges {
     }
 }
 
+/// Where a number's, date's or timestamp's values fall: `usual` in general (a realistic
+/// window, where the constraints leave one), `unique` for a unique column's, counted up from
+/// the window's start through all the constraints allow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub usual: Ranges,
+    pub unique: Ranges,
+}
+
+impl Span {
+    fn pick(&self, rng: &mut Rng, row: Row, unique: bool) -> i128 {
+        if unique {
+            if let Some(v) = self.unique.nth(u128::from(row.index)) {
+                return v;
+            }
+        }
+        self.usual.pick(rng)
+    }
+}
+
 /// Text of a length (in characters) and maybe a pattern.
 #[derive(Debug, Clone)]
 pub struct Text {
@@ -164,7 +184,7 @@ pub enum Value {
     Bool,
     /// A number in units of 10^-scale.
     Number {
-        ranges: Ranges,
+        span: Span,
         scale: u32,
     },
     Float {
@@ -174,10 +194,10 @@ pub enum Value {
     Text(Text),
     Uuid,
     /// Days since 2000-01-01.
-    Date(Ranges),
+    Date(Span),
     /// Seconds since 2000-01-01 00:00 UTC.
     Timestamp {
-        ranges: Ranges,
+        span: Span,
         zone: bool,
     },
     Time,
@@ -235,9 +255,10 @@ impl Value {
     /// How many different values a unique column of this kind has, if that is a limit.
     pub fn unique_values(&self) -> Option<u128> {
         match self {
-            Value::Number { ranges, .. }
-            | Value::Date(ranges)
-            | Value::Timestamp { ranges, .. } => Some(ranges.size()),
+            Value::Number { span, .. } | Value::Date(span) | Value::Timestamp { span, .. } => {
+                Some(span.unique.size())
+            }
+            Value::Text(text) => Some(text.unique_values()),
             _ => None,
         }
     }
@@ -245,21 +266,9 @@ impl Value {
     /// Appends a value to `out`; `unique` works `row` into it. A unique column's values are
     /// enough for the rows (the plan checks [`Value::unique_values`]).
     pub fn write(&self, rng: &mut Rng, row: Row, unique: bool, domain: &str, out: &mut String) {
-        let nth = |ranges: &Ranges, rng: &mut Rng| {
-            ranges
-                .nth(u128::from(row.index))
-                .unwrap_or_else(|| ranges.pick(rng))
-        };
         match self {
             Value::Bool => out.push(if rng.chance(50) { 't' } else { 'f' }),
-            Value::Number { ranges, scale } => {
-                let units = if unique {
-                    nth(ranges, rng)
-                } else {
-                    ranges.pick(rng)
-                };
-                write_scaled(units, *scale, out);
-            }
+            Value::Number { span, scale } => write_scaled(span.pick(rng, row, unique), *scale, out),
             Value::Float { lo, hi } => {
                 let unit = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
                 let _ = write!(out, "{:.4}", lo + (hi - lo) * unit);
@@ -279,20 +288,9 @@ impl Value {
                     lo & 0xFFFF_FFFF_FFFF
                 );
             }
-            Value::Date(ranges) => {
-                let days = if unique {
-                    nth(ranges, rng)
-                } else {
-                    ranges.pick(rng)
-                };
-                write_date(days as i64, out);
-            }
-            Value::Timestamp { ranges, zone } => {
-                let secs = if unique {
-                    nth(ranges, rng)
-                } else {
-                    ranges.pick(rng)
-                } as i64;
+            Value::Date(span) => write_date(span.pick(rng, row, unique) as i64, out),
+            Value::Timestamp { span, zone } => {
+                let secs = span.pick(rng, row, unique) as i64;
                 write_date(secs.div_euclid(86_400), out);
                 let s = secs.rem_euclid(86_400);
                 let _ = write!(out, " {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
@@ -415,6 +413,15 @@ impl Text {
         }
     }
 
+    /// How many unique values fit: the row's number alone must fit the length.
+    fn unique_values(&self) -> u128 {
+        match self.fake {
+            // An email or a user name carries its number among other characters.
+            Some(Fake::Email | Fake::Username) => u128::MAX,
+            _ => 10u128.saturating_pow(self.max.min(38) as u32),
+        }
+    }
+
     fn fits(&self, s: &str) -> bool {
         let chars = s.chars().count();
         chars >= self.min
@@ -438,7 +445,15 @@ impl Text {
             }
         }
         let suffix = match number {
-            Some(n) if !carries_number => format!("-{n}"),
+            Some(n) if !carries_number => {
+                let dashed = format!("-{n}");
+                // A short column holds the number alone.
+                if dashed.len() > self.max {
+                    n.to_string()
+                } else {
+                    dashed
+                }
+            }
             _ => String::new(),
         };
         // Too long: the realistic part is cut, the number kept.
@@ -512,7 +527,10 @@ mod tests {
     #[test]
     fn numbers_keep_their_scale_and_range_and_unique_ones_count_up() {
         let v = Value::Number {
-            ranges: Ranges::one(-150, 150),
+            span: Span {
+                usual: Ranges::one(-150, 150),
+                unique: Ranges::one(-150, 150),
+            },
             scale: 2,
         };
         let mut rng = Rng(1);
