@@ -3,7 +3,10 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     keep_large_allocations_out_of_the_heap();
     let cli = provisioner::cli::Cli::parse();
-    let console = provisioner::Console::stderr(cli.verbosity());
+    let console =
+        provisioner::Console::new(cli.verbosity(), cli.progress, cli.log_format, &|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        });
     console.init_logging();
     let code = provisioner::cli::run(cli, &console);
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))

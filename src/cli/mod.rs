@@ -1,6 +1,7 @@
 //! The command line: clap structs, one file per subcommand, and the dispatch that turns
 //! parsed flags into library calls and an exit code.
 
+mod completions;
 mod generate;
 mod purge;
 mod runs;
@@ -8,6 +9,7 @@ mod seed;
 
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::connect;
@@ -16,7 +18,8 @@ use crate::db::retry::RetryPolicy;
 use crate::error::{EXIT_CODES, EXIT_FAILED, Error};
 use crate::input::csv::{CsvOptions, Dialect};
 use crate::run::concurrency::Connections;
-use crate::run::report::Console;
+use crate::run::metrics::Server;
+use crate::run::report::{Console, LogFormat, ProgressMode};
 use crate::run::throttle::{self, ThrottleOptions};
 use crate::run::{Finished, RunOptions};
 
@@ -25,7 +28,6 @@ use crate::run::{Finished, RunOptions};
 #[command(
     name = "provisioner",
     version,
-    about,
     max_term_width = 100,
     after_help = format!("{}\nEach subcommand's --help says more.", exit_codes_help())
 )]
@@ -40,6 +42,17 @@ pub struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// How a run shows its progress on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto,
+          value_name = "WHEN")]
+    pub progress: ProgressMode,
+
+    /// How log lines are written on stderr (colour follows NO_COLOR, CLICOLOR=0 and
+    /// TERM=dumb).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          value_name = "FORMAT")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +67,11 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// List the runs recorded in the ledger, or show one with `runs show ID`.
     Runs(runs::RunsArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages (provisioner.1, provisioner-seed.1, …) into DIR: for packaging.
+    #[command(hide = true)]
+    Man(completions::ManArgs),
 }
 
 /// Where to connect. Anything the URL leaves out comes from PGHOST, PGPORT, PGUSER,
@@ -194,7 +212,7 @@ pub struct RunArgs {
     pub batch_size: usize,
 
     /// Print one JSON object with the run's figures on stdout at the end.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub json: bool,
 
     /// Continue the latest unfinished run of this input, table and batching options (or run
@@ -246,28 +264,47 @@ pub struct RunArgs {
     pub batch_timeout: f64,
 
     /// Rows per second at most, across all connections: a smooth global cap.
-    #[arg(long, value_name = "ROWS_PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "Throttling", long, value_name = "ROWS_PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
 
     /// While batches take longer than this to commit, halve the rate (from the achieved rate
     /// when there is no --rate); recover it gradually when they are fast again.
-    #[arg(long, value_name = "MS")]
+    #[arg(help_heading = "Throttling", long, value_name = "MS")]
     pub max_batch_latency: Option<u64>,
 
     /// Pause between batches while a standby in pg_stat_replication replays more than this
     /// many seconds behind.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(help_heading = "Throttling", long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub max_replica_lag: Option<f64>,
 
     /// With --max-replica-lag: the standby to watch, as a URL or conninfo (its password is
     /// never shown) [default: every standby in the primary's pg_stat_replication].
-    #[arg(long, value_name = "URL", requires = "max_replica_lag")]
+    #[arg(
+        help_heading = "Throttling",
+        long,
+        value_name = "URL",
+        requires = "max_replica_lag"
+    )]
     pub replica_url: Option<String>,
 
     /// Pause between batches while this file exists (the operator's emergency brake).
     /// SIGUSR1 pauses and SIGUSR2 resumes too.
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "Throttling", long, value_name = "PATH")]
     pub pause_file: Option<std::path::PathBuf>,
+
+    /// Serve the run's metrics for Prometheus at http://HOST:PORT/metrics while it lasts: rows
+    /// read, written, skipped and rejected, batches, retries by cause, the current rate, the
+    /// throttle's state, connections in use and batch latencies, labelled with the command,
+    /// table and run id. An address in use is refused (exit 2) before anything is written;
+    /// port 0 takes a free one, which the log names. Use 127.0.0.1 unless others must scrape.
+    #[arg(help_heading = "Output", long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
+    /// With --metrics-addr: go on serving the final figures this many seconds after the run
+    /// ended and printed its summary, so that the last scrape sees them (Ctrl-C ends it).
+    #[arg(help_heading = "Output", long, default_value_t = 0, value_name = "SECONDS",
+          requires = "metrics_addr", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub metrics_linger: u64,
 }
 
 impl RunArgs {
@@ -304,6 +341,11 @@ impl RunArgs {
             batch_timeout: Duration::from_secs_f64(self.batch_timeout),
             command_line: redacted_command_line(),
             lease: Duration::from_secs(self.lease),
+            metrics: self
+                .metrics_addr
+                .as_deref()
+                .map(|addr| Server::bind(addr, Duration::from_secs(self.metrics_linger)))
+                .transpose()?,
         })
     }
 }
@@ -411,11 +453,13 @@ pub fn run(cli: Cli, console: &Console) -> i32 {
         Command::Purge(args) => purge::run(args, console),
         Command::Generate(args) => generate::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => completions::run_man(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            console.eprintln(&format!("error: {e}"));
+            console.error(&e.to_string());
             e.exit_code()
         }
     }
@@ -436,11 +480,15 @@ fn block_on<F: std::future::Future>(work: F) -> Result<F::Output, Error> {
     Ok(output)
 }
 
-/// Prints the summary (human on stderr, JSON on stdout) and says how the run ended.
-fn finish(finished: Finished, json: bool, console: &Console) -> i32 {
+/// Prints the summary (human on stderr, JSON on stdout) and says how the run ended; then
+/// serves the final metrics for `--metrics-linger`, if asked.
+fn finish(finished: Finished, json: bool, metrics: Option<Arc<Server>>, console: &Console) -> i32 {
     let summary = &finished.summary;
+    if let Some(metrics) = &metrics {
+        metrics.ended(summary.status);
+    }
     if let Some(e) = &finished.error {
-        console.eprintln(&format!("error: {e}"));
+        console.error(&e.to_string());
     }
     if let Some(cmd) = &summary.resume_command {
         console.eprintln(&format!("resume with: {cmd}"));
@@ -453,6 +501,9 @@ fn finish(finished: Finished, json: bool, console: &Console) -> i32 {
             "{}",
             serde_json::to_string(summary).expect("a summary always serializes")
         );
+    }
+    if let Some(metrics) = metrics {
+        let _ = block_on(metrics.linger());
     }
     finished.error.map_or(0, |e| e.exit_code().max(EXIT_FAILED))
 }

@@ -12,7 +12,12 @@ use crate::run::report::Console;
 #[command(
     after_help = format!(
         "Give exactly one of FILE, --run or --where. Re-running a finished purge deletes nothing \
-         and exits 0.\n\n{}",
+         and exits 0.\n\n\
+         Examples:\n  \
+         provisioner purge --run 12 --dry-run             # what seed run 12 inserted\n  \
+         provisioner purge --run 12 --yes\n  \
+         provisioner purge accounts.csv --key email\n  \
+         provisioner purge --where \"email LIKE '%@loadtest.example'\" --rate 2000\n\n{}",
         exit_codes_help()
     )
 )]
@@ -27,6 +32,7 @@ pub struct PurgeArgs {
     /// an inheritance parent, whose children it does not cover) [default: the primary key or
     /// the first valid unique key the CSV header covers].
     #[arg(
+        help_heading = "Target and conflicts",
         long,
         value_delimiter = ',',
         value_name = "COL[,COL]",
@@ -36,44 +42,63 @@ pub struct PurgeArgs {
 
     /// Delete exactly the rows seed run RUN_ID inserted (not the ones it skipped or
     /// updated), by the keys it recorded in the ledger.
-    #[arg(long, value_name = "RUN_ID", conflicts_with = "where_")]
+    #[arg(
+        help_heading = "Target and conflicts",
+        long,
+        value_name = "RUN_ID",
+        conflicts_with = "where_"
+    )]
     pub run: Option<i64>,
 
     /// Delete the rows this SQL predicate selects, e.g. "email LIKE '%@loadtest.example'",
     /// in the table and every partition or inheritance child of it. Trusted SQL: it is put
     /// in the statement as written. Parallel batches take disjoint page ranges, so they
     /// never wait on each other.
-    #[arg(long = "where", value_name = "SQL")]
+    #[arg(
+        help_heading = "Target and conflicts",
+        long = "where",
+        value_name = "SQL"
+    )]
     pub where_: Option<String>,
 
     /// Table to delete from, as SQL would name it.
-    #[arg(long, default_value = "accounts", value_name = "NAME")]
+    #[arg(
+        help_heading = "Target and conflicts",
+        long,
+        default_value = "accounts",
+        value_name = "NAME"
+    )]
     pub table: String,
 
     /// Count what would be deleted, batch by batch, and change nothing.
-    #[arg(long)]
+    #[arg(help_heading = "Run and retries", long)]
     pub dry_run: bool,
 
     /// Delete without asking, however many rows.
-    #[arg(long, short = 'y')]
+    #[arg(help_heading = "Target and conflicts", long, short = 'y')]
     pub yes: bool,
 
     /// Above this many rows, ask for confirmation on a terminal; elsewhere require --yes.
-    #[arg(long, default_value_t = 1000, value_name = "ROWS")]
+    #[arg(
+        help_heading = "Target and conflicts",
+        long,
+        default_value_t = 1000,
+        value_name = "ROWS"
+    )]
     pub confirm_above: u64,
 
     /// Delete the rows of tables whose foreign keys would block the delete (ON DELETE NO
     /// ACTION or RESTRICT) first, in the same transaction. Without it such keys are refused.
-    #[arg(long)]
+    #[arg(help_heading = "Target and conflicts", long)]
     pub cascade: bool,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Input")]
     pub csv: CsvArgs,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Run and retries")]
     pub run_args: RunArgs,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Connection")]
     pub connect: ConnectArgs,
 }
 
@@ -108,6 +133,7 @@ pub fn run(args: PurgeArgs, console: &Console) -> Result<i32, Error> {
         cascade: args.cascade,
         run: run.options(&args.connect)?,
     };
+    let metrics = opts.run.metrics.clone();
     let finished = block_on(purge(db, opts, console))??;
-    Ok(finish(finished, run.json, console))
+    Ok(finish(finished, run.json, metrics, console))
 }

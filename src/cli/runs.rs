@@ -11,7 +11,14 @@ use std::io::IsTerminal;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = exit_codes_help()
+    after_help = format!(
+        "Examples:\n  \
+         provisioner runs --limit 5\n  \
+         provisioner runs show 12\n  \
+         provisioner runs show 12 --watch --every 5     # a run of many inputs, live\n  \
+         provisioner runs --json | jq '.[0].id'\n\n{}",
+        exit_codes_help()
+    )
 )]
 pub struct RunsArgs {
     #[command(subcommand)]

@@ -14,7 +14,14 @@ use crate::seed::{FormatChoice, ManyInputs, OnConflict, SeedOptions, seed};
         "The rejects file is CSV in the input's dialect: the input's header plus rejected_line, \
          rejected_column, rejected_sqlstate, rejected_reason (and rejected_input, in a run of \
          many inputs); then each rejected record exactly as it was in the input, followed by \
-         those fields.\n\n{}",
+         those fields.\n\n\
+         Examples:\n  \
+         provisioner seed accounts.csv.gz --table app.accounts\n  \
+         provisioner seed accounts.csv --on-conflict skip --rejects bad.csv\n  \
+         provisioner seed parts/ --parallel-inputs 2          # a run of many inputs\n  \
+         provisioner seed --join 12                             # from another host\n  \
+         provisioner seed accounts.csv --resume                 # after Ctrl-C or a crash\n  \
+         provisioner generate --count 100000 | provisioner seed - --rate 5000\n\n{}",
         exit_codes_help()
     )
 )]
@@ -28,14 +35,14 @@ pub struct SeedArgs {
 
     /// Read up to K inputs of a run of many inputs at once, each on a thread of its own,
     /// all feeding the same connections.
-    #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(help_heading = "Input", long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel_inputs: u16,
 
     /// Join the running run of many inputs RUN_ID, from this or any host: claim inputs it
     /// has not finished, hold each by a lease (--lease), and stay until every input is
     /// completed, taking over those whose holder's lease expires. The table, mapping,
     /// conflict handling, key, batch size and CSV dialect are the run's.
-    #[arg(
+    #[arg(help_heading = "Input", 
         long,
         value_name = "RUN_ID",
         conflicts_with_all = [
@@ -49,68 +56,78 @@ pub struct SeedArgs {
     /// Where a joining or resuming process finds the run's inputs, by their names under the
     /// directory the run started from [default: that directory]. Each must be the file the
     /// run recorded (same size and first MiB).
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Input", long, value_name = "DIR")]
     pub input_root: Option<std::path::PathBuf>,
 
     /// Target table, as SQL would name it: accounts, app.accounts, "Load Test"."Accounts".
-    #[arg(long, default_value = "accounts", value_name = "NAME")]
+    #[arg(
+        help_heading = "Target and conflicts",
+        long,
+        default_value = "accounts",
+        value_name = "NAME"
+    )]
     pub table: String,
 
     /// Load the CSV column CSV_COL into the table column DB_COL (repeatable).
-    #[arg(long = "map", value_name = "CSV_COL=DB_COL", value_parser = parse_rename)]
+    #[arg(help_heading = "Target and conflicts", long = "map", value_name = "CSV_COL=DB_COL", value_parser = parse_rename)]
     pub renames: Vec<(String, String)>,
 
     /// COPY format: auto is binary when every column type has a binary encoder, else csv.
     /// A batch holding a value whose meaning only the server can settle (e.g. a timestamp
     /// without a UTC offset) is sent as csv either way.
-    #[arg(long, value_enum, default_value_t = FormatChoice::Auto)]
+    #[arg(help_heading = "Run and retries", long, value_enum, default_value_t = FormatChoice::Auto)]
     pub format: FormatChoice,
 
     /// What a row whose key already exists does: error fails the run naming the key and
     /// the line; skip keeps the existing row; update overwrites it.
-    #[arg(long, value_enum, default_value_t = OnConflict::Error)]
+    #[arg(help_heading = "Target and conflicts", long, value_enum, default_value_t = OnConflict::Error)]
     pub on_conflict: OnConflict,
 
     /// Conflict key for skip/update: columns of a primary key or valid unique index whose
     /// constraint is not deferrable [default: update: the primary key or first unique index
     /// the CSV covers; skip: any unique conflict]
-    #[arg(long, value_delimiter = ',', value_name = "COL[,COL]")]
+    #[arg(
+        help_heading = "Target and conflicts",
+        long,
+        value_delimiter = ',',
+        value_name = "COL[,COL]"
+    )]
     pub key: Option<Vec<String>>,
 
     /// Create the example table `accounts` (sql/accounts.sql) if it does not exist.
-    #[arg(long)]
+    #[arg(help_heading = "Target and conflicts", long)]
     pub create_example_table: bool,
 
     /// Do not record the keys of inserted rows in the ledger. Seeding is a little faster,
     /// and `purge --run` refuses this run. (Keys are recorded by the primary key or a valid
     /// unique key on NOT NULL columns the CSV covers; without one, none are.)
-    #[arg(long)]
+    #[arg(help_heading = "Run and retries", long)]
     pub no_record_keys: bool,
 
     /// Reject mode: load every good row and write each row a check or the server refuses
     /// (with its line, column, SQLSTATE and reason) to this CSV file instead of stopping
     /// at the first. The ledger keeps those rows too: a resumed run writes the file again.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Output", long, value_name = "FILE")]
     pub rejects: Option<std::path::PathBuf>,
 
     /// With --rejects: more rejected rows than this fail the run (exit 1) [default: no
     /// limit].
-    #[arg(long, value_name = "N", requires = "rejects")]
+    #[arg(help_heading = "Output", long, value_name = "N", requires = "rejects")]
     pub max_errors: Option<u64>,
 
     /// Check the whole file and load it in one transaction that is rolled back: reports
     /// what would be inserted, skipped, updated and rejected, and writes nothing to the
     /// database (no ledger run either). With --rejects, the rejects file is written.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(help_heading = "Run and retries", long, conflicts_with = "resume")]
     pub dry_run: bool,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Input")]
     pub csv: CsvArgs,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Run and retries")]
     pub run: RunArgs,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Connection")]
     pub connect: ConnectArgs,
 }
 
@@ -155,9 +172,10 @@ pub fn run(args: SeedArgs, console: &Console) -> Result<i32, Error> {
         run: run.options(&args.connect)?,
         many,
     };
+    let metrics = opts.run.metrics.clone();
     let finished = block_on(seed(db, opts, console))??;
     let rejected = finished.summary.rows_rejected();
-    Ok(match finish(finished, run.json, console) {
+    Ok(match finish(finished, run.json, metrics, console) {
         EXIT_OK if rejected > 0 => EXIT_REJECTED,
         code => code,
     })

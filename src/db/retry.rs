@@ -24,9 +24,33 @@ use crate::error::Error;
 /// Why a failure may be retried, for the warning that announces the retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Worth another try; the text names the SQLSTATE or the cause.
-    Transient(String),
+    /// Worth another try.
+    Transient(Cause),
     Permanent,
+}
+
+/// Why a transient failure happened: `kind`, one of a few short names (the SQLSTATE's
+/// condition name, `connection_closed`, `io_error`, `connect_failed`, `pool_timeout`,
+/// `batch_timeout`), for counting retries by cause; and a text naming the SQLSTATE or the
+/// cause, for the warning. Shown, it is the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// A transient verdict of `kind`, shown as `text`.
+fn transient(kind: &'static str, text: impl Into<String>) -> Verdict {
+    Verdict::Transient(Cause {
+        kind,
+        text: text.into(),
+    })
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// SQLSTATEs that say "try again", by exact code or by class (the first two characters).
@@ -44,10 +68,10 @@ const TRANSIENT_CLASSES: &[(&str, &str)] = &[("08", "connection_exception")];
 /// Classifies a SQLSTATE.
 pub fn classify_sqlstate(code: &str) -> Verdict {
     if let Some((_, name)) = TRANSIENT_CODES.iter().find(|(c, _)| *c == code) {
-        return Verdict::Transient(format!("SQLSTATE {code} {name}"));
+        return transient(name, format!("SQLSTATE {code} {name}"));
     }
     if let Some((_, name)) = TRANSIENT_CLASSES.iter().find(|(c, _)| code.starts_with(c)) {
-        return Verdict::Transient(format!("SQLSTATE {code} ({name})"));
+        return transient(name, format!("SQLSTATE {code} ({name})"));
     }
     Verdict::Permanent
 }
@@ -88,12 +112,12 @@ pub fn classify_pg(err: &tokio_postgres::Error) -> Verdict {
         return classify_sqlstate(db.code().code());
     }
     if err.is_closed() {
-        return Verdict::Transient("connection closed".into());
+        return transient("connection_closed", "connection closed");
     }
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return Verdict::Transient(format!("I/O error: {io}"));
+            return transient("io_error", format!("I/O error: {io}"));
         }
         cause = c.source();
     }
@@ -104,7 +128,7 @@ pub fn classify_pg(err: &tokio_postgres::Error) -> Verdict {
         || text.starts_with("error performing TLS handshake")
         || text.starts_with("timeout waiting for server")
     {
-        return Verdict::Transient(text);
+        return transient("connect_failed", text);
     }
     Verdict::Permanent
 }
@@ -116,11 +140,11 @@ pub fn classify(err: &Error) -> Verdict {
         Error::Pool(pool) => match pool {
             deadpool_postgres::PoolError::Backend(pg) => classify_pg(pg),
             deadpool_postgres::PoolError::Timeout(_) => {
-                Verdict::Transient("timed out waiting for a pooled connection".into())
+                transient("pool_timeout", "timed out waiting for a pooled connection")
             }
             _ => Verdict::Permanent,
         },
-        Error::BatchTimeout { .. } => Verdict::Transient("--batch-timeout expired".into()),
+        Error::BatchTimeout { .. } => transient("batch_timeout", "--batch-timeout expired"),
         Error::InInput { source, .. } => classify(source),
         _ => Verdict::Permanent,
     }
@@ -171,7 +195,7 @@ impl RetryPolicy {
     pub async fn run<T, F, Fut>(
         &self,
         mut op: F,
-        mut on_retry: impl FnMut(u32, &str, Duration),
+        mut on_retry: impl FnMut(u32, &Cause, Duration),
     ) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
@@ -229,8 +253,16 @@ mod tests {
         }
         assert_eq!(
             classify_sqlstate("40P01"),
-            Verdict::Transient("SQLSTATE 40P01 deadlock_detected".into())
+            Verdict::Transient(Cause {
+                kind: "deadlock_detected",
+                text: "SQLSTATE 40P01 deadlock_detected".into()
+            })
         );
+        let Verdict::Transient(cause) = classify_sqlstate("08006") else {
+            panic!("08006 is transient")
+        };
+        assert_eq!(cause.kind, "connection_exception");
+        assert_eq!(cause.to_string(), "SQLSTATE 08006 (connection_exception)");
     }
 
     #[test]

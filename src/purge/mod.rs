@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::input::check::Checker;
 use crate::model::{Command, Invocation};
 use crate::run::lease::Keeper;
+use crate::run::metrics::About;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{Finished, ProduceEnd, RunOptions, Transactions, Unit, finish, start};
 use delete::{DeletePlan, Deleter, PurgeUnit};
@@ -184,7 +185,15 @@ pub async fn purge(
         Target::File { .. } => Progress::default(),
         _ => Progress::reading_on_commit(),
     });
-    let workers = opts.run.workers(&pool, progress.clone());
+    let about = About {
+        invocation: Invocation {
+            command: Command::Purge,
+            dry_run: opts.dry_run,
+        },
+        table: table.display(),
+        run_id: attempt.map(|a| a.run_id),
+    };
+    let workers = opts.run.workers(&pool, progress.clone(), about);
     let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
         let stop = workers.stop.clone();
         Keeper::start(

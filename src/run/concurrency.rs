@@ -210,7 +210,11 @@ impl Gate {
                 };
                 warm = true;
                 if after != before {
-                    tracing::info!(rows_per_s = rate as u64, "connections: {before} → {after}");
+                    tracing::info!(
+                        rows_per_s = rate as u64,
+                        "connections: {before} → {after} ({} rows/s)",
+                        rate as u64
+                    );
                     resize(&permits, before, after);
                     progress.set_connections(after);
                 }

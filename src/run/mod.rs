@@ -2,8 +2,8 @@
 //! (batches of rows or keys), one writer task per connection takes them out and writes each
 //! in its own transaction ([`transaction`]), replaying transient failures, and the run ends
 //! in one verdict that the ledger records ([`finish`]). [`start`] is how every run begins,
-//! [`lease`] keeps the attempt's hold on its run, [`throttle`] paces the writers and
-//! [`report`] shows and sums up what they did.
+//! [`lease`] keeps the attempt's hold on its run, [`throttle`] paces the writers,
+//! [`report`] shows and sums up what they did and [`metrics`] serves it to Prometheus.
 //!
 //! The first permanent failure closes the channel: the producer stops and the units already
 //! taken still finish. The first Ctrl-C or SIGTERM does the same and marks the run
@@ -12,6 +12,7 @@
 pub mod concurrency;
 pub mod finish;
 pub mod lease;
+pub mod metrics;
 mod options;
 pub mod report;
 pub mod start;
@@ -122,6 +123,8 @@ pub struct Workers {
     pub throttle: Arc<Throttle>,
     /// For the throttle's replica-lag watcher.
     pool: Pool,
+    /// With `--metrics-addr`: where retries and batch latencies are counted.
+    metrics: Option<metrics::Recorder>,
 }
 
 impl Workers {
@@ -165,8 +168,11 @@ impl Workers {
                         let started = Instant::now();
                         match me.write(&sink, &unit).await {
                             Ok(outcome) => {
-                                me.throttle
-                                    .observe(started.elapsed(), unit.rows(), generation);
+                                let took = started.elapsed();
+                                me.throttle.observe(took, unit.rows(), generation);
+                                if let Some(metrics) = &me.metrics {
+                                    metrics.committed(took);
+                                }
                                 me.progress.committed(outcome)
                             }
                             Err(e) => {
@@ -225,6 +231,9 @@ impl Workers {
                 || sink.write(unit, self.batch_timeout),
                 |attempt, cause, delay| {
                     self.progress.retried();
+                    if let Some(metrics) = &self.metrics {
+                        metrics.retried(cause.kind);
+                    }
                     tracing::warn!(
                         batch = unit.seq(),
                         span = %unit.span(),

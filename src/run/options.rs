@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 
 use super::Workers;
 use super::concurrency::Connections;
+use super::metrics::{About, Server, Sources};
 use super::report::Progress;
 use super::throttle::{Throttle, ThrottleOptions};
 use crate::db::ledger::Resume;
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub command_line: Vec<String>,
     /// How long the attempt's lease on its run lasts unless renewed (`--lease`).
     pub lease: Duration,
+    /// `--metrics-addr`, bound: serves the run's metrics from [`Self::workers`] on.
+    pub metrics: Option<Arc<Server>>,
 }
 
 impl RunOptions {
@@ -58,16 +61,28 @@ impl RunOptions {
         }]
     }
 
-    /// The writers for this run.
-    pub fn workers(&self, pool: &Pool, progress: Arc<Progress>) -> Workers {
+    /// The writers for the run `about`; with `--metrics-addr`, its metrics are served from
+    /// now on.
+    pub fn workers(&self, pool: &Pool, progress: Arc<Progress>, about: About) -> Workers {
+        let throttle = Throttle::new(self.throttle.clone());
+        let metrics = self.metrics.as_ref().map(|server| {
+            let sources = Sources {
+                progress: &progress,
+                throttle: &throttle,
+                pool,
+                connections: self.connections,
+            };
+            server.start(&about, sources)
+        });
         Workers {
             connections: self.connections,
             batch_timeout: self.batch_timeout,
             retry: self.retry,
             progress,
             stop: Arc::new(AtomicBool::new(false)),
-            throttle: Throttle::new(self.throttle.clone()),
+            throttle,
             pool: pool.clone(),
+            metrics,
         }
     }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use console::Term;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use tracing_subscriber::fmt::MakeWriter;
 
 use super::throttle::Throttle;
@@ -18,26 +19,83 @@ use crate::model::{Command, Invocation, Outcome, Status};
 /// How often a log line reports progress when stderr is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Where progress and logs go: stderr, with a bar only when it is a terminal.
+/// How progress shows while a run lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal, a log line every 5 s elsewhere
+    Auto,
+    /// The bar, even where stderr is no terminal
+    Bar,
+    /// A log line every 5 s
+    Log,
+    /// Neither
+    None,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Short lines on a terminal (no timestamps, no INFO), timestamped lines elsewhere
+    Text,
+    /// One JSON object a line: timestamp, level, message and fields
+    Json,
+}
+
+/// Where progress and logs go: stderr, with a bar only when it is a terminal (or asked).
 #[derive(Clone)]
 pub struct Console {
     multi: MultiProgress,
-    interactive: bool,
+    /// The bar is drawn.
+    bar: bool,
+    /// A log line reports progress every few seconds.
+    progress_lines: bool,
+    /// stderr is a terminal: terse lines for people.
+    terminal: bool,
+    /// Warnings and errors in colour.
+    color: bool,
+    format: LogFormat,
     verbosity: i8,
 }
 
 impl Console {
-    /// `verbosity`: -1 quiet (no bar, no summary, warnings only), 0 info, 1 debug, 2+ trace.
-    pub fn stderr(verbosity: i8) -> Self {
-        let interactive = verbosity >= 0 && std::io::stderr().is_terminal();
-        let target = if interactive {
-            ProgressDrawTarget::stderr()
+    /// `verbosity`: -1 quiet (no bar, no summary, warnings only), 0 info, 1 debug, 2+ trace;
+    /// `env` reads the variables that turn colour off (`NO_COLOR`, `CLICOLOR=0`, `TERM=dumb`).
+    pub fn new(
+        verbosity: i8,
+        progress: ProgressMode,
+        format: LogFormat,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let shown = verbosity >= 0;
+        let bar = shown
+            && match progress {
+                ProgressMode::Auto => terminal,
+                ProgressMode::Bar => true,
+                ProgressMode::Log | ProgressMode::None => false,
+            };
+        let progress_lines = match progress {
+            ProgressMode::Auto => !terminal,
+            ProgressMode::Log => true,
+            ProgressMode::Bar | ProgressMode::None => false,
+        };
+        let color = terminal
+            && env("NO_COLOR").is_none_or(|v| v.is_empty())
+            && env("CLICOLOR").as_deref() != Some("0")
+            && env("TERM").as_deref() != Some("dumb");
+        let target = if bar {
+            // Also where stderr is no terminal, when --progress bar asks for it.
+            ProgressDrawTarget::term_like_with_hz(Box::new(Narrower(Term::buffered_stderr())), 20)
         } else {
             ProgressDrawTarget::hidden()
         };
         Console {
             multi: MultiProgress::with_draw_target(target),
-            interactive,
+            bar,
+            progress_lines,
+            terminal: terminal && format == LogFormat::Text,
+            color,
+            format,
             verbosity,
         }
     }
@@ -53,7 +111,13 @@ impl Console {
         });
     }
 
-    /// Sends tracing output to stderr through the bar.
+    /// Prints `error: message` to stderr, `error:` in red on a terminal that takes colour.
+    pub fn error(&self, message: &str) {
+        self.eprintln(&format!("{}{message}", paint(self.color, RED, "error: ")));
+    }
+
+    /// Sends tracing output to stderr through the bar: terse lines for a person at a
+    /// terminal, timestamped structured lines elsewhere, or JSON.
     pub fn init_logging(&self) {
         // The pool's own warnings about broken connections repeat what the retry warnings
         // say with more context; they show from -v on.
@@ -65,12 +129,117 @@ impl Console {
         };
         let filter = tracing_subscriber::EnvFilter::try_from_env("PROVISIONER_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-        let _ = tracing_subscriber::fmt()
+        let fmt = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(self.clone())
-            .with_ansi(self.interactive)
-            .with_target(false)
-            .try_init();
+            .with_target(false);
+        let _ = match (self.format, self.terminal) {
+            (LogFormat::Json, _) => fmt
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .try_init(),
+            (LogFormat::Text, true) => fmt
+                .with_ansi(self.color)
+                .event_format(Terse { color: self.color })
+                .try_init(),
+            (LogFormat::Text, false) => fmt.with_ansi(false).try_init(),
+        };
+    }
+}
+
+const RED: &str = "31";
+const YELLOW: &str = "33";
+
+/// `text` in the ANSI colour `code` when `color`.
+fn paint(color: bool, code: &str, text: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Log lines for a person at a terminal: no timestamp; the message alone at INFO (its fields
+/// are for the structured formats), the message and its fields at the other levels, with
+/// `warning:` and `error:` before those (in colour when it is on).
+struct Terse {
+    color: bool,
+}
+
+/// An event's message.
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Terse
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        match *event.metadata().level() {
+            tracing::Level::ERROR => write!(writer, "{}", paint(self.color, RED, "error: "))?,
+            tracing::Level::WARN => write!(writer, "{}", paint(self.color, YELLOW, "warning: "))?,
+            tracing::Level::INFO => {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                return writeln!(writer, "{}", message.0);
+            }
+            other => write!(writer, "{}: ", other.as_str().to_ascii_lowercase())?,
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// The terminal, two columns narrower: the bar's line (which indicatif pads to the width)
+/// then never reaches the last column, where the `^C` the terminal echoes on Ctrl-C would
+/// wrap onto a line the bar does not know to clear.
+#[derive(Debug)]
+struct Narrower(Term);
+
+impl TermLike for Narrower {
+    fn width(&self) -> u16 {
+        TermLike::width(&self.0).saturating_sub(2).max(20)
+    }
+    fn height(&self) -> u16 {
+        TermLike::height(&self.0)
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_up(&self.0, n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_down(&self.0, n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_right(&self.0, n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_left(&self.0, n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        TermLike::write_line(&self.0, s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        TermLike::write_str(&self.0, s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        TermLike::clear_line(&self.0)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        TermLike::flush(&self.0)
     }
 }
 
@@ -177,6 +346,11 @@ impl Progress {
     /// The count `--connections auto` settled on for now, shown with the progress.
     pub fn set_connections(&self, n: usize) {
         self.connections.store(n as u64, Relaxed);
+    }
+
+    /// What [`Progress::set_connections`] said last (0: a fixed count).
+    pub(super) fn connections(&self) -> u64 {
+        self.connections.load(Relaxed)
     }
 
     /// Units committed so far.
@@ -409,17 +583,20 @@ impl Reporter {
     ) -> Self {
         let bar = match size {
             Some(len) => ProgressBar::new(len).with_style(
-                ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}% {msg} ETA {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                // The message takes what the line has left.
+                ProgressStyle::with_template(
+                    "{spinner} [{bar:25}] {percent:>3}% ETA {eta} {wide_msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
+                ProgressStyle::with_template("{spinner} {wide_msg}").expect("valid template"),
             ),
         };
         let bar = console.multi.add(bar);
         let started = Instant::now();
-        let interactive = console.interactive;
+        let (interactive, lines) = (console.bar, console.progress_lines);
         let task = {
             let (progress, bar) = (progress.clone(), bar.clone());
             tokio::spawn(async move {
@@ -442,13 +619,15 @@ impl Reporter {
                             0 => String::new(),
                             n => format!(", {n} conn"),
                         };
-                        bar.set_message(format!(
+                        let message = format!(
                             "{} rows, {} rows/s{connections}{}",
                             group(rows),
                             group(rate as u64),
-                            held.map(|h| format!(" ({h})")).unwrap_or_default()
-                        ));
-                    } else {
+                            held.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+                        );
+                        bar.set_message(message);
+                    }
+                    if lines {
                         let percent =
                             size.map(|s| format!("{:.1}", 100.0 * bytes as f64 / s.max(1) as f64));
                         tracing::info!(

@@ -52,6 +52,43 @@ pub fn listen_for_pause_signals() {
     });
 }
 
+/// What holds the writers back, named for the metrics: the state it puts them in (`paused`
+/// or `throttled`) and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// SIGUSR1 (SIGUSR2 resumes).
+    Signal,
+    PauseFile,
+    ReplicaLag,
+    /// `--max-batch-latency` lowered the rate.
+    BatchLatency,
+}
+
+impl Hold {
+    pub const ALL: [Hold; 4] = [
+        Hold::Signal,
+        Hold::PauseFile,
+        Hold::ReplicaLag,
+        Hold::BatchLatency,
+    ];
+
+    pub fn state(self) -> &'static str {
+        match self {
+            Hold::Signal | Hold::PauseFile | Hold::ReplicaLag => "paused",
+            Hold::BatchLatency => "throttled",
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Hold::Signal => "signal",
+            Hold::PauseFile => "pause_file",
+            Hold::ReplicaLag => "replica_lag",
+            Hold::BatchLatency => "batch_latency",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ThrottleOptions {
     /// Rows per second, across all connections.
@@ -76,8 +113,8 @@ pub struct Throttle {
     floor: std::sync::OnceLock<u32>,
     /// The latest replica lag above the bound, from the watcher.
     replica_lag: Mutex<Option<f64>>,
-    /// What holds the writers back now, for the progress bar.
-    status: Mutex<Option<String>>,
+    /// What holds the writers back now, for the metrics and the progress bar.
+    status: Mutex<Option<(Hold, String)>>,
     started: Instant,
     /// Rows written so far, for the achieved rate.
     rows: std::sync::atomic::AtomicU64,
@@ -101,14 +138,24 @@ impl Throttle {
 
     /// What holds the writers back, if anything ("paused: …", "throttled: …").
     pub fn status(&self) -> Option<String> {
-        self.status.lock().expect("status lock").clone()
+        let status = self.status.lock().expect("status lock");
+        status.as_ref().map(|(_, text)| text.clone())
     }
 
-    fn set_status(&self, status: Option<String>) {
+    /// What holds the writers back, if anything, as the metrics name it.
+    pub fn hold(&self) -> Option<Hold> {
+        self.status
+            .lock()
+            .expect("status lock")
+            .as_ref()
+            .map(|(hold, _)| *hold)
+    }
+
+    fn set_status(&self, status: Option<(Hold, String)>) {
         let mut current = self.status.lock().expect("status lock");
         if *current != status {
             match &status {
-                Some(s) => tracing::warn!("{s}"),
+                Some((_, s)) => tracing::warn!("{s}"),
                 None => tracing::info!("resuming: nothing holds the writers back any more"),
             }
             *current = status;
@@ -128,7 +175,8 @@ impl Throttle {
         *self.limiter.write().expect("limiter lock") = limiter;
     }
 
-    fn rate(&self) -> Option<u32> {
+    /// The rate in force, rows per second (`None`: unlimited).
+    pub(super) fn rate(&self) -> Option<u32> {
         self.limiter
             .read()
             .expect("limiter lock")
@@ -145,14 +193,18 @@ impl Throttle {
                 return None;
             }
             let paused = if SIGNAL_PAUSE.load(Ordering::Relaxed) {
-                Some("paused by SIGUSR1 (SIGUSR2 resumes)".to_string())
+                Some((
+                    Hold::Signal,
+                    "paused by SIGUSR1 (SIGUSR2 resumes)".to_string(),
+                ))
             } else if let Some(path) = self.opts.pause_file.as_ref().filter(|p| p.exists()) {
-                Some(format!("paused: pause file {} exists", path.display()))
+                let text = format!("paused: pause file {} exists", path.display());
+                Some((Hold::PauseFile, text))
             } else {
                 self.replica_lag
                     .lock()
                     .expect("lag lock")
-                    .map(|lag| format!("paused: replica lag {lag:.1}s"))
+                    .map(|lag| (Hold::ReplicaLag, format!("paused: replica lag {lag:.1}s")))
             };
             match paused {
                 Some(reason) => {
@@ -167,7 +219,8 @@ impl Throttle {
         match limiter {
             Some((rate, limiter)) => {
                 if self.opts.rate.is_some_and(|cap| rate < cap) || self.opts.rate.is_none() {
-                    self.set_status(Some(format!("throttled: batch latency, {rate} rows/s")));
+                    let text = format!("throttled: batch latency, {rate} rows/s");
+                    self.set_status(Some((Hold::BatchLatency, text)));
                 } else {
                     self.set_status(None);
                 }

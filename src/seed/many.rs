@@ -33,6 +33,7 @@ use crate::input::source::{self, Inputs, Source};
 use crate::model::{Command, Invocation, Status};
 use crate::run::finish::{self, Finished};
 use crate::run::lease::{Holds, Keeper};
+use crate::run::metrics::About;
 use crate::run::report::{Console, InputShown, Progress, Reporter, Summary};
 use crate::run::{ProduceEnd, Transactions, start};
 
@@ -181,7 +182,15 @@ pub(super) async fn seed(
     };
     drop(client);
 
-    let workers = opts.run.workers(&pool, progress.clone());
+    let about = About {
+        invocation: Invocation {
+            command: Command::Seed,
+            dry_run: opts.dry_run,
+        },
+        table: table.display(),
+        run_id: parent,
+    };
+    let workers = opts.run.workers(&pool, progress.clone(), about);
     let keeper = ledger.as_ref().zip(parent).map(|(ledger, parent)| {
         let stop = workers.stop.clone();
         Keeper::start(
@@ -494,8 +503,8 @@ async fn accept_changed(
         ledger.record_input(client, run.id, &input.id).await?;
         tracing::info!(
             input = %name,
-            "the input changed, but not in the batches the run committed of it; going on with \
-             it as it is now"
+            "input {name} changed, but not in the batches the run committed of it; going on \
+             with it as it is now"
         );
     }
     Ok(())
@@ -708,7 +717,13 @@ impl Feed {
         match claimed {
             Claim::Claimed { attempt, input } => {
                 shared.holds.hold(attempt);
-                tracing::info!(input = %input.name, attempt = attempt.number, "input claimed");
+                tracing::info!(
+                    input = %input.name,
+                    attempt = attempt.number,
+                    "claimed input {} (attempt {})",
+                    input.name,
+                    attempt.number
+                );
                 Ok(Next::Read(input, Some(attempt)))
             }
             Claim::Wait(wait) => Ok(Next::Wait(wait)),
@@ -811,7 +826,7 @@ impl Feed {
             return Ok(ProduceEnd::Stopped);
         }
         shared.holds.release(attempt);
-        tracing::info!(input = %name, rows = records, "input completed");
+        tracing::info!(input = %name, rows = records, "input {name} completed: {records} rows");
         Ok(ProduceEnd::Complete)
     }
 }

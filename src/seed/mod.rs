@@ -31,6 +31,7 @@ use crate::input::source::{self, Input, Source};
 use crate::model::{Command, Invocation};
 use crate::run::concurrency::Connections;
 use crate::run::lease::Keeper;
+use crate::run::metrics::About;
 use crate::run::report::{Console, Progress, Reporter};
 use crate::run::{self, Finished, ProduceEnd, RunOptions, Transactions, finish, start};
 pub use many::ManyInputs;
@@ -136,7 +137,16 @@ pub async fn seed(
     };
     drop(client);
 
-    let workers = opts.run.workers(&pool, progress.clone());
+    let invocation = Invocation {
+        command: Command::Seed,
+        dry_run: opts.dry_run,
+    };
+    let about = About {
+        invocation,
+        table: table.display(),
+        run_id,
+    };
+    let workers = opts.run.workers(&pool, progress.clone(), about);
     let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
         let stop = workers.stop.clone();
         Keeper::start(
@@ -172,10 +182,6 @@ pub async fn seed(
     };
     // The last batch's rows may be the ones the rejects file could not take.
     let error = error.or_else(|| rejects.and_then(|r| r.check().err()));
-    let invocation = Invocation {
-        command: Command::Seed,
-        dry_run: opts.dry_run,
-    };
     let summary = reporter.finish(invocation, table.display());
     Ok(finish::conclude(&pool, &opts.run, keeper, error, summary).await)
 }

@@ -266,14 +266,16 @@ impl Writer {
             Ok(Written::AlreadyCommitted(done)) if done.resumed => {
                 tracing::info!(
                     batch = batch.seq,
-                    "batch was committed by another attempt of the run; not written again"
+                    "batch {} was committed by another attempt of the run; not written again",
+                    batch.seq
                 );
                 return Ok(done);
             }
             Ok(Written::AlreadyCommitted(done)) => {
                 tracing::info!(
                     batch = batch.seq,
-                    "batch had already committed; not replayed"
+                    "batch {} had already committed; not replayed",
+                    batch.seq
                 );
                 let rejected = self.committed_rejections(batch, &done).await?;
                 // This attempt sent it, as this batch: in its format.

@@ -97,7 +97,7 @@ fn no_module_names_a_module_of_a_higher_layer() {
 fn the_check_finds_upward_sideways_and_unknown_paths() {
     let text = "use crate::error::Error;\n\
                 use crate::run::Unit;\n\
-                fn f() { crate::purge::x(); crate::Console::stderr(0); }\n";
+                fn f() { crate::purge::x(); crate::Console::new(0); }\n";
     let found = violations("seed", "seed/mod.rs", text);
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found[0].contains("names purge, beside it"), "{found:?}");

@@ -425,7 +425,7 @@ fn sigint_stops_a_run_waiting_for_the_rate() {
     let args = seed_args(&db, &fixture, &["--rate", "20", "--json"]);
     let mut run = Background::start(&db, "seed", &args);
     run.wait_for("the run to start", RUN_TIMEOUT, |log| {
-        log.contains("run recorded in the ledger")
+        log.contains("recorded in the ledger")
     });
     thread::sleep(Duration::from_millis(500));
     assert_sigint_stops(&db, run, "it waits for --rate");

@@ -123,7 +123,8 @@ impl Ledger {
         tracing::info!(
             run_id = parent,
             inputs = inputs.len(),
-            "run recorded in the ledger"
+            "run {parent} of {} inputs recorded in the ledger",
+            inputs.len()
         );
         Ok(parent)
     }

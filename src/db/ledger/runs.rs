@@ -453,7 +453,9 @@ impl Ledger {
             run_id = opened.0.run_id,
             attempt = opened.0.number,
             resumed_batches = opened.1.len(),
-            "run recorded in the ledger"
+            "run {} recorded in the ledger (attempt {})",
+            opened.0.run_id,
+            opened.0.number
         );
         Ok(opened)
     }

@@ -287,7 +287,14 @@ pub async fn prepare(
                 .as_ref()
                 .filter(|(column, _)| column == &c.name)
                 .map(|(_, b)| b.as_slice());
-            match value_of_type(&c.name, &c.ty, c.ty.type_mod, &column_rules, bounds, &mut warnings) {
+            match value_of_type(
+                &c.name,
+                &c.ty,
+                c.ty.type_mod,
+                &column_rules,
+                bounds,
+                &mut warnings,
+            ) {
                 Ok(Some(v)) => {
                     let not_null = c.not_null
                         || column_rules.contains(&Rule::NotNull)
@@ -968,7 +975,11 @@ mod tests {
         assert_eq!(r.usual, Ranges::one(1, 100));
         let r = ranges_for(Unit::Scaled(0), -5, 5_000_000, (1, 1_000_000), &[], None).unwrap();
         assert_eq!(r.usual, Ranges::one(1, 1_000_000));
-        assert_eq!(r.unique, Ranges::one(1, 5_000_000), "unique values count past the window");
+        assert_eq!(
+            r.unique,
+            Ranges::one(1, 5_000_000),
+            "unique values count past the window"
+        );
         let bounds = [
             Bound::Range(Some("2024-01-01".into()), Some("2024-02-01".into())),
             Bound::Range(Some("2024-02-01".into()), Some("2024-03-01".into())),

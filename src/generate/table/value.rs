@@ -83,10 +83,8 @@ pub struct Span {
 
 impl Span {
     fn pick(&self, rng: &mut Rng, row: Row, unique: bool) -> i128 {
-        if unique {
-            if let Some(v) = self.unique.nth(u128::from(row.index)) {
-                return v;
-            }
+        if unique && let Some(v) = self.unique.nth(u128::from(row.index)) {
+            return v;
         }
         self.usual.pick(rng)
     }
