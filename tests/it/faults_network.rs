@@ -103,7 +103,7 @@ fn connections_cut_mid_run_are_replayed_exactly_once() {
 // 2. The reply to COMMIT lost: exactly once
 // ---------------------------------------------------------------------------------------------
 
-const ALREADY_COMMITTED: &str = "batch had already committed; not replayed";
+const ALREADY_COMMITTED: &str = "had already committed; not replayed";
 
 #[test]
 fn a_lost_commit_reply_is_found_in_the_ledger_and_not_written_twice() {

@@ -214,7 +214,7 @@ fn a_batch_found_committed_after_a_lost_commit_reply_writes_its_rows_from_the_le
     assert_eq!(proxy.commit_replies_lost(), 1);
     assert_eq!(
         run.stderr
-            .matches("batch had already committed; not replayed")
+            .matches("had already committed; not replayed")
             .count(),
         1,
         "{}",
