@@ -485,7 +485,7 @@ fn digits_at(v: &[u8], at: usize, n: usize) -> Option<u32> {
 }
 
 /// Days from 2000-01-01 (Postgres's epoch) to a proleptic Gregorian date.
-fn days_since_2000(year: i64, month: u32, day: u32) -> i64 {
+pub fn days_since_2000(year: i64, month: u32, day: u32) -> i64 {
     // Howard Hinnant's days_from_civil.
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);

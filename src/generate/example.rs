@@ -12,7 +12,7 @@ use std::ops::Range;
 use super::WriteError;
 use super::calendar::civil_from_days;
 use super::feeder::Feeder;
-use super::password::{CHUNK, Logins, Passwords};
+use super::password::{Logins, Passwords, each_account};
 use super::rng::Rng;
 
 pub const HEADER: &str = "external_id,email,username,display_name,password_hash,role,plan,country,is_active,balance,birth_date,created_at,metadata\n";
@@ -94,45 +94,37 @@ pub fn generate(
     hashed: &dyn Fn(u64),
 ) -> Result<(), WriteError> {
     let mut rng = Rng(opts.seed);
-    let mut logins = opts.passwords.as_ref().map(|p| Logins::new(p, opts.seed));
+    let logins = opts.passwords.as_ref().map(|p| Logins::new(p, opts.seed));
     let mut line = Vec::with_capacity(512);
     let output = WriteError::Output;
     out.write_all(HEADER.as_bytes()).map_err(output)?;
     if let Some(feeder) = feeder.as_deref_mut() {
         feeder.begin().map_err(WriteError::Feeder)?;
     }
-    let mut n = 0;
-    while n < opts.count {
-        let take = (opts.count - n).min(CHUNK as u64) as usize;
-        if let Some(logins) = &mut logins {
-            logins.next_chunk(take);
-            hashed(n + take as u64);
+    each_account(opts.count, logins, hashed, |index, login| {
+        line.clear();
+        let n = index + 1;
+        let (email, username) = row(
+            &mut rng,
+            n,
+            &opts.domain,
+            login.map(|l| l.1.as_str()),
+            &mut line,
+        );
+        out.write_all(&line).map_err(output)?;
+        if let (Some(feeder), Some((password, _))) = (feeder.as_deref_mut(), login) {
+            let text = |r: &Range<usize>| std::str::from_utf8(&line[r.clone()]).expect("ASCII");
+            let values: Vec<&str> = feeder
+                .columns()
+                .iter()
+                .map(|c| text(if c == "email" { &email } else { &username }))
+                .collect();
+            feeder
+                .account(&values, password)
+                .map_err(WriteError::Feeder)?;
         }
-        for i in 0..take {
-            n += 1;
-            line.clear();
-            let login = logins.as_ref().map(|l| l.get(i));
-            let (email, username) = row(
-                &mut rng,
-                n,
-                &opts.domain,
-                login.map(|l| l.1.as_str()),
-                &mut line,
-            );
-            out.write_all(&line).map_err(output)?;
-            if let (Some(feeder), Some((password, _))) = (feeder.as_deref_mut(), login) {
-                let text = |r: &Range<usize>| std::str::from_utf8(&line[r.clone()]).expect("ASCII");
-                let values: Vec<&str> = feeder
-                    .columns()
-                    .iter()
-                    .map(|c| text(if c == "email" { &email } else { &username }))
-                    .collect();
-                feeder
-                    .account(&values, password)
-                    .map_err(WriteError::Feeder)?;
-            }
-        }
-    }
+        Ok(())
+    })?;
     if let Some(feeder) = feeder {
         feeder.end().map_err(WriteError::Feeder)?;
     }

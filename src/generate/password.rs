@@ -18,7 +18,7 @@ pub struct Passwords {
 }
 
 /// Accounts hashed at a time, on every core, with random passwords.
-pub const CHUNK: usize = 256;
+const CHUNK: usize = 256;
 
 /// Length of a random password (letters and digits).
 const RANDOM_PASSWORD: usize = 16;
@@ -49,8 +49,8 @@ impl Logins {
         }
     }
 
-    /// Makes the logins of the next `take` (at most [`CHUNK`]) accounts.
-    pub fn next_chunk(&mut self, take: usize) {
+    /// Makes the logins of the next `take` accounts.
+    fn next_chunk(&mut self, take: usize) {
         if self.shared.is_some() {
             return;
         }
@@ -62,9 +62,32 @@ impl Logins {
     }
 
     /// Account `i` of the chunk: its password and hash.
-    pub fn get(&self, i: usize) -> &(String, String) {
+    fn get(&self, i: usize) -> &(String, String) {
         self.shared.as_ref().unwrap_or_else(|| &self.chunk[i])
     }
+}
+
+/// Calls `account` for each of `count` accounts in order (0-based), with its login when there
+/// are `logins`: hashed a chunk at a time, `hashed` told how many accounts so far.
+pub fn each_account<E>(
+    count: u64,
+    mut logins: Option<Logins>,
+    hashed: &dyn Fn(u64),
+    mut account: impl FnMut(u64, Option<&(String, String)>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut index = 0;
+    while index < count {
+        let take = (count - index).min(CHUNK as u64) as usize;
+        if let Some(logins) = &mut logins {
+            logins.next_chunk(take);
+            hashed(index + take as u64);
+        }
+        for i in 0..take {
+            account(index, logins.as_ref().map(|l| l.get(i)))?;
+            index += 1;
+        }
+    }
+    Ok(())
 }
 
 fn random_password(rng: &mut Rng) -> String {

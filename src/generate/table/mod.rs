@@ -19,7 +19,7 @@ pub use template::Template;
 
 use super::WriteError;
 use super::feeder::Feeder;
-use super::password::{CHUNK, Logins};
+use super::password::{Logins, each_account};
 use super::rng::Rng;
 use plan::{BLOCK, Source};
 use value::Row;
@@ -34,7 +34,7 @@ pub fn write(
     hashed: &dyn Fn(u64),
 ) -> Result<(), WriteError> {
     let mut rng = Rng(opts.seed);
-    let mut logins = opts.passwords.as_ref().map(|p| Logins::new(p, opts.seed));
+    let logins = opts.passwords.as_ref().map(|p| Logins::new(p, opts.seed));
     // Keys taken one per row, in a shuffled order.
     let mut foreign = plan.foreign.clone();
     for f in foreign.iter_mut().filter(|f| f.distinct) {
@@ -61,100 +61,89 @@ pub fn write(
     let mut picked: Vec<Option<usize>> = vec![None; foreign.len()];
     // The keys of this block's rows, per self-reference.
     let mut block: Vec<Vec<Vec<String>>> = vec![Vec::new(); plan.earlier.len()];
-    let mut index = 0;
-    while index < opts.count {
-        let take = (opts.count - index).min(CHUNK as u64) as usize;
-        if let Some(logins) = &mut logins {
-            logins.next_chunk(take);
-            hashed(index + take as u64);
-        }
-        for i in 0..take {
-            let row = Row {
-                index,
-                number: plan.base + index + 1,
+    each_account(opts.count, logins, hashed, |index, login| {
+        let row = Row {
+            index,
+            number: plan.base + index + 1,
+        };
+        for (f, pick) in foreign.iter().zip(picked.iter_mut()) {
+            *pick = if rng.bernoulli(f.null_rate) {
+                None
+            } else if f.distinct {
+                Some(index as usize)
+            } else {
+                Some(rng.below(f.keys.len() as u64) as usize)
             };
-            for (f, pick) in foreign.iter().zip(picked.iter_mut()) {
-                *pick = if rng.bernoulli(f.null_rate) {
-                    None
-                } else if f.distinct {
-                    Some(index as usize)
-                } else {
-                    Some(rng.below(f.keys.len() as u64) as usize)
-                };
-            }
-            let login = logins.as_ref().map(|l| l.get(i));
-            for (c, slot) in plan.columns.iter().zip(fields.iter_mut()) {
-                *slot = None;
-                if rng.bernoulli(c.null_rate) {
-                    continue;
-                }
-                field.clear();
-                match &c.source {
-                    Source::Value(v) => v.write(&mut rng, row, c.unique, &opts.domain, &mut field),
-                    Source::Set(t) => t.write(row, &mut field),
-                    Source::Foreign { fk, part } => match picked[*fk] {
-                        Some(k) => field.push_str(&foreign[*fk].keys[k][*part]),
-                        None => continue,
-                    },
-                    Source::Password => {
-                        field.push_str(&login.expect("a password column has logins").1)
-                    }
-                    // Filled below, once the row's own key is known.
-                    Source::Earlier { .. } => continue,
-                }
-                *slot = Some(field.clone());
-            }
-            for (r, reference) in plan.earlier.iter().enumerate() {
-                let keys = &mut block[r];
-                if index % BLOCK == 0 {
-                    keys.clear();
-                }
-                let own: Vec<String> = reference
-                    .key
-                    .iter()
-                    .map(|&k| fields[k].clone().unwrap_or_default())
-                    .collect();
-                let target = if keys.is_empty() || rng.bernoulli(reference.null_rate) {
-                    (!reference.nullable).then(|| own.clone())
-                } else {
-                    Some(keys[rng.below(keys.len() as u64) as usize].clone())
-                };
-                for (c, slot) in plan.columns.iter().zip(fields.iter_mut()) {
-                    if let Source::Earlier {
-                        reference: at,
-                        part,
-                    } = c.source
-                        && at == r
-                    {
-                        *slot = target.as_ref().map(|t| t[part].clone());
-                    }
-                }
-                keys.push(own);
-            }
-            line.clear();
-            for (n, value) in fields.iter().enumerate() {
-                if n > 0 {
-                    line.push(',');
-                }
-                if let Some(v) = value {
-                    csv_field(v, &mut line);
-                }
-            }
-            line.push('\n');
-            out.write_all(line.as_bytes()).map_err(output)?;
-            if let (Some(feeder), Some((password, _))) = (feeder.as_deref_mut(), login) {
-                let values: Vec<&str> = plan
-                    .login
-                    .iter()
-                    .map(|&k| fields[k].as_deref().unwrap_or(""))
-                    .collect();
-                feeder
-                    .account(&values, password)
-                    .map_err(WriteError::Feeder)?;
-            }
-            index += 1;
         }
-    }
+        for (c, slot) in plan.columns.iter().zip(fields.iter_mut()) {
+            *slot = None;
+            if rng.bernoulli(c.null_rate) {
+                continue;
+            }
+            field.clear();
+            match &c.source {
+                Source::Value(v) => v.write(&mut rng, row, c.unique, &opts.domain, &mut field),
+                Source::Set(t) => t.write(row, &mut field),
+                Source::Foreign { fk, part } => match picked[*fk] {
+                    Some(k) => field.push_str(&foreign[*fk].keys[k][*part]),
+                    None => continue,
+                },
+                Source::Password => field.push_str(&login.expect("a password column has logins").1),
+                // Filled below, once the row's own key is known.
+                Source::Earlier { .. } => continue,
+            }
+            *slot = Some(field.clone());
+        }
+        for (r, reference) in plan.earlier.iter().enumerate() {
+            let keys = &mut block[r];
+            if index % BLOCK == 0 {
+                keys.clear();
+            }
+            let own: Vec<String> = reference
+                .key
+                .iter()
+                .map(|&k| fields[k].clone().unwrap_or_default())
+                .collect();
+            let target = if keys.is_empty() || rng.bernoulli(reference.null_rate) {
+                (!reference.nullable).then(|| own.clone())
+            } else {
+                Some(keys[rng.below(keys.len() as u64) as usize].clone())
+            };
+            for (c, slot) in plan.columns.iter().zip(fields.iter_mut()) {
+                if let Source::Earlier {
+                    reference: at,
+                    part,
+                } = c.source
+                    && at == r
+                {
+                    *slot = target.as_ref().map(|t| t[part].clone());
+                }
+            }
+            keys.push(own);
+        }
+        line.clear();
+        for (n, value) in fields.iter().enumerate() {
+            if n > 0 {
+                line.push(',');
+            }
+            if let Some(v) = value {
+                csv_field(v, &mut line);
+            }
+        }
+        line.push('\n');
+        out.write_all(line.as_bytes()).map_err(output)?;
+        if let (Some(feeder), Some((password, _))) = (feeder.as_deref_mut(), login) {
+            let values: Vec<&str> = plan
+                .login
+                .iter()
+                .map(|&k| fields[k].as_deref().unwrap_or(""))
+                .collect();
+            feeder
+                .account(&values, password)
+                .map_err(WriteError::Feeder)?;
+        }
+        Ok(())
+    })?;
     if let Some(feeder) = feeder {
         feeder.end().map_err(WriteError::Feeder)?;
     }

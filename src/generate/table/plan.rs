@@ -12,7 +12,7 @@ use super::value::{Pattern, Ranges, Span, Text, Value};
 use crate::db::catalog::Table;
 use crate::db::shape::{self, ColumnShape, ForeignKey, TypeKind, TypeShape};
 use crate::error::Error;
-use crate::generate::calendar::days_from_civil;
+use crate::generate::calendar::days_since_2000;
 use crate::generate::password::Passwords;
 use crate::generate::rng::Rng;
 
@@ -605,7 +605,7 @@ fn parse_timestamp(text: &str) -> Option<i128> {
     let y: i64 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
     let d: u32 = parts.next()?.parse().ok()?;
-    let mut secs = i128::from(days_from_civil(y, m, d)) * 86_400;
+    let mut secs = i128::from(days_since_2000(y, m, d)) * 86_400;
     let rest = rest.trim_start_matches([' ', 'T']);
     if rest.is_empty() {
         return Some(secs);
@@ -629,7 +629,7 @@ fn parse_timestamp(text: &str) -> Option<i128> {
 
 /// Days of (year, month, day), for windows.
 fn day(y: i64, m: u32, d: u32) -> i128 {
-    i128::from(days_from_civil(y, m, d))
+    i128::from(days_since_2000(y, m, d))
 }
 
 /// The window a column's name suggests for its dates, in days.
