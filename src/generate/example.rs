@@ -125,10 +125,7 @@ pub fn generate(
         }
         Ok(())
     })?;
-    if let Some(feeder) = feeder {
-        feeder.end().map_err(WriteError::Feeder)?;
-    }
-    out.flush().map_err(output)
+    super::finish(out, feeder)
 }
 
 /// Writes row `n` to `out`, with `hash` in `password_hash` (a fake one when `None`);

@@ -21,3 +21,11 @@ pub enum WriteError {
     Output(std::io::Error),
     Feeder(std::io::Error),
 }
+
+/// Ends the feeder and flushes the output, once every row is written.
+fn finish(out: &mut impl std::io::Write, feeder: Option<&mut Feeder>) -> Result<(), WriteError> {
+    if let Some(feeder) = feeder {
+        feeder.end().map_err(WriteError::Feeder)?;
+    }
+    out.flush().map_err(WriteError::Output)
+}

@@ -10,23 +10,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-use tokio_postgres::config::Host;
-
 use crate::common::cluster::Cluster;
 use crate::common::tls::{error_line, reconfigure, run_with_env};
-use crate::common::{Run, TestDb, path_str};
+use crate::common::{Run, TestDb, hosts_of, path_str};
 
 /// A service section that reaches `db` as its conninfo does, with `extra` lines.
 fn section(name: &str, db: &TestDb, extra: &[&str]) -> String {
     let cfg = tokio_postgres::Config::from_str(db.url()).expect("parse the test conninfo");
-    let hosts: Vec<String> = cfg
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            Host::Tcp(name) => name.clone(),
-            Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
+    let hosts = hosts_of(&cfg);
     let mut out = format!("[{name}]\nhost={}\n", hosts.join(","));
     // Always a port (5432 when the conninfo has none, as both default to): a PGPORT must not
     // fill it in.

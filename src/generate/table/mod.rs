@@ -144,10 +144,7 @@ pub fn write(
         }
         Ok(())
     })?;
-    if let Some(feeder) = feeder {
-        feeder.end().map_err(WriteError::Feeder)?;
-    }
-    out.flush().map_err(output)
+    super::finish(out, feeder)
 }
 
 /// `value` as a CSV field that COPY reads back as it is: quoted when empty (an unquoted

@@ -120,16 +120,20 @@ fn conninfo_value(v: &str) -> String {
 }
 
 /// `host=… port=… user=… dbname=<dbname> [password=…]` for the admin server.
-fn conninfo_for(dbname: &str) -> String {
-    let cfg = admin_config();
-    let hosts: Vec<String> = cfg
-        .get_hosts()
+/// The hosts of `cfg`, as a conninfo `host=` lists them (a socket directory or a name).
+pub fn hosts_of(cfg: &tokio_postgres::Config) -> Vec<String> {
+    cfg.get_hosts()
         .iter()
         .map(|h| match h {
             Host::Tcp(name) => name.clone(),
             Host::Unix(path) => path.display().to_string(),
         })
-        .collect();
+        .collect()
+}
+
+fn conninfo_for(dbname: &str) -> String {
+    let cfg = admin_config();
+    let hosts = hosts_of(cfg);
     let mut out = format!("host={}", conninfo_value(&hosts.join(",")));
     let ports: Vec<String> = cfg.get_ports().iter().map(u16::to_string).collect();
     if !ports.is_empty() {
