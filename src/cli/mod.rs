@@ -63,7 +63,8 @@ pub enum Command {
     /// Delete test accounts in batches: the keys in a CSV file, exactly the rows a seed run
     /// inserted, or the rows a predicate selects.
     Purge(purge::PurgeArgs),
-    /// Write N realistic, deterministic account specs as CSV to stdout.
+    /// Write N realistic, deterministic rows as CSV to stdout: accounts for the example
+    /// table, or rows any table accepts (--table), with logins for a load test.
     Generate(generate::GenerateArgs),
     /// List the runs recorded in the ledger, or show one with `runs show ID`.
     Runs(runs::RunsArgs),
