@@ -213,7 +213,7 @@ impl Gate {
                     tracing::info!(
                         rows_per_s = rate as u64,
                         "connections: {before} → {after} ({} rows/s)",
-                        rate as u64
+                        super::report::group(rate as u64)
                     );
                     resize(&permits, before, after);
                     progress.set_connections(after);

@@ -552,7 +552,7 @@ impl Summary {
 }
 
 /// Thousands separators for humans: 1234567 → 1,234,567.
-fn group(n: u64) -> String {
+pub(super) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {

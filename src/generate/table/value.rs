@@ -32,15 +32,23 @@ impl Ranges {
         )
     }
 
-    /// Each range narrowed to `lo..=hi` where they overlap, kept whole where they do not: a
-    /// realistic window (birth dates of adults) unless the constraints rule it out.
+    /// Each range narrowed to `lo..=hi` where they overlap, else to its part nearest to it,
+    /// as wide: a realistic window (birth dates of adults) where the constraints allow, and
+    /// values near it where they rule it out (a partition of the years before 2020 gets the
+    /// 2010s, not the Bronze Age).
     pub fn prefer(&self, lo: i128, hi: i128) -> Ranges {
+        let width = hi.saturating_sub(lo);
         Ranges(
             self.0
                 .iter()
                 .map(|&(a, b)| {
-                    let (c, d) = (a.max(lo), b.min(hi));
-                    if c <= d { (c, d) } else { (a, b) }
+                    if b < lo {
+                        (a.max(b.saturating_sub(width)), b)
+                    } else if a > hi {
+                        (a, b.min(a.saturating_add(width)))
+                    } else {
+                        (a.max(lo), b.min(hi))
+                    }
                 })
                 .collect(),
         )
@@ -587,6 +595,16 @@ mod tests {
             let s: String = rng.sample(&p.generate);
             assert!(s.chars().all(|c| c.is_ascii_digit() || c == '-'), "{s}");
         }
+    }
+
+    #[test]
+    fn ranges_prefer_the_window_or_what_is_nearest_to_it() {
+        let r = Ranges(vec![(0, 100), (-1000, -500), (900, 5000)]);
+        assert_eq!(
+            r.prefer(10, 20),
+            Ranges(vec![(10, 20), (-510, -500), (900, 910)])
+        );
+        assert_eq!(Ranges::one(i128::MIN, 5).prefer(10, 20), Ranges::one(-5, 5));
     }
 
     #[test]
