@@ -15,109 +15,27 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::common::*;
 
 /// Longest any run here may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A run whose output goes to files, so the log can be read while it runs; killed on drop.
-struct Watched {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
+/// The address the log names: `metrics at http://ADDR/metrics`.
+fn metrics_addr(run: &mut Background) -> SocketAddr {
+    run.find("the metrics address in the log", RUN_TIMEOUT, |run| {
+        let log = run.stderr();
+        let at = log.find("metrics at http://")? + "metrics at http://".len();
+        log[at..].split('/').next()?.parse().ok()
+    })
 }
 
-impl Watched {
-    fn start(db: &TestDb, name: &str, args: &[&str]) -> Watched {
-        let stdout = db.path(&format!("{name}.out"));
-        let stderr = db.path(&format!("{name}.err"));
-        let file = |p: &Path| fs::File::create(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
-        let child = bin_command()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file(&stdout))
-            .stderr(file(&stderr))
-            .spawn()
-            .expect("spawn the provisioner binary");
-        Watched {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits until `found` finds something; fails the test (with the log) if the run exits
-    /// first or `RUN_TIMEOUT` passes.
-    #[track_caller]
-    fn wait_for<T>(&mut self, what: &str, mut found: impl FnMut(&mut Self) -> Option<T>) -> T {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        loop {
-            if let Some(t) = found(self) {
-                return t;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the run exited ({status}) before {what}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The address the log names: `metrics at http://ADDR/metrics`.
-    fn metrics_addr(&mut self) -> SocketAddr {
-        self.wait_for("the metrics address in the log", |w| {
-            let log = w.stderr();
-            let at = log.find("metrics at http://")? + "metrics at http://".len();
-            let addr = log[at..].split('/').next()?;
-            addr.parse().ok()
-        })
-    }
-
-    /// SIGINT (which ends `--metrics-linger`), then the exit.
-    fn interrupt_and_wait(mut self) -> Run {
-        send_signal(self.child.id(), "INT");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().expect("try_wait").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "SIGINT did not end the linger\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let status = self.child.wait().expect("wait");
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout: self.stdout(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGINT (which ends `--metrics-linger`), then the exit.
+fn interrupt_and_wait(run: Background) -> Run {
+    run.signal("INT");
+    run.wait(Duration::from_secs(10), "SIGINT did not end the linger")
 }
 
 /// One scrape: every sample, by its name and labels as served
@@ -242,7 +160,7 @@ fn a_seed_scraped_while_it_runs_grows_and_ends_at_its_summary() {
     let (input, bad) = input_with_rejects(&db, ROWS);
     let rejects = db.path("rejects.csv");
     // 16,000 rows at 4,000 rows/s: about 4 s, in 32 batches.
-    let mut run = Watched::start(
+    let mut run = Background::start(
         &db,
         "seed",
         &seed_args(
@@ -265,14 +183,14 @@ fn a_seed_scraped_while_it_runs_grows_and_ends_at_its_summary() {
             ],
         ),
     );
-    let addr = run.metrics_addr();
+    let addr = metrics_addr(&mut run);
     let inserted = |s: &Scrape| s.value("provisioner_rows_written_total", &["op=\"inserted\""]);
 
     // Two scrapes while the run goes, the second with more rows written.
-    let first = run.wait_for("rows written", |_| {
+    let first = run.find("rows written", RUN_TIMEOUT, |_| {
         Some(scrape(addr)).filter(|s| inserted(s) > 0.0 && s.running())
     });
-    let second = run.wait_for("more rows written", |_| {
+    let second = run.find("more rows written", RUN_TIMEOUT, |_| {
         Some(scrape(addr)).filter(|s| inserted(s) > inserted(&first))
     });
     assert!(
@@ -293,11 +211,11 @@ fn a_seed_scraped_while_it_runs_grows_and_ends_at_its_summary() {
     assert_eq!(first.value("provisioner_connections_target", &[]), 2.0);
 
     // The end: served after the summary, during the linger.
-    let last = run.wait_for("the run's end in the metrics", |_| {
+    let last = run.find("the run's end in the metrics", RUN_TIMEOUT, |_| {
         Some(scrape(addr))
             .filter(|s| s.value("provisioner_run_status", &["status=\"completed\""]) == 1.0)
     });
-    let printed = run.wait_for("the JSON summary while lingering", |w| {
+    let printed = run.find("the JSON summary while lingering", RUN_TIMEOUT, |w| {
         Some(w.stdout()).filter(|out| out.contains("\"status\":\"completed\""))
     });
     assert_eq!(
@@ -305,7 +223,7 @@ fn a_seed_scraped_while_it_runs_grows_and_ends_at_its_summary() {
         last.text,
         "the figures moved after the end"
     );
-    let done = run.interrupt_and_wait();
+    let done = interrupt_and_wait(run);
     assert_eq!(
         done.code, 3,
         "rows were rejected: exit 3\nstderr:\n{}",
@@ -382,7 +300,7 @@ fn a_seed_scraped_while_it_runs_grows_and_ends_at_its_summary() {
 fn a_purge_serves_its_deleted_rows() {
     let db = TestDb::with_accounts();
     db.seed(&fixture_path(), &[]).expect_ok();
-    let mut run = Watched::start(
+    let mut run = Background::start(
         &db,
         "purge",
         &[
@@ -401,12 +319,12 @@ fn a_purge_serves_its_deleted_rows() {
             "--json",
         ],
     );
-    let addr = run.metrics_addr();
-    let last = run.wait_for("the purge's end in the metrics", |_| {
+    let addr = metrics_addr(&mut run);
+    let last = run.find("the purge's end in the metrics", RUN_TIMEOUT, |_| {
         Some(scrape(addr))
             .filter(|s| s.value("provisioner_run_status", &["status=\"completed\""]) == 1.0)
     });
-    let done = run.interrupt_and_wait();
+    let done = interrupt_and_wait(run);
     done.expect_ok();
     assert_eq!(db.count("accounts"), 0);
     assert_eq!(

@@ -16,8 +16,7 @@
 //! Timing bounds are generous: they assert behaviour, the benchmarks measure it.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -54,125 +53,6 @@ fn slow_inserts(db: &TestDb, seconds: f64) {
 /// How many lines of `text` contain `needle`.
 fn lines_with(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
-}
-
-/// A run of the binary in the background whose stdout and stderr go to files, so the test
-/// can read its log while it runs. Killed (SIGKILL) on drop if still running.
-struct Background {
-    child: Option<Child>,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Background {
-    /// Starts `provisioner <args…>`; its output goes to `<name>.out` / `<name>.err` in the
-    /// test's scratch directory.
-    fn start(db: &TestDb, name: &str, args: &[&str]) -> Background {
-        let stdout = db.path(&format!("{name}.out"));
-        let stderr = db.path(&format!("{name}.err"));
-        let file = |p: &Path| fs::File::create(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
-        let mut cmd: Command = bin_command();
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file(&stdout))
-            .stderr(file(&stderr))
-            .spawn()
-            .expect("spawn the provisioner binary");
-        Background {
-            child: Some(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("child").id()
-    }
-
-    /// The log so far.
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Whether it has not exited yet.
-    fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().expect("child").try_wait(), Ok(None))
-    }
-
-    /// How it exited, if it did: the code, or the signal that killed it.
-    fn exit(&mut self) -> Option<String> {
-        use std::os::unix::process::ExitStatusExt;
-        let status = self.child.as_mut().expect("child").try_wait().ok()??;
-        Some(match (status.code(), status.signal()) {
-            (Some(code), _) => format!("exit code {code}"),
-            (None, Some(sig)) => format!("killed by signal {sig}"),
-            _ => format!("{status}"),
-        })
-    }
-
-    /// Sends a signal by name (`INT`, `USR1`…) with kill(1).
-    fn signal(&self, name: &str) {
-        send_signal(self.pid(), name);
-    }
-
-    /// Waits until `cond` holds; panics (showing the log) if the run exits first or `timeout`
-    /// passes.
-    #[track_caller]
-    fn wait_for(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut(&str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if cond(&self.stderr()) {
-                return;
-            }
-            if let Some(how) = self.exit() {
-                panic!(
-                    "the run ended ({how}) before {what}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// Waits for the exit; past `timeout` the process is killed and the test fails with
-    /// `why` and the log.
-    #[track_caller]
-    fn wait(mut self, timeout: Duration, why: &str) -> Run {
-        let deadline = Instant::now() + timeout;
-        while self.running() {
-            if Instant::now() >= deadline {
-                let _ = self.child.as_mut().expect("child").kill();
-                let _ = self.child.as_mut().expect("child").wait();
-                panic!(
-                    "the run did not finish within {timeout:?}: {why}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let status = self.child.take().expect("child").wait().expect("wait");
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1077,3 +1077,137 @@ pub fn assert_accounts_equal_csv(conninfo: &str, csv: &Path, rows: i64) {
         .batch_execute("DROP TABLE csv_reference")
         .expect("drop csv_reference");
 }
+
+/// A run of the binary in the background whose stdout and stderr go to files, so the test
+/// can read its log while it runs. Killed (SIGKILL) on drop if still running.
+pub struct Background {
+    child: Option<std::process::Child>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Background {
+    /// Starts `provisioner <args…>`; its output goes to `<name>.out` / `<name>.err` in the
+    /// test's scratch directory.
+    pub fn start(db: &TestDb, name: &str, args: &[&str]) -> Background {
+        let stdout = db.path(&format!("{name}.out"));
+        let stderr = db.path(&format!("{name}.err"));
+        let file = |p: &Path| fs::File::create(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        let child = bin_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file(&stdout))
+            .stderr(file(&stderr))
+            .spawn()
+            .expect("spawn the provisioner binary");
+        Background {
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
+    /// The log so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Whether it has not exited yet.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().expect("child").try_wait(), Ok(None))
+    }
+
+    /// How it exited, if it did: the code, or the signal that killed it.
+    pub fn exit(&mut self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.as_mut().expect("child").try_wait().ok()??;
+        Some(match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => format!("{status}"),
+        })
+    }
+
+    /// Sends a signal by name (`INT`, `USR1`…) with kill(1).
+    pub fn signal(&self, name: &str) {
+        send_signal(self.pid(), name);
+    }
+
+    /// The output on stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Waits until `cond` holds of the log; panics (showing the log) if the run exits first
+    /// or `timeout` passes.
+    #[track_caller]
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut(&str) -> bool) {
+        self.find(what, timeout, |run| cond(&run.stderr()).then_some(()))
+    }
+
+    /// Waits until `found` finds something, as [`Background::wait_for`] does.
+    #[track_caller]
+    pub fn find<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&Self) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(t) = found(self) {
+                return t;
+            }
+            if let Some(how) = self.exit() {
+                panic!(
+                    "the run ended ({how}) before {what}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for the exit; past `timeout` the process is killed and the test fails with
+    /// `why` and the log.
+    #[track_caller]
+    pub fn wait(mut self, timeout: Duration, why: &str) -> Run {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.running() {
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.as_mut().expect("child").kill();
+                let _ = self.child.as_mut().expect("child").wait();
+                panic!(
+                    "the run did not finish within {timeout:?}: {why}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = self.child.take().expect("child").wait().expect("wait");
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
