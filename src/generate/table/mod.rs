@@ -54,9 +54,9 @@ pub fn write(
     if let Some(feeder) = feeder.as_deref_mut() {
         feeder.begin().map_err(WriteError::Feeder)?;
     }
-    let columns = plan.columns.len();
-    let mut fields: Vec<Option<String>> = vec![None; columns];
-    let mut field = String::new();
+    // Each column's value in this row, its buffer kept from row to row; `present` false: NULL.
+    let mut fields: Vec<String> = vec![String::new(); plan.columns.len()];
+    let mut present: Vec<bool> = vec![false; plan.columns.len()];
     // The key picked for each foreign key in this row (None: NULL).
     let mut picked: Vec<Option<usize>> = vec![None; foreign.len()];
     // The keys of this block's rows, per self-reference.
@@ -75,15 +75,15 @@ pub fn write(
                 Some(rng.below(f.keys.len() as u64) as usize)
             };
         }
-        for (c, slot) in plan.columns.iter().zip(fields.iter_mut()) {
-            *slot = None;
+        for ((c, field), present) in plan.columns.iter().zip(&mut fields).zip(&mut present) {
+            field.clear();
+            *present = false;
             if rng.bernoulli(c.null_rate) {
                 continue;
             }
-            field.clear();
             match &c.source {
-                Source::Value(v) => v.write(&mut rng, row, c.unique, &opts.domain, &mut field),
-                Source::Set(t) => t.write(row, &mut field),
+                Source::Value(v) => v.write(&mut rng, row, c.unique, &opts.domain, field),
+                Source::Set(t) => t.write(row, field),
                 Source::Foreign { fk, part } => match picked[*fk] {
                     Some(k) => field.push_str(&foreign[*fk].keys[k][*part]),
                     None => continue,
@@ -92,52 +92,46 @@ pub fn write(
                 // Filled below, once the row's own key is known.
                 Source::Earlier { .. } => continue,
             }
-            *slot = Some(field.clone());
+            *present = true;
         }
         for (r, reference) in plan.earlier.iter().enumerate() {
             let keys = &mut block[r];
             if index % BLOCK == 0 {
                 keys.clear();
             }
-            let own: Vec<String> = reference
-                .key
-                .iter()
-                .map(|&k| fields[k].clone().unwrap_or_default())
-                .collect();
+            let own: Vec<String> = reference.key.iter().map(|&k| fields[k].clone()).collect();
             let target = if keys.is_empty() || rng.bernoulli(reference.null_rate) {
-                (!reference.nullable).then(|| own.clone())
+                (!reference.nullable).then_some(&own)
             } else {
-                Some(keys[rng.below(keys.len() as u64) as usize].clone())
+                Some(&keys[rng.below(keys.len() as u64) as usize])
             };
-            for (c, slot) in plan.columns.iter().zip(fields.iter_mut()) {
+            for ((c, field), present) in plan.columns.iter().zip(&mut fields).zip(&mut present) {
                 if let Source::Earlier {
                     reference: at,
                     part,
                 } = c.source
                     && at == r
+                    && let Some(t) = target
                 {
-                    *slot = target.as_ref().map(|t| t[part].clone());
+                    field.push_str(&t[part]);
+                    *present = true;
                 }
             }
             keys.push(own);
         }
         line.clear();
-        for (n, value) in fields.iter().enumerate() {
+        for (n, (value, present)) in fields.iter().zip(&present).enumerate() {
             if n > 0 {
                 line.push(',');
             }
-            if let Some(v) = value {
-                csv_field(v, &mut line);
+            if *present {
+                csv_field(value, &mut line);
             }
         }
         line.push('\n');
         out.write_all(line.as_bytes()).map_err(output)?;
         if let (Some(feeder), Some((password, _))) = (feeder.as_deref_mut(), login) {
-            let values: Vec<&str> = plan
-                .login
-                .iter()
-                .map(|&k| fields[k].as_deref().unwrap_or(""))
-                .collect();
+            let values: Vec<&str> = plan.login.iter().map(|&k| fields[k].as_str()).collect();
             feeder
                 .account(&values, password)
                 .map_err(WriteError::Feeder)?;
