@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::common::cluster::Cluster;
-use crate::common::tls::{Pki, accounts_in, reconfigure, run_with_env};
+use crate::common::tls::{Pki, accounts_in, run_with_env, scram_cluster};
 use crate::common::{Run, fixture_path, fixture_records, path_str};
 
 /// The role's password: a colon and an at sign (escaped in the password file, encoded in a
@@ -25,14 +25,7 @@ const OTHER_USER: &str = "notleaker";
 /// A private cluster where everyone but `postgres` logs in over TCP with scram-sha-256, and
 /// [`USER`] (password [`PASSWORD`]) and [`OTHER_USER`] may seed and purge.
 fn password_cluster() -> Cluster {
-    let cluster = Cluster::start();
-    reconfigure(
-        &cluster,
-        "\npassword_encryption = 'scram-sha-256'\n",
-        "local all all trust\n\
-         host all postgres 127.0.0.1/32 trust\n\
-         host all all 127.0.0.1/32 scram-sha-256\n",
-    );
+    let cluster = scram_cluster();
     let mut admin = cluster.client("postgres");
     let quoted = PASSWORD.replace('\'', "''");
     admin

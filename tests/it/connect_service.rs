@@ -10,8 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-use crate::common::cluster::Cluster;
-use crate::common::tls::{error_line, reconfigure, run_with_env};
+use crate::common::tls::{error_line, run_with_env, scram_cluster};
 use crate::common::{Run, TestDb, hosts_of, path_str};
 
 /// A service section that reaches `db` as its conninfo does, with `extra` lines.
@@ -254,14 +253,7 @@ fn an_unknown_service_or_a_bad_line_is_a_usage_error_in_libpqs_words() {
 #[test]
 fn the_services_password_is_used_and_never_shown() {
     const PASSWORD: &str = "svc-pw-4e1a9d";
-    let cluster = Cluster::start();
-    reconfigure(
-        &cluster,
-        "\npassword_encryption = 'scram-sha-256'\n",
-        "local all all trust\n\
-         host all postgres 127.0.0.1/32 trust\n\
-         host all all 127.0.0.1/32 scram-sha-256\n",
-    );
+    let cluster = scram_cluster();
     let mut admin = cluster.client("postgres");
     for sql in [
         format!("CREATE ROLE svc_login LOGIN SUPERUSER PASSWORD '{PASSWORD}'"),

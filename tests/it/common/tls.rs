@@ -153,6 +153,20 @@ fn install(cluster: &Cluster, name: &str, bytes: &[u8], mode: u32) {
         .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
 }
 
+/// A private cluster where `postgres` logs in without a password and every other role over
+/// TCP with scram-sha-256 only.
+pub fn scram_cluster() -> Cluster {
+    let cluster = Cluster::start();
+    reconfigure(
+        &cluster,
+        "\npassword_encryption = 'scram-sha-256'\n",
+        "local all all trust\n\
+         host all postgres 127.0.0.1/32 trust\n\
+         host all all 127.0.0.1/32 scram-sha-256\n",
+    );
+    cluster
+}
+
 /// Appends `conf` to postgresql.conf, replaces pg_hba.conf with `hba`, and restarts.
 pub fn reconfigure(cluster: &Cluster, conf: &str, hba: &str) {
     let conf_path = cluster.data_dir().join("postgresql.conf");
