@@ -55,6 +55,26 @@ pub struct Released {
 }
 
 impl Keeper {
+    /// The keeper of a run of one input: renews `attempt`'s lease while the run has a
+    /// ledger (`None` without one, `--no-ledger` or a dry run).
+    pub fn of_run(
+        db: Endpoint,
+        ledger: Option<&Ledger>,
+        attempt: Option<Attempt>,
+        lease: Duration,
+        stop: Arc<AtomicBool>,
+    ) -> Option<Keeper> {
+        let (ledger, attempt) = ledger.zip(attempt)?;
+        Some(Keeper::start(
+            db,
+            ledger.clone(),
+            vec![attempt],
+            None,
+            lease,
+            stop,
+        ))
+    }
+
     /// Starts renewing the leases of `held` (and of what [`Keeper::hold`] adds) for `lease`
     /// at a time; when one is lost, or the run of many inputs `parent` failed elsewhere,
     /// sets `stop` (the writers' and the producer's) so that the process ends after its

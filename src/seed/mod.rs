@@ -147,17 +147,13 @@ pub async fn seed(
         run_id,
     };
     let workers = opts.run.workers(&pool, progress.clone(), about);
-    let keeper = ledger.as_ref().zip(attempt).map(|(ledger, attempt)| {
-        let stop = workers.stop.clone();
-        Keeper::start(
-            db,
-            ledger.clone(),
-            vec![attempt],
-            None,
-            opts.run.lease,
-            stop,
-        )
-    });
+    let keeper = Keeper::of_run(
+        db,
+        ledger.as_ref(),
+        attempt,
+        opts.run.lease,
+        workers.stop.clone(),
+    );
     let reporter = Reporter::start(
         console,
         progress.clone(),
