@@ -133,8 +133,9 @@ pub fn by_name(column: &str, max_len: Option<usize>) -> Option<Fake> {
     })
 }
 
-/// A person's name in one of several scripts and locales.
-fn person(rng: &mut Rng, out: &mut String) {
+/// A person's name in one of several scripts and locales: (first, last, whether the family
+/// name comes first, written without a space).
+fn person(rng: &mut Rng) -> (&'static str, &'static str, bool) {
     macro_rules! western {
         ($($l:ty),*) => {
             [$((<$l>::NAME_FIRST_NAME, <$l>::NAME_LAST_NAME)),*]
@@ -142,7 +143,6 @@ fn person(rng: &mut Rng, out: &mut String) {
     }
     const WESTERN: [(&[&str], &[&str]); 8] =
         western!(EN, FR_FR, DE_DE, IT_IT, PT_BR, TR_TR, AR_SA, FA_IR);
-    // Family name first, no space.
     const EASTERN: [(&[&str], &[&str]); 2] = [
         (ZH_CN::NAME_FIRST_NAME, ZH_CN::NAME_LAST_NAME),
         (JA_JP::NAME_FIRST_NAME, JA_JP::NAME_LAST_NAME),
@@ -150,14 +150,13 @@ fn person(rng: &mut Rng, out: &mut String) {
     let which = rng.below(12) as usize;
     if which < 2 {
         let (first, last) = EASTERN[which];
-        out.push_str(rng.word(last));
-        out.push_str(rng.word(first));
+        let last = rng.word(last);
+        (rng.word(first), last, true)
     } else {
-        // English names half of the time, the other locales share the rest.
-        let (first, last) = WESTERN[if which < 6 { 0 } else { which - 5 }];
-        out.push_str(rng.word(first));
-        out.push(' ');
-        out.push_str(rng.word(last));
+        // English names a quarter of the time, each other locale one time in twelve.
+        let (first, last) = WESTERN[if which < 5 { 0 } else { which - 4 }];
+        let first = rng.word(first);
+        (first, rng.word(last), false)
     }
 }
 
@@ -197,17 +196,19 @@ impl Fake {
                     out.push_str(&n.to_string());
                 }
             }
-            Fake::FirstName => {
-                let mut full = String::new();
-                person(rng, &mut full);
-                out.push_str(full.split(' ').next().unwrap_or(&full));
-            }
-            Fake::LastName => {
-                let mut full = String::new();
-                person(rng, &mut full);
-                out.push_str(full.rsplit(' ').next().unwrap_or(&full));
-            }
-            Fake::FullName => person(rng, out),
+            Fake::FirstName => out.push_str(person(rng).0),
+            Fake::LastName => out.push_str(person(rng).1),
+            Fake::FullName => match person(rng) {
+                (first, last, true) => {
+                    out.push_str(last);
+                    out.push_str(first);
+                }
+                (first, last, false) => {
+                    out.push_str(first);
+                    out.push(' ');
+                    out.push_str(last);
+                }
+            },
             Fake::Phone => out.push_str(
                 &faker::phone_number::raw::PhoneNumber(EN).fake_with_rng::<String, _>(rng),
             ),
@@ -290,6 +291,19 @@ mod tests {
         assert_eq!(by_name("country", None), Some(Fake::Country));
         assert_eq!(by_name("avatar_url", None), Some(Fake::Url));
         assert_eq!(by_name("balance", None), None);
+    }
+
+    #[test]
+    fn names_come_from_every_locale() {
+        let mut rng = Rng(4);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5000 {
+            let (first, _, _) = person(&mut rng);
+            seen.insert(first);
+        }
+        let from = |names: &[&str]| names.iter().any(|n| seen.contains(n));
+        assert!(from(FA_IR::NAME_FIRST_NAME), "Persian names too");
+        assert!(from(JA_JP::NAME_FIRST_NAME) && from(EN::NAME_FIRST_NAME));
     }
 
     #[test]
