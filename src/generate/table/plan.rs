@@ -93,7 +93,8 @@ pub struct Plan {
     /// The output columns the feeder holds.
     pub login: Vec<usize>,
     pub login_names: Vec<String>,
-    /// Rows already in the table: row numbers count on from here.
+    /// Rows already in the table (counted only when a row number is written): row numbers
+    /// count on from here.
     pub base: u64,
     /// What could not be honoured, for the user to read.
     pub warnings: Vec<String>,
@@ -375,7 +376,17 @@ pub async fn prepare(
 
     // Unique numbers count on from the largest one there, texts from the rows there; every
     // unique column must have enough values for the rows.
-    let base = shape::row_count(client, table).await? as u64;
+    // Counting a big table's rows takes a while: only when a row number is written.
+    let numbered = columns.iter().any(|c| match &c.source {
+        Source::Set(template) => template.numbered(),
+        Source::Value(Value::Text(_)) => c.unique,
+        _ => false,
+    });
+    let base = if numbered {
+        shape::row_count(client, table).await? as u64
+    } else {
+        0
+    };
     for c in columns.iter_mut().filter(|c| c.unique) {
         if let Source::Value(Value::Number { span, scale: 0 }) = &mut c.source {
             let max = shape::max_of(client, table, &c.name).await?;
